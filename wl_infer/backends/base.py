@@ -1,0 +1,158 @@
+"""The backend interface: one small class per engine.
+
+A backend turns a job into output text, its token ids when it can, and the envelope that decides the output
+bytes; a backend that can score claimed tokens in one forward pass supports prefill verification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from wl_infer.codec import Job
+
+
+class BackendError(Exception):
+    """A backend could not do what was asked; the message is one user-facing line."""
+
+    def __init__(self, backend: str, message: str) -> None:
+        super().__init__(f"{backend}: {message}")
+        self.backend = backend
+        self.detail = message
+
+
+class BackendUnavailable(BackendError):
+    """The engine is not installed or its server cannot be reached."""
+
+
+class ModelNotFound(BackendError):
+    """The backend does not have the job's model."""
+
+    def __init__(self, backend: str, model: str, hint: str = "") -> None:
+        msg = f"model {model!r} is not available" + (f" ({hint})" if hint else "")
+        super().__init__(backend, msg)
+        self.model = model
+
+
+class DigestMismatch(BackendError):
+    """The local weights are not the weights the job pinned: the result would be unverifiable."""
+
+    def __init__(self, backend: str, model: str, expected: str, actual: str | None) -> None:
+        super().__init__(
+            backend,
+            f"model {model!r} here has digest {actual or 'unknown'}, but the job pins {expected}",
+        )
+        self.model = model
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    digest: str | None  # "sha256:<hex>" of the weights when known
+    path: str | None = None
+    size: int | None = None
+
+
+@dataclass
+class Generation:
+    output: str
+    tokens: list[int] | None
+    envelope: dict[str, Any]
+    finish_reason: str = "stop"  # "stop" (end of generation) or "length" (max_tokens reached)
+    prompt_tokens: int | None = None
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class ScoreResult:
+    """Outcome of scoring claimed tokens in one teacher-forced pass (prefill verification)."""
+
+    ok: bool
+    n_tokens: int
+    first_divergence: int | None = None  # position in the claimed output tokens
+    claimed_token: int | None = None
+    expected_token: int | None = None
+    claimed_piece: str | None = None
+    expected_piece: str | None = None
+    margin: float | None = None  # logit(expected) - logit(claimed) at the divergence
+    detokenizes_exactly: bool = True
+    stop_consistent: bool = True
+    reason: str = ""
+    elapsed_s: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BackendConfig:
+    """Settings a backend may need; every field has a working default."""
+
+    home: Path | None = None  # wl home: model cache and registry live under it
+    ollama_host: str | None = None  # default: $OLLAMA_HOST or http://127.0.0.1:11434
+    openai_base_url: str | None = None  # default: $WL_OPENAI_BASE_URL
+    openai_api_key: str | None = None  # default: $WL_OPENAI_API_KEY / $OPENAI_API_KEY
+    timeout: float = 300.0
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend:
+    """Base class; subclasses set the class attributes and implement generate/resolve."""
+
+    name: ClassVar[str] = ""
+    can_score: ClassVar[bool] = False
+    reports_digest: ClassVar[bool] = False
+
+    def __init__(self, config: BackendConfig | None = None) -> None:
+        self.config = config or BackendConfig()
+
+    def resolve(self, model: str) -> ModelInfo:
+        """Find the model here (raises ModelNotFound / BackendUnavailable)."""
+        raise NotImplementedError
+
+    def check_digest(self, job: Job) -> ModelInfo:
+        """Resolve the job's model and refuse weights that differ from the pinned digest."""
+        info = self.resolve(job.model)
+        if job.model_digest and info.digest != job.model_digest:
+            raise DigestMismatch(self.name, job.model, job.model_digest, info.digest)
+        return info
+
+    def generate(self, job: Job) -> Generation:
+        raise NotImplementedError
+
+    def envelope(self, job: Job) -> dict[str, Any]:
+        """The envelope a run of this job here would carry (verify compares it with the worker's)."""
+        raise NotImplementedError
+
+    def score(self, job: Job, tokens: list[int], output: str) -> ScoreResult:
+        raise BackendError(self.name, "this backend cannot score claimed tokens (prefill)")
+
+    def list_models(self) -> list[ModelInfo]:
+        return []
+
+    def close(self) -> None:
+        """Release the engine (models stay loaded until this is called)."""
+
+
+# Fields of an envelope that do not decide the output bytes (timing, host names, versions of wl itself).
+NON_DECIDING_FIELDS = frozenset({"wl_infer_version", "elapsed_s", "tokens_per_s", "host", "started_at"})
+
+
+def envelope_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Names of output-deciding envelope fields whose values differ (flattened with dots)."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                out.update(flat(v, key + "."))
+            else:
+                out[key] = v
+        return out
+
+    fa, fb = flat(a), flat(b)
+    keys = sorted(set(fa) | set(fb))
+    return [k for k in keys if k.split(".")[-1] not in NON_DECIDING_FIELDS and fa.get(k) != fb.get(k)]
