@@ -1,0 +1,755 @@
+"""Anchoring result hashes and attestations on an EVM chain through ``contracts/InferenceAnchor.sol``.
+
+Transactions are signed locally with an explicit nonce, chain id, fees and gas, then the same raw bytes are
+re-sent on transient RPC failures, so a retry after a dropped reply can only land the one transaction.
+``eth-tester://`` selects an in-process py-evm chain shared by the whole process (tests, demo). web3 and
+eth_account are imported inside functions so that ``wl --help`` never pays for them.
+
+Batches: a Merkle tree over arbitrary leaf bytes. A leaf node is ``keccak256(0x00 || leaf)``, an inner node
+``keccak256(0x01 || min(a, b) || max(a, b))`` (sorted pair, so a proof is just the sibling list), and an
+odd node at the end of a level is promoted unchanged. The prefixes keep leaves and inner nodes apart.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+T = TypeVar("T")
+
+TESTER_URL = "eth-tester://"
+VERDICTS = {"VERIFIED": 1, "MISMATCH": 2, "INVALID": 3}
+VERDICT_NAMES = {v: k for k, v in VERDICTS.items()}
+ZERO_ADDRESS = "0x" + "00" * 20
+_ARTIFACT_NAME = "InferenceAnchor.json"
+_TESTER_FUNDING_WEI = 1000 * 10**18
+_FALLBACK_PRIORITY_FEE = 10**9  # 1 gwei, when the node cannot suggest one
+_TRANSIENT_WORDS = (
+    "internal error", "timeout", "timed out", "temporarily", "try again", "rate limit",
+    "too many requests", "header not found", "service unavailable", "bad gateway", "connection",
+)
+_PERMANENT_WORDS = ("revert", "nonce", "insufficient funds", "invalid", "underpriced", "intrinsic gas")
+
+
+class ChainError(Exception):
+    """An on-chain operation failed; carries what was attempted and why, and builds a one-line message."""
+
+    def __init__(self, op: str, reason: str, *, tx: str | None = None, **data: Any) -> None:
+        self.op = op
+        self.reason = reason
+        self.tx = tx
+        self.data = data
+        suffix = f" (tx {tx})" if tx else ""
+        super().__init__(f"chain {op}: {' '.join(reason.split())}{suffix}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter for transient RPC failures."""
+
+    attempts: int = 6
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    total_timeout: float = 60.0
+    receipt_timeout: float = 120.0
+    poll_interval: float = 0.2
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class Deployment:
+    chain_id: int
+    contract: str
+    deployed_by: str
+    tx: str
+    block: int
+    gas_used: int
+
+
+@dataclass(frozen=True)
+class AnchorReceipt:
+    chain_id: int
+    contract: str
+    tx: str | None  # None only when an earlier anchor was found but its log could not be read back
+    block: int
+    gas_used: int
+    already_anchored: bool
+
+
+@dataclass(frozen=True)
+class AttestReceipt:
+    chain_id: int
+    contract: str
+    tx: str
+    block: int
+    gas_used: int
+    verdict: str
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    chain_id: int
+    contract: str
+    batch_id: str
+    root: str
+    tx: str | None
+    block: int
+    gas_used: int
+    already_anchored: bool
+
+
+@dataclass(frozen=True)
+class OnChainRecord:
+    worker: str
+    output_hash: str
+    evidence_hash: str
+    block: int
+
+
+@dataclass(frozen=True)
+class OnChainAttestation:
+    verifier: str
+    verdict: str
+    result_hash: str
+    block: int
+    tx: str
+
+
+# ---------------------------------------------------------------- encoding helpers
+
+
+def job_key(board_id: str, item_id: str) -> bytes:
+    """The contract's job id: keccak256 of UTF-8 ``"<board_id>/<item_id>"``."""
+    from eth_utils import keccak
+
+    for name, value in (("board_id", board_id), ("item_id", item_id)):
+        if not value or "/" in value:
+            raise ValueError(f"{name} {value!r} must be non-empty and contain no '/'")
+    return bytes(keccak(f"{board_id}/{item_id}".encode()))
+
+
+def batch_key(batch_id: str | bytes) -> bytes:
+    """A batch id as bytes32: 32 bytes as given, or keccak256 of a UTF-8 name."""
+    from eth_utils import keccak
+
+    if isinstance(batch_id, bytes):
+        if len(batch_id) != 32:
+            raise ValueError(f"batch id must be 32 bytes, got {len(batch_id)}")
+        return batch_id
+    return bytes(keccak(batch_id.encode()))
+
+
+def hash_to_bytes32(value: str) -> bytes:
+    """``sha256:<64 hex>`` to the 32 raw bytes the contract stores."""
+    if not isinstance(value, str) or not value.startswith("sha256:") or len(value) != 71:
+        raise ValueError(f"expected sha256:<64 hex>, got {value!r}")
+    return bytes.fromhex(value[7:])
+
+
+def bytes32_to_hash(value: bytes) -> str:
+    return "sha256:" + bytes(value).hex()
+
+
+def batch_leaf(board_id: str, item_id: str, output_hash: str, evidence_hash: str) -> bytes:
+    """The leaf a batch commits to for one job: job id || output hash || evidence hash (96 bytes)."""
+    return job_key(board_id, item_id) + hash_to_bytes32(output_hash) + hash_to_bytes32(evidence_hash)
+
+
+def compare_with_board(
+    record: OnChainRecord | None, output_hash: str, evidence_hash: str, worker_address: str | None
+) -> str:
+    """``"matches"``, ``"differs"`` or ``"not anchored"``; a None worker address is not compared."""
+    if record is None:
+        return "not anchored"
+    same = record.output_hash == output_hash and record.evidence_hash == evidence_hash
+    if worker_address is not None:
+        same = same and record.worker.lower() == worker_address.lower()
+    return "matches" if same else "differs"
+
+
+# ---------------------------------------------------------------- Merkle batches
+
+
+def _keccak(data: bytes) -> bytes:
+    from eth_utils import keccak
+
+    return bytes(keccak(data))
+
+
+def _leaf_node(leaf: bytes) -> bytes:
+    return _keccak(b"\x00" + leaf)
+
+
+def _inner(a: bytes, b: bytes) -> bytes:
+    return _keccak(b"\x01" + min(a, b) + max(a, b))
+
+
+def merkle_tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """Root and, for each leaf in order, its inclusion proof (the sibling hashes, bottom up)."""
+    if not leaves:
+        raise ValueError("a Merkle batch needs at least one leaf")
+    level = [_leaf_node(bytes(leaf)) for leaf in leaves]
+    position = list(range(len(level)))  # index of each leaf's ancestor in the current level
+    proofs: list[list[bytes]] = [[] for _ in leaves]
+    while len(level) > 1:
+        for leaf_index, pos in enumerate(position):
+            sibling = pos ^ 1
+            if sibling < len(level):
+                proofs[leaf_index].append(level[sibling])
+            position[leaf_index] = pos // 2
+        level = [
+            _inner(level[i], level[i + 1]) if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)
+        ]
+    return level[0], proofs
+
+
+def verify_proof(leaf: bytes, proof: Sequence[bytes], root: bytes) -> bool:
+    """Offline inclusion check, the same fold as the contract's ``verifyInclusion``."""
+    try:
+        node = _leaf_node(bytes(leaf))
+        for sibling in proof:
+            if len(sibling) != 32:
+                return False
+            node = _inner(node, bytes(sibling))
+        return node == bytes(root)
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- connection and retries
+
+
+_tester_lock = threading.Lock()
+_tester_w3: Any = None
+
+
+def connect(rpc_url: str) -> Web3:
+    """A Web3 for ``rpc_url``; ``eth-tester://`` is one in-process chain shared by this process."""
+    from web3 import HTTPProvider, Web3
+
+    global _tester_w3
+    if rpc_url == TESTER_URL:
+        with _tester_lock:
+            if _tester_w3 is None:
+                from web3 import EthereumTesterProvider
+
+                _tester_w3 = Web3(EthereumTesterProvider())
+            return _tester_w3  # type: ignore[no-any-return]
+    if not rpc_url.startswith(("http://", "https://")):
+        raise ChainError("connect", f"unsupported RPC URL {rpc_url!r} (use http(s)://… or {TESTER_URL})")
+    # web3's own retry is off: ours (below) is bounded in time and knows which errors are transient.
+    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": 30}, exception_retry_configuration=None)
+    return Web3(provider)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: transport errors, HTTP 5xx/429, transport-kind JSON-RPC errors."""
+    import requests
+    from web3.exceptions import (
+        BadResponseFormat,
+        ContractLogicError,
+        RequestTimedOut,
+        TooManyRequests,
+        Web3RPCError,
+    )
+
+    if isinstance(exc, ContractLogicError):
+        return False
+    if isinstance(exc, (RequestTimedOut, TooManyRequests, BadResponseFormat)):
+        return True
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else 0
+        return status >= 500 or status == 429
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, Web3RPCError):
+        error = (exc.rpc_response or {}).get("error") if isinstance(exc.rpc_response, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        text = str(error.get("message", "") if isinstance(error, dict) else exc.message).lower()
+        if any(word in text for word in _PERMANENT_WORDS):
+            return False
+        return code in (-32603, -32005) or any(word in text for word in _TRANSIENT_WORDS)
+    return False
+
+
+def with_retry(
+    what: str,
+    fn: Callable[[], T],
+    policy: RetryPolicy = DEFAULT_RETRY,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> T:
+    """Call ``fn``; retry transient failures with full-jitter backoff within the policy's bounds."""
+    draw = (rng or random).uniform
+    started = time.monotonic()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            elapsed = time.monotonic() - started
+            delay = draw(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
+            if attempt == policy.attempts or elapsed + delay > policy.total_timeout:
+                raise ChainError(
+                    what,
+                    f"RPC still failing after {attempt} attempts over {elapsed:.1f}s: {_short(exc)}",
+                    attempts=attempt,
+                    last_error=_short(exc),
+                ) from None
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# ---------------------------------------------------------------- artifact and contract
+
+
+def artifact_path() -> Path:
+    """The committed artifact: ``contracts/`` beside the package (checkout or editable install)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "contracts" / _ARTIFACT_NAME, here / _ARTIFACT_NAME):
+        if candidate.is_file():
+            return candidate
+    raise ChainError("load artifact", f"{_ARTIFACT_NAME} not found beside {here}")
+
+
+def load_artifact() -> dict[str, Any]:
+    """ABI, bytecode, compiler and EVM version of InferenceAnchor, as compiled by contracts/compile.js."""
+    data: dict[str, Any] = json.loads(artifact_path().read_text(encoding="utf-8"))
+    return data
+
+
+def _contract(w3: Web3, address: str | None = None) -> Any:
+    art = load_artifact()
+    if address is None:
+        return w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+    return w3.eth.contract(address=w3.to_checksum_address(address), abi=art["abi"])
+
+
+def decode_revert(exc: BaseException) -> str:
+    """A readable reason for a revert: custom error with arguments, Error(string), Panic, or the message."""
+    from eth_abi import decode
+    from eth_utils import keccak
+
+    data = _revert_data(exc)
+    if data is None or len(data) < 4:
+        text = str(getattr(exc, "message", None) or exc)
+        return text.replace("execution reverted: ", "").strip() or "reverted"
+    selector, body = data[:4], data[4:]
+    known: list[tuple[str, list[str], list[str]]] = [
+        ("Error", ["string"], ["reason"]),
+        ("Panic", ["uint256"], ["code"]),
+    ]
+    for entry in load_artifact()["abi"]:
+        if entry.get("type") == "error":
+            known.append((entry["name"], [i["type"] for i in entry["inputs"]], [i["name"] for i in entry["inputs"]]))
+    for name, types, names in known:
+        if keccak(f"{name}({','.join(types)})".encode())[:4] == selector:
+            try:
+                values = decode(types, body)
+            except Exception:  # noqa: BLE001 - undecodable payload: name is still useful
+                return name
+            if name == "Error":
+                return str(values[0])
+            shown = ", ".join(f"{n}={_show(v)}" for n, v in zip(names, values, strict=True))
+            return f"{name}({shown})"
+    return "reverted with data 0x" + data.hex()
+
+
+def _show(value: Any) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
+
+
+def _revert_data(exc: BaseException) -> bytes | None:
+    data = getattr(exc, "data", None)
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x"):
+        try:
+            return bytes.fromhex(data[2:])
+        except ValueError:
+            return None
+    # eth-tester puts the raw revert bytes into the message as a Python bytes literal.
+    text = str(exc.args[0]) if exc.args else ""
+    start = text.find("b'") if "b'" in text else text.find('b"')
+    if start >= 0:
+        try:
+            value = ast.literal_eval(text[start:])
+        except (ValueError, SyntaxError):
+            return None
+        return value if isinstance(value, bytes) else None
+    return None
+
+
+def _is_revert(exc: BaseException) -> bool:
+    from web3.exceptions import ContractLogicError
+
+    if isinstance(exc, ContractLogicError):
+        return True
+    try:
+        from eth_tester.exceptions import TransactionFailed
+    except ImportError:  # pragma: no cover - eth-tester absent
+        return False
+    return isinstance(exc, TransactionFailed)
+
+
+# ---------------------------------------------------------------- transactions
+
+
+@dataclass(frozen=True)
+class _Sent:
+    tx: str
+    block: int
+    gas_used: int
+    contract_address: str | None
+    receipt: Any
+
+
+def _fund_on_tester(w3: Web3, address: str) -> None:
+    """On the in-process chain only, top up a fresh key from the tester's pre-funded account."""
+    if w3.eth.get_balance(address) >= _TESTER_FUNDING_WEI // 10:
+        return
+    tx = w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": address, "value": _TESTER_FUNDING_WEI})
+    w3.eth.wait_for_transaction_receipt(tx, timeout=30)
+
+
+def _transact(
+    rpc_url: str, private_key: bytes, to: str | None, data: str, op: str, policy: RetryPolicy
+) -> _Sent:
+    """Build, sign once, send (re-sending the same bytes on transient errors) and wait for the receipt."""
+    from eth_account import Account
+    from web3.exceptions import TransactionNotFound
+
+    w3 = connect(rpc_url)
+    account = Account.from_key(private_key)
+    sender = account.address
+    if rpc_url == TESTER_URL:
+        _fund_on_tester(w3, sender)
+    chain_id = with_retry(op, lambda: w3.eth.chain_id, policy)
+    nonce = with_retry(op, lambda: w3.eth.get_transaction_count(sender, "pending"), policy)
+    call: dict[str, Any] = {"from": sender, "data": data, "value": 0}
+    if to is not None:
+        call["to"] = w3.to_checksum_address(to)
+    try:
+        estimate = with_retry(op, lambda: w3.eth.estimate_gas(call), policy)  # type: ignore[arg-type]
+    except ChainError:
+        raise
+    except Exception as exc:
+        if _is_revert(exc):
+            raise ChainError(op, f"the contract refused it: {decode_revert(exc)}", sender=sender) from None
+        raise ChainError(op, f"gas estimate failed: {_short(exc)}", sender=sender) from None
+    tx: dict[str, Any] = dict(call, nonce=nonce, chainId=chain_id, gas=estimate * 6 // 5 + 10_000)
+    tx.update(_fees(w3, op, policy))
+    signed = account.sign_transaction(tx)
+    raw = bytes(signed.raw_transaction)
+    tx_hash = "0x" + bytes(signed.hash).hex()
+
+    try:
+        with_retry(op, lambda: w3.eth.send_raw_transaction(raw), policy)
+    except Exception as exc:
+        # A retry after a dropped reply meets "nonce too low"/"already known": fine if our tx is there.
+        try:
+            known = with_retry(op, lambda: w3.eth.get_transaction(tx_hash), policy)  # type: ignore[arg-type]
+        except (TransactionNotFound, ChainError):
+            known = None
+        if known is None:
+            if isinstance(exc, ChainError):
+                raise
+            raise ChainError(op, f"the node refused the transaction: {_short(exc)}", tx=tx_hash) from None
+
+    deadline = time.monotonic() + policy.receipt_timeout
+    while True:
+        try:
+            receipt = with_retry(op, lambda: w3.eth.get_transaction_receipt(tx_hash), policy)  # type: ignore[arg-type]
+            break
+        except TransactionNotFound:
+            if time.monotonic() >= deadline:
+                raise ChainError(
+                    op, f"no receipt within {policy.receipt_timeout:.0f}s; it may still be mined", tx=tx_hash
+                ) from None
+            time.sleep(policy.poll_interval)
+    if receipt["status"] != 1:
+        raise ChainError(op, "the transaction reverted", tx=tx_hash, block=receipt["blockNumber"])
+    address = receipt.get("contractAddress")
+    return _Sent(tx_hash, int(receipt["blockNumber"]), int(receipt["gasUsed"]), address, receipt)
+
+
+def _fees(w3: Web3, op: str, policy: RetryPolicy) -> dict[str, int]:
+    """EIP-1559 fees (2 x base fee + tip) when the chain has a base fee, else a legacy gas price."""
+    block = with_retry(op, lambda: w3.eth.get_block("latest"), policy)
+    base = block.get("baseFeePerGas")
+    if base is None:
+        return {"gasPrice": with_retry(op, lambda: w3.eth.gas_price, policy)}
+    try:
+        tip = with_retry(op, lambda: w3.eth.max_priority_fee, policy)
+    except ChainError:
+        raise
+    except Exception:  # noqa: BLE001 - nodes without eth_maxPriorityFeePerGas
+        tip = _FALLBACK_PRIORITY_FEE
+    return {"maxFeePerGas": 2 * int(base) + int(tip), "maxPriorityFeePerGas": int(tip)}
+
+
+def _call(rpc_url: str, contract: str, op: str, fn: str, args: Sequence[Any], policy: RetryPolicy) -> Any:
+    w3 = connect(rpc_url)
+    c = _contract(w3, contract)
+    return with_retry(op, lambda: getattr(c.functions, fn)(*args).call(), policy)
+
+
+# ---------------------------------------------------------------- public operations
+
+
+def deploy(rpc_url: str, private_key: bytes, *, retry: RetryPolicy = DEFAULT_RETRY) -> Deployment:
+    """Deploy InferenceAnchor from the given key."""
+    from eth_account import Account
+
+    w3 = connect(rpc_url)
+    sent = _transact(rpc_url, private_key, None, load_artifact()["bytecode"], "deploy", retry)
+    if not sent.contract_address:
+        raise ChainError("deploy", "the receipt names no contract address", tx=sent.tx)
+    code = with_retry("deploy", lambda: w3.eth.get_code(sent.contract_address), retry)  # type: ignore[arg-type]
+    if not code:
+        raise ChainError("deploy", "no code at the new contract address", tx=sent.tx)
+    return Deployment(
+        chain_id=with_retry("deploy", lambda: w3.eth.chain_id, retry),
+        contract=w3.to_checksum_address(sent.contract_address),
+        deployed_by=Account.from_key(private_key).address,
+        tx=sent.tx,
+        block=sent.block,
+        gas_used=sent.gas_used,
+    )
+
+
+def read_anchor(
+    rpc_url: str, contract: str, board_id: str, item_id: str, *, retry: RetryPolicy = DEFAULT_RETRY
+) -> OnChainRecord | None:
+    """The job's on-chain record, or None when it is not anchored."""
+    worker, out, ev, block = _call(rpc_url, contract, "read", "getJob", [job_key(board_id, item_id)], retry)
+    if int(worker, 16) == 0:
+        return None
+    return OnChainRecord(worker, bytes32_to_hash(out), bytes32_to_hash(ev), int(block))
+
+
+def anchor(
+    rpc_url: str,
+    contract: str,
+    private_key: bytes,
+    board_id: str,
+    item_id: str,
+    output_hash: str,
+    evidence_hash: str,
+    *,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> AnchorReceipt:
+    """Anchor a job's hashes once; an identical earlier anchor by this key is reported, not repeated."""
+    from eth_account import Account
+
+    w3 = connect(rpc_url)
+    worker = Account.from_key(private_key).address
+    key = job_key(board_id, item_id)
+    args = [key, hash_to_bytes32(output_hash), hash_to_bytes32(evidence_hash)]
+    chain_id = with_retry("anchor", lambda: w3.eth.chain_id, retry)
+    address = w3.to_checksum_address(contract)
+
+    def existing() -> AnchorReceipt | None:
+        record = read_anchor(rpc_url, contract, board_id, item_id, retry=retry)
+        if record is None:
+            return None
+        if compare_with_board(record, output_hash, evidence_hash, worker) != "matches":
+            raise ChainError(
+                "anchor",
+                f"job {board_id}/{item_id} is already anchored by {record.worker} in block {record.block} "
+                f"with output {record.output_hash} and evidence {record.evidence_hash}",
+                record=record,
+            )
+        tx = _find_log_tx(w3, address, "Anchored", key, record.block, retry)
+        return AnchorReceipt(chain_id, address, tx, record.block, 0, already_anchored=True)
+
+    found = existing()
+    if found is not None:
+        return found
+    data = _contract(w3, address).encode_abi("anchor", args=args)
+    try:
+        sent = _transact(rpc_url, private_key, address, data, "anchor", retry)
+    except ChainError as exc:
+        if "AlreadyAnchored" not in exc.reason:
+            raise
+        found = existing()  # lost a race with another sender: report what is there
+        if found is None:
+            raise
+        return found
+    return AnchorReceipt(chain_id, address, sent.tx, sent.block, sent.gas_used, already_anchored=False)
+
+
+def attest(
+    rpc_url: str,
+    contract: str,
+    private_key: bytes,
+    board_id: str,
+    item_id: str,
+    verdict: str,
+    result_hash: str,
+    *,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> AttestReceipt:
+    """Emit this key's verdict (VERIFIED, MISMATCH or INVALID) and result hash for a job."""
+    code = VERDICTS.get(verdict.upper())
+    if code is None:
+        raise ChainError("attest", f"unknown verdict {verdict!r} (expected {', '.join(VERDICTS)})")
+    w3 = connect(rpc_url)
+    address = w3.to_checksum_address(contract)
+    data = _contract(w3, address).encode_abi(
+        "attest", args=[job_key(board_id, item_id), code, hash_to_bytes32(result_hash)]
+    )
+    sent = _transact(rpc_url, private_key, address, data, "attest", retry)
+    chain_id = with_retry("attest", lambda: w3.eth.chain_id, retry)
+    return AttestReceipt(chain_id, address, sent.tx, sent.block, sent.gas_used, VERDICT_NAMES[code])
+
+
+def read_attestations(
+    rpc_url: str,
+    contract: str,
+    board_id: str,
+    item_id: str,
+    *,
+    from_block: int = 0,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> list[OnChainAttestation]:
+    """Decoded Attested events for a job, oldest first."""
+    w3 = connect(rpc_url)
+    c = _contract(w3, contract)
+    topic = "0x" + job_key(board_id, item_id).hex()
+    logs = with_retry(
+        "read attestations",
+        lambda: w3.eth.get_logs(
+            {"address": c.address, "fromBlock": from_block, "toBlock": "latest",
+             "topics": [_topic(w3, "Attested"), topic]}  # type: ignore[list-item]
+        ),
+        retry,
+    )
+    out = []
+    for log in logs:
+        ev = c.events.Attested().process_log(log)
+        args = ev["args"]
+        out.append(
+            OnChainAttestation(
+                verifier=args["verifier"],
+                verdict=VERDICT_NAMES.get(int(args["verdict"]), str(args["verdict"])),
+                result_hash=bytes32_to_hash(args["resultHash"]),
+                block=int(ev["blockNumber"]),
+                tx="0x" + bytes(ev["transactionHash"]).hex(),
+            )
+        )
+    return out
+
+
+def _topic(w3: Web3, event: str) -> str:
+    for entry in load_artifact()["abi"]:
+        if entry.get("type") == "event" and entry["name"] == event:
+            sig = f"{event}({','.join(i['type'] for i in entry['inputs'])})"
+            return "0x" + bytes(w3.keccak(text=sig)).hex()
+    raise ValueError(f"no event {event} in the ABI")
+
+
+def _find_log_tx(w3: Web3, address: str, event: str, key: bytes, block: int, policy: RetryPolicy) -> str | None:
+    """The transaction that emitted ``event`` for ``key`` in ``block``, or None if the node will not say."""
+    try:
+        logs = with_retry(
+            event,
+            lambda: w3.eth.get_logs(
+                {"address": address, "fromBlock": block, "toBlock": block,  # type: ignore[typeddict-item]
+                 "topics": [_topic(w3, event), "0x" + key.hex()]}
+            ),
+            policy,
+        )
+    except Exception:  # noqa: BLE001 - the record itself is authoritative; the tx hash is a courtesy
+        return None
+    return "0x" + bytes(logs[0]["transactionHash"]).hex() if logs else None
+
+
+def read_root(
+    rpc_url: str, contract: str, batch_id: str | bytes, *, retry: RetryPolicy = DEFAULT_RETRY
+) -> tuple[bytes, str, int] | None:
+    """``(root, submitter, block)`` of an anchored batch, or None."""
+    root, submitter, block = _call(rpc_url, contract, "read root", "getRoot", [batch_key(batch_id)], retry)
+    if int(submitter, 16) == 0:
+        return None
+    return bytes(root), submitter, int(block)
+
+
+def anchor_batch(
+    rpc_url: str,
+    contract: str,
+    private_key: bytes,
+    batch_id: str | bytes,
+    leaves: list[bytes],
+    *,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> tuple[BatchReceipt, list[list[bytes]]]:
+    """Anchor the Merkle root of ``leaves`` once under ``batch_id``; returns the receipt and every proof."""
+    from eth_account import Account
+
+    root, proofs = merkle_tree(leaves)
+    key = batch_key(batch_id)
+    w3 = connect(rpc_url)
+    address = w3.to_checksum_address(contract)
+    chain_id = with_retry("anchor batch", lambda: w3.eth.chain_id, retry)
+    submitter = Account.from_key(private_key).address
+    batch_hex, root_hex = "0x" + key.hex(), "0x" + root.hex()
+
+    def existing() -> BatchReceipt | None:
+        found = read_root(rpc_url, address, key, retry=retry)
+        if found is None:
+            return None
+        if found[0] != root or found[1].lower() != submitter.lower():
+            raise ChainError(
+                "anchor batch",
+                f"batch {batch_hex} already has root 0x{found[0].hex()} from {found[1]} in block {found[2]}",
+            )
+        tx = _find_log_tx(w3, address, "RootAnchored", key, found[2], retry)
+        return BatchReceipt(chain_id, address, batch_hex, root_hex, tx, found[2], 0, already_anchored=True)
+
+    done = existing()
+    if done is not None:
+        return done, proofs
+    data = _contract(w3, address).encode_abi("anchorRoot", args=[key, root])
+    try:
+        sent = _transact(rpc_url, private_key, address, data, "anchor batch", retry)
+    except ChainError as exc:
+        done = existing() if "RootAlreadyAnchored" in exc.reason else None
+        if done is None:
+            raise
+        return done, proofs
+    receipt = BatchReceipt(chain_id, address, batch_hex, root_hex, sent.tx, sent.block, sent.gas_used, False)
+    return receipt, proofs
+
+
+def verify_proof_on_chain(
+    rpc_url: str,
+    contract: str,
+    batch_id: str | bytes,
+    leaf: bytes,
+    proof: Sequence[bytes],
+    *,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> bool:
+    """Ask the contract whether ``leaf`` is in the stored batch root (a view call, no gas)."""
+    args = [batch_key(batch_id), bytes(leaf), [bytes(p) for p in proof]]
+    return bool(_call(rpc_url, contract, "verify proof", "verifyInclusion", args, retry))
