@@ -1,0 +1,61 @@
+"""Where records live in the board tree.
+
+Items, completions and attestations are fanned out by the first two hex digits of the item id
+(`wanted/ab/w-ab12…json`) so a commit rewrites three small trees, never a 10,000-entry one. Readers accept
+the flat form (`wanted/w-ab12…json`) too.
+"""
+
+from __future__ import annotations
+
+import re
+
+from board.ids import check_handle, check_item_id
+
+BOARD = "board.json"
+CHAIN = "chain.json"
+BLOB_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def bucket(item_id: str) -> str:
+    return item_id[2:4]
+
+
+def item_path(item_id: str) -> str:
+    check_item_id(item_id)
+    return f"wanted/{bucket(item_id)}/{item_id}.json"
+
+
+def item_flat_path(item_id: str) -> str:
+    return f"wanted/{check_item_id(item_id)}.json"
+
+
+def completion_path(item_id: str) -> str:
+    check_item_id(item_id)
+    return f"completions/{bucket(item_id)}/{item_id}.json"
+
+
+def completion_flat_path(item_id: str) -> str:
+    return f"completions/{check_item_id(item_id)}.json"
+
+
+def attestation_dir(item_id: str) -> str:
+    check_item_id(item_id)
+    return f"attestations/{bucket(item_id)}/{item_id}"
+
+
+def attestation_flat_dir(item_id: str) -> str:
+    return f"attestations/{check_item_id(item_id)}"
+
+
+def attestation_path(item_id: str, handle: str) -> str:
+    return f"{attestation_dir(item_id)}/{check_handle(handle)}.json"
+
+
+def rig_path(handle: str) -> str:
+    return f"rigs/{check_handle(handle)}.json"
+
+
+def blob_path(hexdigest: str) -> str:
+    if not BLOB_RE.match(hexdigest):
+        raise ValueError(f"invalid blob digest {hexdigest!r}")
+    return f"blobs/sha256/{hexdigest}"

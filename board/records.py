@@ -1,0 +1,238 @@
+"""Board records (items, completions, rigs) and their canonical on-disk JSON.
+
+Files are UTF-8 JSON, 2-space indented, keys sorted, newline at the end, so `git log -p` reads as an audit
+trail. Decoding validates every field: JSON from the board is never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import orjson
+
+from board.ids import BOARD_ID_RE, COMPLETION_RE, HANDLE_RE, ITEM_RE, TIME_RE
+
+TYPES = ("feature", "bug", "design", "rfc", "docs", "inference")
+STATUSES = ("open", "claimed", "in_review", "completed", "withdrawn")
+EFFORTS = ("trivial", "small", "medium", "large", "epic")
+SEVERITIES = ("leaf", "branch", "root")
+BOARD_FORMAT = "wl-board/1"
+
+
+class RecordError(ValueError):
+    """A record failed validation; `reason` says which field and why."""
+
+
+def dumps(data: dict[str, Any]) -> bytes:
+    """Canonical file bytes: 2-space indent, sorted keys, trailing newline."""
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def loads(raw: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise RecordError(f"not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise RecordError("expected a JSON object")
+    return value
+
+
+def _str(d: dict[str, Any], key: str, *, required: bool = True, max_len: int = 1 << 20) -> str:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise RecordError(f"{key} is required")
+        return ""
+    if not isinstance(v, str):
+        raise RecordError(f"{key} must be a string")
+    if len(v) > max_len:
+        raise RecordError(f"{key} is too long")
+    return v
+
+
+def _opt_str(d: dict[str, Any], key: str) -> str | None:
+    v = d.get(key)
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str):
+        raise RecordError(f"{key} must be a string")
+    return v
+
+
+def _match(value: str | None, pattern: Any, key: str) -> None:
+    if value is not None and not pattern.match(value):
+        raise RecordError(f"{key} has an invalid value {value[:40]!r}")
+
+
+def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    if value not in choices:
+        raise RecordError(f"{key} must be one of {', '.join(choices)} (got {value[:40]!r})")
+
+
+def _int(d: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    v = d.get(key, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise RecordError(f"{key} must be an integer from {lo} to {hi}")
+    return v
+
+
+@dataclass
+class Item:
+    id: str
+    title: str
+    posted_by: str
+    created_at: str
+    updated_at: str
+    description: str = ""
+    project: str = ""
+    type: str = "feature"
+    priority: int = 2
+    tags: list[str] = field(default_factory=list)
+    claimed_by: str | None = None
+    claim_expires_at: str | None = None
+    status: str = "open"
+    effort_level: str = "medium"
+    evidence_url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def encode(self) -> bytes:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Item:
+        item_id = _str(d, "id")
+        _match(item_id, ITEM_RE, "id")
+        tags = d.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) and len(t) <= 64 for t in tags):
+            raise RecordError("tags must be a list of short strings")
+        item = cls(
+            id=item_id,
+            title=_str(d, "title", max_len=1000),
+            description=_str(d, "description", required=False),
+            project=_str(d, "project", required=False, max_len=200),
+            type=_str(d, "type", required=False) or "feature",
+            priority=_int(d, "priority", 2, 0, 4),
+            tags=list(tags),
+            posted_by=_str(d, "posted_by"),
+            claimed_by=_opt_str(d, "claimed_by"),
+            claim_expires_at=_opt_str(d, "claim_expires_at"),
+            status=_str(d, "status", required=False) or "open",
+            effort_level=_str(d, "effort_level", required=False) or "medium",
+            evidence_url=_opt_str(d, "evidence_url"),
+            created_at=_str(d, "created_at"),
+            updated_at=_str(d, "updated_at"),
+        )
+        _choice(item.type, TYPES, "type")
+        _choice(item.status, STATUSES, "status")
+        _choice(item.effort_level, EFFORTS, "effort_level")
+        _match(item.posted_by, HANDLE_RE, "posted_by")
+        _match(item.claimed_by, HANDLE_RE, "claimed_by")
+        for key in ("created_at", "updated_at", "claim_expires_at"):
+            _match(getattr(item, key), TIME_RE, key)
+        return item
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Item:
+        return cls.from_dict(loads(raw))
+
+
+@dataclass
+class Completion:
+    id: str
+    wanted_id: str
+    completed_by: str
+    evidence: str
+    completed_at: str
+    stamp: dict[str, Any] | None = None  # set by accept: quality, reliability, severity, by, at
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def encode(self) -> bytes:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Completion:
+        c = cls(
+            id=_str(d, "id"),
+            wanted_id=_str(d, "wanted_id"),
+            completed_by=_str(d, "completed_by"),
+            evidence=_str(d, "evidence", required=False, max_len=16 << 20),
+            completed_at=_str(d, "completed_at"),
+            stamp=d.get("stamp"),
+        )
+        _match(c.id, COMPLETION_RE, "id")
+        _match(c.wanted_id, ITEM_RE, "wanted_id")
+        _match(c.completed_by, HANDLE_RE, "completed_by")
+        _match(c.completed_at, TIME_RE, "completed_at")
+        if c.stamp is not None and not isinstance(c.stamp, dict):
+            raise RecordError("stamp must be an object")
+        return c
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Completion:
+        return cls.from_dict(loads(raw))
+
+
+@dataclass
+class Rig:
+    handle: str
+    address: str
+    registered_at: str
+    display_name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # fields added by plugins (e.g. a canary result)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        out.update(
+            handle=self.handle,
+            address=self.address,
+            registered_at=self.registered_at,
+            display_name=self.display_name,
+        )
+        return out
+
+    def encode(self) -> bytes:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Rig:
+        known = {f.name for f in fields(cls)}
+        rig = cls(
+            handle=_str(d, "handle"),
+            address=_str(d, "address", required=False),
+            registered_at=_str(d, "registered_at"),
+            display_name=_str(d, "display_name", required=False, max_len=200),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+        _match(rig.handle, HANDLE_RE, "handle")
+        _match(rig.registered_at, TIME_RE, "registered_at")
+        return rig
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Rig:
+        return cls.from_dict(loads(raw))
+
+
+def board_meta(name: str, board_id: str, created_at: str) -> dict[str, Any]:
+    return {"format": BOARD_FORMAT, "name": name, "board_id": board_id, "created_at": created_at}
+
+
+def check_board_meta(d: dict[str, Any]) -> dict[str, Any]:
+    if d.get("format") != BOARD_FORMAT:
+        raise RecordError(f"format must be {BOARD_FORMAT!r}")
+    bid = d.get("board_id")
+    if not isinstance(bid, str) or not BOARD_ID_RE.match(bid):
+        raise RecordError("board_id must be 16 hex")
+    return d
+
+
+def pretty(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,126 @@
+"""The remote: fetch and compare-and-swap push over any URL dulwich speaks.
+
+The shared remote is the referee. A push names the base it was built on; if the remote branch is no longer
+there, the push is refused before any data is sent. A server's per-ref status is checked, and over HTTP the
+result is confirmed by reading the ref back: dulwich's own server answers "ok" even when its compare-and-swap
+of the ref failed, which would otherwise let two rigs both believe they won a claim.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from dulwich.client import get_transport_and_path
+from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.pack import pack_objects_to_data
+
+from board.errors import RemoteError, Unreachable
+from board.store import MAIN, NewObjects, Store
+
+ZERO = b"0" * 40
+
+
+class Rejected(Exception):
+    """The remote branch moved (or the server refused our update): fetch and try again."""
+
+    def __init__(self, reason: str, current: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.current = current
+
+
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    socket.timeout,
+    HangupException,
+    GitProtocolError,
+    NotGitRepository,
+    EOFError,
+)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import urllib3.exceptions
+
+        return _NETWORK_ERRORS + (urllib3.exceptions.HTTPError,)
+    except ImportError:  # pragma: no cover
+        return _NETWORK_ERRORS
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+@dataclass
+class Remote:
+    url: str
+
+    def __post_init__(self) -> None:
+        try:
+            self._client, self._path = get_transport_and_path(self.url)
+        except (ValueError, KeyError) as e:
+            raise RemoteError(self.url, f"unsupported URL ({_describe(e)})") from None
+        self._confirm = self.url.startswith(("http://", "https://"))
+
+    def head(self) -> bytes | None:
+        """The remote's main branch, without fetching objects."""
+        try:
+            refs = self._client.get_refs(self._path).refs
+        except _network_errors() as e:
+            raise Unreachable(self.url, _describe(e)) from None
+        sha = refs.get(MAIN)
+        return sha if sha and sha != ZERO else None
+
+    def fetch(self, store: Store) -> bytes | None:
+        """Bring the remote's main into the store; returns its head (None for an empty remote)."""
+
+        def wants(refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
+            sha = refs.get(MAIN)
+            if not sha or sha == ZERO or store.has(sha):
+                return []
+            return [sha]
+
+        try:
+            result = self._client.fetch(self._path, store.repo, determine_wants=wants)
+        except _network_errors() as e:
+            raise Unreachable(self.url, _describe(e)) from None
+        sha = result.refs.get(MAIN)
+        return sha if sha and sha != ZERO else None
+
+    def push(self, store: Store, new: bytes, expected: bytes | None, objects: NewObjects | None) -> None:
+        """Move the remote main from `expected` to `new`, or raise Rejected / Unreachable."""
+
+        def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+            current = refs.get(MAIN)
+            if current == ZERO:
+                current = None
+            if current != expected:
+                raise Rejected("remote main moved", current)
+            return {MAIN: new}
+
+        def pack_data(have: object, want: object, ofs_delta: bool = True, progress: object = None) -> object:
+            if objects is not None:
+                return pack_objects_to_data([(o, None) for o in objects.objects])
+            return store.objects.generate_pack_data(have, want, ofs_delta=ofs_delta)  # type: ignore[arg-type]
+
+        try:
+            result = self._client.send_pack(self._path, update_refs, generate_pack_data=pack_data)
+        except Rejected:
+            raise
+        except _network_errors() as e:
+            raise Unreachable(self.url, _describe(e)) from None
+        status = (result.ref_status or {}).get(MAIN)
+        if status not in (None, "ok", b"ok"):
+            text = status.decode() if isinstance(status, bytes) else str(status)
+            raise Rejected(f"server refused the update: {text}")
+        if self._confirm:
+            current = self.head()
+            if current != new:
+                # Someone may already have built on our commit; only that counts as success.
+                if current is None:
+                    raise Rejected("server lost the update", None)
+                self.fetch(store)
+                if not store.is_ancestor(new, current):
+                    raise Rejected("server reported ok but kept another commit", current)

@@ -1,0 +1,235 @@
+"""Git storage through dulwich: blobs, trees and commits written straight to the object store.
+
+No work tree or index: a mutation rewrites only the trees on the paths it changes (three small ones with the
+fanned-out layout), so per-commit cost does not grow with the number of items on the board.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.repo import Repo
+
+MAIN = b"refs/heads/main"
+ORIGIN_MAIN = b"refs/remotes/origin/main"
+TREE_MODE = 0o040000
+FILE_MODE = 0o100644
+LOOSE_LIMIT = 2000  # pack loose objects once this many have piled up
+
+
+@dataclass
+class NewObjects:
+    """Objects written by one mutation attempt: exactly what a push must send."""
+
+    objects: list[ShaFile] = field(default_factory=list)
+
+    def add(self, obj: ShaFile) -> None:
+        self.objects.append(obj)
+
+
+class Store:
+    """One bare repository holding the board's history."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.repo = Repo(str(path))
+        self.objects = self.repo.object_store
+
+    @classmethod
+    def init_bare(cls, path: Path) -> Store:
+        path.mkdir(parents=True, exist_ok=True)
+        repo = Repo.init_bare(str(path))
+        repo.refs.set_symbolic_ref(b"HEAD", MAIN)
+        repo.close()
+        return cls(path)
+
+    def close(self) -> None:
+        self.repo.close()
+
+    # --- refs -------------------------------------------------------------------------------------
+    def ref(self, name: bytes) -> bytes | None:
+        try:
+            return self.repo.refs[name]
+        except KeyError:
+            return None
+
+    def set_ref(self, name: bytes, new: bytes, old: bytes | None) -> bool:
+        """Compare-and-swap a ref; plain assignment would overwrite a concurrent writer."""
+        if old is None:
+            if self.ref(name) is None:
+                return bool(self.repo.refs.add_if_new(name, new))
+            return False
+        return bool(self.repo.refs.set_if_equals(name, old, new))
+
+    def force_ref(self, name: bytes, new: bytes) -> None:
+        self.repo.refs[name] = new
+
+    # --- reading ----------------------------------------------------------------------------------
+    def get(self, sha: bytes) -> ShaFile:
+        return self.objects[sha]
+
+    def has(self, sha: bytes) -> bool:
+        return sha in self.objects
+
+    def commit(self, sha: bytes) -> Commit:
+        obj = self.objects[sha]
+        assert isinstance(obj, Commit)
+        return obj
+
+    def tree_id(self, commit_id: bytes) -> bytes:
+        return self.commit(commit_id).tree
+
+    def lookup(self, tree_id: bytes, path: str) -> tuple[int, bytes] | None:
+        """(mode, sha) of the entry at path, or None."""
+        mode, sha = TREE_MODE, tree_id
+        for part in path.split("/"):
+            if mode != TREE_MODE:
+                return None
+            tree = self.objects[sha]
+            assert isinstance(tree, Tree)
+            try:
+                mode, sha = tree[part.encode()]
+            except KeyError:
+                return None
+        return mode, sha
+
+    def read(self, tree_id: bytes, path: str) -> bytes | None:
+        entry = self.lookup(tree_id, path)
+        if entry is None or entry[0] == TREE_MODE:
+            return None
+        blob = self.objects[entry[1]]
+        assert isinstance(blob, Blob)
+        return blob.as_raw_string()
+
+    def listdir(self, tree_id: bytes, path: str) -> list[tuple[str, int, bytes]]:
+        """Entries (name, mode, sha) of the directory at path; [] when absent."""
+        if path:
+            entry = self.lookup(tree_id, path)
+            if entry is None or entry[0] != TREE_MODE:
+                return []
+            tree_id = entry[1]
+        tree = self.objects[tree_id]
+        assert isinstance(tree, Tree)
+        return [(e.path.decode(), e.mode, e.sha) for e in tree.iteritems()]
+
+    def blob_text(self, sha: bytes) -> bytes:
+        blob = self.objects[sha]
+        assert isinstance(blob, Blob)
+        return blob.as_raw_string()
+
+    def first_parent_chain(self, head: bytes, stop: bytes | None) -> list[bytes]:
+        """Commits from head back to (not including) stop, oldest first."""
+        chain: list[bytes] = []
+        sha: bytes | None = head
+        while sha is not None and sha != stop:
+            chain.append(sha)
+            parents = self.commit(sha).parents
+            sha = parents[0] if parents else None
+        chain.reverse()
+        return chain
+
+    def is_ancestor(self, ancestor: bytes, head: bytes, limit: int = 100_000) -> bool:
+        """Whether `ancestor` is reachable from `head` (first-parent walk: board history is linear)."""
+        sha: bytes | None = head
+        for _ in range(limit):
+            if sha is None:
+                return False
+            if sha == ancestor:
+                return True
+            if not self.has(sha):
+                return False
+            parents = self.commit(sha).parents
+            sha = parents[0] if parents else None
+        return False
+
+    # --- writing ----------------------------------------------------------------------------------
+    def _update_tree(
+        self, tree_id: bytes | None, changes: dict[str, bytes | None], new: NewObjects
+    ) -> bytes | None:
+        tree = Tree()
+        if tree_id is not None:
+            old = self.objects[tree_id]
+            assert isinstance(old, Tree)
+            for entry in old.iteritems():
+                tree.add(entry.path, entry.mode, entry.sha)
+        groups: dict[str, dict[str, bytes | None]] = {}
+        for path, data in changes.items():
+            head, _, rest = path.partition("/")
+            if not rest:
+                name = head.encode()
+                if data is None:
+                    if name in tree:
+                        del tree[name]
+                else:
+                    blob = Blob.from_string(data)
+                    new.add(blob)
+                    tree.add(name, FILE_MODE, blob.id)
+            else:
+                groups.setdefault(head, {})[rest] = data
+        for head, sub in groups.items():
+            name = head.encode()
+            existing = tree[name][1] if name in tree and tree[name][0] == TREE_MODE else None
+            sub_id = self._update_tree(existing, sub, new)
+            if sub_id is None:
+                if name in tree:
+                    del tree[name]
+            else:
+                tree.add(name, TREE_MODE, sub_id)
+        if not len(tree):
+            return None
+        new.add(tree)
+        return tree.id
+
+    def make_commit(
+        self,
+        parent: bytes | None,
+        changes: dict[str, bytes | None],
+        message: str,
+        author: str,
+        new: NewObjects,
+        when: float | None = None,
+    ) -> bytes:
+        """Write a commit applying `changes` (path → bytes, or None to delete) on top of parent."""
+        base_tree = self.tree_id(parent) if parent else None
+        tree_id = self._update_tree(base_tree, changes, new)
+        if tree_id is None:
+            empty = Tree()
+            new.add(empty)
+            tree_id = empty.id
+        c = Commit()
+        c.tree = tree_id
+        c.parents = [parent] if parent else []
+        ident = f"{author} <{author}@wl.invalid>".encode()
+        c.author = c.committer = ident
+        c.author_time = c.commit_time = int(when if when is not None else time.time())
+        c.author_timezone = c.commit_timezone = 0
+        c.encoding = b"UTF-8"
+        c.message = message.encode()
+        new.add(c)
+        for obj in new.objects:
+            if obj.id not in self.objects:
+                self.objects.add_object(obj)
+        return c.id
+
+    def maintain(self) -> None:
+        """Pack loose objects and consolidate many small fetched packs, so lookups stay fast."""
+        loose = sum(1 for _ in self._iter_loose(limit=LOOSE_LIMIT + 1))
+        if loose > LOOSE_LIMIT:
+            self.objects.pack_loose_objects()
+        packs = list((self.path / "objects" / "pack").glob("*.pack"))
+        if len(packs) > 50:
+            self.objects.repack()
+
+    def _iter_loose(self, limit: int) -> Iterator[Path]:
+        n = 0
+        for d in (self.path / "objects").iterdir():
+            if len(d.name) == 2 and d.is_dir():
+                for f in d.iterdir():
+                    yield f
+                    n += 1
+                    if n >= limit:
+                        return
