@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dulwich.graph import find_merge_base
 
 from board import layout, ops
 from board.errors import (
@@ -32,7 +31,6 @@ from board.home import Home
 from board.ids import check_handle, fmt_time, new_board_id, utcnow
 from board.ops import Op
 from board.records import Item, board_meta, dumps
-from board.remote import Rejected, Remote
 from board.store import MAIN, ORIGIN_MAIN, NewObjects, Store
 from board.view import TreeView
 
@@ -84,8 +82,18 @@ class Board:
         self.store = Store(home.repo_path)
         self.handle: str | None = self.config.get("handle")
         url = self.config.get("remote")
-        self.remote: Remote | None = Remote(url) if url else None
+        self._remote_url: str | None = url or None
+        self._remote: Any = None
         self.retries = 0  # CAS retries spent, for contention figures
+
+    @property
+    def remote(self) -> Any:
+        """The Remote (imported on first use: read-only commands never load the network client)."""
+        if self._remote is None and self._remote_url:
+            from board.remote import Remote
+
+            self._remote = Remote(self._remote_url)
+        return self._remote
 
     def close(self) -> None:
         self.store.close()
@@ -128,6 +136,8 @@ class Board:
             return []
         base = None
         if origin is not None:
+            from dulwich.graph import find_merge_base
+
             bases = find_merge_base(self.store.repo, [main, origin])
             base = bases[0] if bases else None
         out = []
@@ -192,6 +202,8 @@ class Board:
                 commit = self.store.make_commit(
                     base, {**applied.changes, **attachments}, op.message(), op.by, new
                 )
+                from board.remote import Rejected
+
                 try:
                     self.remote.push(self.store, commit, base, new)
                 except Rejected:
@@ -256,6 +268,8 @@ class Board:
                 head = self.store.make_commit(head, {**applied.changes, **carried}, op.message(), op.by, new)
                 report.replayed.append(op)
             if head != origin:
+                from board.remote import Rejected
+
                 try:
                     self.remote.push(self.store, head, origin, new)
                 except Rejected:
@@ -351,6 +365,8 @@ def join(home: Home, url: str, handle: str, display_name: str | None = None) -> 
         if config.get("remote") != url or config.get("handle") != handle:
             raise UsageError(f"{home.path} already holds a board (remote {config.get('remote')})")
     else:
+        from board.remote import Remote
+
         remote = Remote(url)
         store = Store.init_bare(home.repo_path)
         try:

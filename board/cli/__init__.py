@@ -1,0 +1,1 @@
+"""The `wl` command line: a thin layer that parses, calls one board function, and prints."""

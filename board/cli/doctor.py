@@ -1,0 +1,98 @@
+"""`wl doctor`: check the home, the key, the remote and the board; plugins add their own checks.
+
+Plugins contribute checks through the `wl.doctor` entry point group: a function taking the home path and
+returning (name, ok, detail) tuples; wl_infer uses it to report which backends are usable here.
+"""
+
+from __future__ import annotations
+
+import stat
+from typing import Any
+
+import click
+
+from board.cli.main import Obj
+from board.cli.output import emit, say
+
+Check = tuple[str, bool, str]
+
+
+def _board_checks(obj: Obj) -> list[Check]:
+    from board.errors import BoardError
+    from board.service import Board
+
+    home = obj.home
+    checks: list[Check] = []
+    checks.append(("home", home.path.is_dir(), str(home.path)))
+    try:
+        cfg = home.load_config()
+        checks.append(("config", True, f"handle={cfg.get('handle')} remote={cfg.get('remote') or '(none)'}"))
+    except BoardError as e:
+        checks.append(("config", False, str(e)))
+        cfg = {}
+    key = home.path / "key"
+    if key.exists():
+        mode = stat.S_IMODE(key.stat().st_mode)
+        checks.append(("key file", mode & 0o077 == 0, f"{key} mode {mode:o}" + ("" if mode & 0o077 == 0 else " (run chmod 600)")))
+    else:
+        checks.append(("key file", False, f"{key} missing (wl init or wl join creates it)"))
+    if not home.exists():
+        checks.append(("board", False, "no local board (wl init or wl join)"))
+        return checks
+    try:
+        board = Board(home)
+    except BoardError as e:
+        checks.append(("board", False, str(e)))
+        return checks
+    try:
+        view = board.view()
+        meta = view.meta()
+        n = len(view.items())
+        bad = list(view.corrupt)
+        checks.append(("board", not bad, f"{meta['name']} ({meta['board_id']}): {n} items" + (f", corrupt: {', '.join(bad[:5])}" if bad else "")))
+        if board.handle:
+            rig = view.rig(board.handle)
+            checks.append(("registered", rig is not None, board.handle if rig else f"{board.handle} not on the board"))
+        pending = board.pending()
+        checks.append(("pending", True, f"{len(pending)} local operation(s) not yet pushed" if pending else "nothing unpushed"))
+        if board.remote is not None:
+            try:
+                head = board.remote.head()
+                checks.append(("remote", True, f"{board.remote.url} at {(head or b'(empty)').decode()[:12]}"))
+            except BoardError as e:
+                checks.append(("remote", False, str(e)))
+    except BoardError as e:
+        checks.append(("board", False, str(e)))
+    finally:
+        board.close()
+    return checks
+
+
+def _plugin_checks(obj: Obj) -> list[Check]:
+    from importlib.metadata import entry_points
+
+    out: list[Check] = []
+    for ep in entry_points(group="wl.doctor"):
+        try:
+            out.extend(ep.load()(obj.home.path))
+        except Exception as e:  # noqa: BLE001 - a broken plugin check is itself a finding
+            out.append((f"plugin {ep.name}", False, f"{type(e).__name__}: {e}"))
+    return out
+
+
+@click.command()
+@click.pass_obj
+def doctor(obj: Obj) -> None:
+    """Check the home, key file, remote, board records and which backends are usable."""
+    checks = _board_checks(obj) + _plugin_checks(obj)
+    data: dict[str, Any] = {
+        "ok": all(ok for _, ok, _ in checks),
+        "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks],
+    }
+
+    def human() -> None:
+        for name, ok, detail in checks:
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            say(f"{mark} {name:<14} {detail}")
+
+    emit(data, human)

@@ -1,0 +1,244 @@
+"""Commands on items: post, browse, show, and the lifecycle transitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from board.cli.main import Obj
+from board.cli.output import emit, mutation_data, report_push, say
+from board.records import EFFORTS, SEVERITIES, STATUSES, TYPES
+
+no_push_option = click.option(
+    "--no-push", is_flag=True, help="Commit locally only; `wl sync` publishes it later."
+)
+
+
+def _mutate(obj: Obj, op_name: str, prefix: str | None, no_push: bool, done_text: str, **args: Any) -> Any:
+    board = obj.board()
+    item_id = board.view().resolve(prefix) if prefix is not None else None
+    op = board.new_op(op_name, item_id, **args)
+    res = board.mutate(op, push=not no_push)
+
+    def human() -> None:
+        say(done_text.format(id=item_id, **args))
+        report_push(res)
+
+    emit(mutation_data(res), human)
+    return res
+
+
+@click.command()
+@click.option("--title", required=True)
+@click.option("--description", default="")
+@click.option("--type", "item_type", type=click.Choice(TYPES), default="feature", show_default=True)
+@click.option("--priority", type=click.IntRange(0, 4), default=2, show_default=True)
+@click.option("--effort", type=click.Choice(EFFORTS), default="medium", show_default=True)
+@click.option("--project", default="")
+@click.option("--tag", "tags", multiple=True, help="Repeatable.")
+@no_push_option
+@click.pass_obj
+def post(
+    obj: Obj,
+    title: str,
+    description: str,
+    item_type: str,
+    priority: int,
+    effort: str,
+    project: str,
+    tags: tuple[str, ...],
+    no_push: bool,
+) -> None:
+    """Post a new wanted item."""
+    from board.ids import new_item_id, utcnow
+
+    board = obj.board()
+    item_id = new_item_id(title, utcnow())
+    op = board.new_op(
+        "post",
+        item_id,
+        title=title,
+        description=description,
+        type=item_type,
+        priority=priority,
+        effort_level=effort,
+        project=project,
+        tags=list(tags),
+    )
+    res = board.mutate(op, push=not no_push)
+
+    def human() -> None:
+        say(f"✓ Posted {item_id}: {title}")
+        report_push(res)
+
+    emit(mutation_data(res), human)
+
+
+@click.command()
+@click.option("--status", type=click.Choice((*STATUSES, "all")), default="open", show_default=True)
+@click.option("--type", "item_type", type=click.Choice(TYPES))
+@click.option("--mine", is_flag=True, help="Only items I posted or hold.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.pass_obj
+def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int) -> None:
+    """List items on the board (local copy; `wl sync` refreshes it)."""
+    board = obj.board()
+    view = board.view()
+    items = view.items()
+    if status != "all":
+        items = [i for i in items if i.status == status]
+    if item_type:
+        items = [i for i in items if i.type == item_type]
+    if mine:
+        me = board.handle
+        items = [i for i in items if me in (i.posted_by, i.claimed_by)]
+    items.sort(key=lambda i: (i.priority, i.created_at, i.id))
+    total = len(items)
+    items = items[:limit]
+    data = {"items": [i.to_dict() for i in items], "total": total, "corrupt": view.corrupt}
+
+    def human() -> None:
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("ID", "STATUS", "TYPE", "P", "TITLE", "CLAIMED BY"):
+            table.add_column(col, overflow="ellipsis", no_wrap=col != "TITLE")
+        colours = {"open": "green", "claimed": "yellow", "in_review": "cyan", "completed": "dim", "withdrawn": "dim"}
+        for i in items:
+            st = f"[{colours.get(i.status, 'white')}]{i.status}[/]"
+            table.add_row(i.id, st, i.type, str(i.priority), i.title, i.claimed_by or "")
+        from board.cli.output import console
+
+        if items:
+            console().print(table)
+        say(f"{len(items)} of {total} item(s)" + (f" ({status})" if status != "all" else ""))
+        for path in view.corrupt:
+            say(f"[yellow]⚠ skipped corrupt record {path}[/]")
+
+    emit(data, human)
+
+
+@click.command()
+@click.argument("item_id")
+@click.pass_obj
+def show(obj: Obj, item_id: str) -> None:
+    """Show one item, its completion and attestations."""
+    board = obj.board()
+    view = board.view()
+    iid = view.resolve(item_id)
+    item = view.item(iid)
+    assert item is not None
+    comp = view.completion(iid)
+    atts = view.attestations(iid)
+    data = {"item": item.to_dict(), "completion": comp.to_dict() if comp else None, "attestations": atts}
+
+    def human() -> None:
+        say(f"[bold]{item.id}[/]  {item.title}")
+        rows = [
+            ("status", item.status),
+            ("type", item.type),
+            ("priority", str(item.priority)),
+            ("effort", item.effort_level),
+            ("project", item.project),
+            ("tags", ", ".join(item.tags)),
+            ("posted by", item.posted_by),
+            ("claimed by", item.claimed_by or ""),
+            ("lease until", item.claim_expires_at or ""),
+            ("created", item.created_at),
+            ("updated", item.updated_at),
+        ]
+        for k, v in rows:
+            if v:
+                say(f"  {k:<12} {v}")
+        if item.description:
+            say("  description:")
+            for line in item.description.splitlines()[:20]:
+                say(f"    {line}")
+        if comp is not None:
+            say(f"  completion   {comp.id} by {comp.completed_by} at {comp.completed_at}")
+            if comp.stamp:
+                s = comp.stamp
+                say(f"  accepted     by {s.get('by')}: quality {s.get('quality')}, reliability {s.get('reliability')}")
+        for who, att in sorted(atts.items()):
+            say(f"  attestation  {who}: {att.get('verdict', '?')}")
+
+    emit(data, human)
+
+
+@click.command()
+@click.argument("item_id")
+@click.option("--lease", type=click.IntRange(1, 30 * 24 * 60), default=None, help="Lease in minutes (default 30).")
+@no_push_option
+@click.pass_obj
+def claim(obj: Obj, item_id: str, lease: int | None, no_push: bool) -> None:
+    """Claim an open item (or one whose lease expired)."""
+    minutes = lease or int(obj.home.load_config().get("lease", 30))
+    _mutate(obj, "claim", item_id, no_push, "✓ Claimed {id} for {lease_seconds}s", lease_seconds=minutes * 60)
+
+
+@click.command()
+@click.argument("item_id")
+@no_push_option
+@click.pass_obj
+def unclaim(obj: Obj, item_id: str, no_push: bool) -> None:
+    """Release a claim (the claimer, the poster, or anyone once the lease expired)."""
+    _mutate(obj, "unclaim", item_id, no_push, "✓ Released {id}")
+
+
+@click.command()
+@click.argument("item_id")
+@click.option("--evidence", required=True, help="What was done (a URL, a hash, a JSON record).")
+@no_push_option
+@click.pass_obj
+def done(obj: Obj, item_id: str, evidence: str, no_push: bool) -> None:
+    """Submit completion evidence for an item you claimed."""
+    from board.ids import new_completion_id
+
+    _mutate(
+        obj, "done", item_id, no_push, "✓ Submitted {id} for review", evidence=evidence,
+        completion_id=new_completion_id(),
+    )
+
+
+@click.command()
+@click.argument("item_id")
+@click.option("--quality", type=click.IntRange(1, 5), required=True)
+@click.option("--reliability", type=click.IntRange(1, 5))
+@click.option("--severity", type=click.Choice(SEVERITIES), default="leaf", show_default=True)
+@no_push_option
+@click.pass_obj
+def accept(obj: Obj, item_id: str, quality: int, reliability: int | None, severity: str, no_push: bool) -> None:
+    """Accept a completion (the poster, never the claimer)."""
+    args: dict[str, Any] = {"quality": quality, "severity": severity}
+    if reliability is not None:
+        args["reliability"] = reliability
+    _mutate(obj, "accept", item_id, no_push, "✓ Accepted {id}", **args)
+
+
+@click.command()
+@click.argument("item_id")
+@click.option("--reason", default="")
+@no_push_option
+@click.pass_obj
+def reject(obj: Obj, item_id: str, reason: str, no_push: bool) -> None:
+    """Reject a completion: the item goes back to its claimer."""
+    _mutate(obj, "reject", item_id, no_push, "✓ Rejected the completion of {id}", reason=reason)
+
+
+@click.command()
+@click.argument("item_id")
+@no_push_option
+@click.pass_obj
+def close(obj: Obj, item_id: str, no_push: bool) -> None:
+    """Close an item in review without a rating."""
+    _mutate(obj, "close", item_id, no_push, "✓ Closed {id}")
+
+
+@click.command()
+@click.argument("item_id")
+@no_push_option
+@click.pass_obj
+def delete(obj: Obj, item_id: str, no_push: bool) -> None:
+    """Withdraw an open item you posted."""
+    _mutate(obj, "delete", item_id, no_push, "✓ Withdrew {id}")

@@ -1,0 +1,143 @@
+"""Commands that set a rig up and move its board: create, init, join, sync, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from board.cli.main import Obj
+from board.cli.output import emit, say
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", help="Board name (default: the folder name).")
+@click.pass_obj
+def create(obj: Obj, path: Path, name: str | None) -> None:
+    """Create a new bare commons repository at PATH."""
+    from board.service import create_commons
+
+    board_id = create_commons(path, name)
+    emit(
+        {"ok": True, "path": str(path.resolve()), "board_id": board_id},
+        lambda: say(f"✓ Created commons {board_id} at {path}\n  Next: wl join {path.resolve()} --handle <you>"),
+    )
+
+
+@click.command()
+@click.option("--handle", required=True, help="Your rig's handle.")
+@click.option("--name", help="Board name.")
+@click.pass_obj
+def init(obj: Obj, handle: str, name: str | None) -> None:
+    """Create a local-only board in the home (no remote)."""
+    from board.service import init_local
+
+    board = init_local(obj.home, handle, name)
+    meta = board.meta()
+    board.close()
+    emit(
+        {"ok": True, "home": str(obj.home.path), "handle": handle, "board_id": meta["board_id"]},
+        lambda: say(f"✓ Initialised local board {meta['board_id']} in {obj.home.path} as {handle}"),
+    )
+
+
+@click.command()
+@click.argument("url")
+@click.option("--handle", required=True, help="Your rig's handle on this board.")
+@click.option("--display-name", help="A human-readable name.")
+@click.pass_obj
+def join(obj: Obj, url: str, handle: str, display_name: str | None) -> None:
+    """Clone the commons at URL and register this rig (creates its signing key)."""
+    from board.cli.output import report_push
+    from board.service import join as do_join
+
+    if "://" not in url and Path(url).exists():
+        url = str(Path(url).resolve())
+    board, res = do_join(obj.home, url, handle, display_name)
+    meta = board.meta()
+    rig = board.view().rig(handle)
+    board.close()
+
+    def human() -> None:
+        say(f"✓ Joined {meta['name']} ({meta['board_id']}) as {handle}")
+        if rig is not None:
+            say(f"  Address: {rig.address}")
+        if res is not None:
+            report_push(res)
+
+    emit(
+        {
+            "ok": True,
+            "board_id": meta["board_id"],
+            "handle": handle,
+            "address": rig.address if rig else None,
+            "pushed": res.pushed if res else True,
+            "already_registered": res is None,
+        },
+        human,
+    )
+
+
+@click.command()
+@click.pass_obj
+def sync(obj: Obj) -> None:
+    """Pull the remote, then replay and push local operations it has not seen."""
+    from board.errors import BoardError
+
+    board = obj.board()
+    report = board.sync()
+    data = {
+        "ok": not report.conflicted,
+        "head": report.head,
+        "pushed": report.pushed,
+        "replayed": [o.to_dict() for o in report.replayed],
+        "already_applied": [o.to_dict() for o in report.already],
+        "conflicted": [
+            {"op": k.op.to_dict(), "reason": k.reason, "kept": k.path, "commit": k.commit} for k in report.conflicted
+        ],
+    }
+
+    def human() -> None:
+        if not (report.replayed or report.already or report.conflicted):
+            say(f"✓ Up to date at {report.head[:12]}")
+            return
+        for o in report.replayed:
+            say(f"✓ replayed {o.op} {o.id or ''}")
+        for o in report.already:
+            say(f"· already applied: {o.op} {o.id or ''}")
+        for k in report.conflicted:
+            say(f"[red]✗ could not replay {k.op.op} {k.op.id or ''}: {k.reason}[/]\n  kept in {k.path}")
+
+    emit(data, human)
+    if report.conflicted:
+        raise BoardError(f"{len(report.conflicted)} operation(s) could not be replayed; their data is kept")
+
+
+@click.command()
+@click.argument("action", type=click.Choice(["get", "set", "list"]))
+@click.argument("key", required=False)
+@click.argument("value", required=False)
+@click.pass_obj
+def config(obj: Obj, action: str, key: str | None, value: str | None) -> None:
+    """Read or change the home's config.toml (`wl config get KEY`, `wl config set KEY VALUE`)."""
+    from board.errors import ConfigError
+    from board.home import CONFIG_KEYS
+
+    home = obj.home
+    if action == "list":
+        data = home.load_config()
+        emit(data, lambda: [say(f"{k} = {v}") for k, v in sorted(data.items())])
+        return
+    if key is None:
+        raise ConfigError(f"wl config {action} needs a KEY")
+    if action == "get":
+        if key not in CONFIG_KEYS:
+            raise ConfigError(f"unknown config key {key!r} (known: {', '.join(sorted(CONFIG_KEYS))})")
+        got = home.load_config().get(key)
+        emit({key: got}, lambda: click.echo("" if got is None else str(got)))
+        return
+    if value is None:
+        raise ConfigError("wl config set needs a VALUE")
+    typed = home.set_config(key, value)
+    emit({"ok": True, key: typed}, lambda: say(f"✓ {key} = {typed}"))
