@@ -63,7 +63,7 @@ def deployed(worker_key: bytes) -> chain.Deployment:
 
 def _raw_call(contract: str, key: bytes, fn: str, args: list[Any], gas: int = 200_000) -> Any:
     """Send a transaction straight to the contract, bypassing chain.anchor()'s own checks."""
-    w3 = chain.connect(TESTER_URL)
+    w3: Any = chain.connect(TESTER_URL)
     acct = Account.from_key(key)
     w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": acct.address, "value": 10**18})
     c = w3.eth.contract(address=contract, abi=chain.load_artifact()["abi"])
@@ -77,7 +77,8 @@ def _raw_call(contract: str, key: bytes, fn: str, args: list[Any], gas: int = 20
 
 
 def _contract(address: str) -> Any:
-    return chain.connect(TESTER_URL).eth.contract(address=address, abi=chain.load_artifact()["abi"])
+    w3: Any = chain.connect(TESTER_URL)
+    return w3.eth.contract(address=address, abi=chain.load_artifact()["abi"])
 
 
 # ------------------------------------------------------------ artifact
@@ -118,7 +119,7 @@ def test_connect_shares_one_tester_chain_and_refuses_unknown_schemes() -> None:
 
 
 def test_deploy(deployed: chain.Deployment) -> None:
-    w3 = chain.connect(TESTER_URL)
+    w3: Any = chain.connect(TESTER_URL)
     assert deployed.chain_id == w3.eth.chain_id
     assert w3.eth.get_code(deployed.contract).hex().lstrip("0x") != ""
     assert deployed.tx.startswith("0x") and len(deployed.tx) == 66
@@ -158,8 +159,10 @@ def test_contract_itself_refuses_a_second_anchor(deployed: chain.Deployment, wor
     anchor(TESTER_URL, deployed.contract, worker_key, BOARD, "w-0000000002", OUT, EV)
     key = job_key(BOARD, "w-0000000002")
     c = _contract(deployed.contract)
+    w3: Any = chain.connect(TESTER_URL)
+    sender = w3.eth.accounts[1]
     with pytest.raises(Exception) as info:  # eth_call: web3 or eth-tester revert type
-        c.functions.anchor(key, b"\x01" * 32, b"\x02" * 32).call({"from": chain.connect(TESTER_URL).eth.accounts[1]})
+        c.functions.anchor(key, b"\x01" * 32, b"\x02" * 32).call({"from": sender})
     assert chain.decode_revert(info.value).startswith("AlreadyAnchored(jobId=0x" + key.hex())
 
     receipt = _raw_call(deployed.contract, _key(), "anchor", [key, b"\x01" * 32, b"\x02" * 32])
@@ -202,7 +205,7 @@ def test_attestation_event_is_emitted_and_decodable(deployed: chain.Deployment) 
     verifier = Account.from_key(verifier_key).address
     receipt = attest(TESTER_URL, deployed.contract, verifier_key, BOARD, "w-0000000006", "verified", OUT)
     assert receipt.verdict == "VERIFIED" and receipt.gas_used > 0
-    w3 = chain.connect(TESTER_URL)
+    w3: Any = chain.connect(TESTER_URL)
     c = _contract(deployed.contract)
     (event,) = c.events.Attested().process_receipt(w3.eth.get_transaction_receipt(receipt.tx))
     assert event["args"]["jobId"] == job_key(BOARD, "w-0000000006")

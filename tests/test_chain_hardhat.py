@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,7 @@ def test_deploy_anchor_read_attest_over_json_rpc(hardhat_url: str) -> None:
         chain.anchor(hardhat_url, deployment.contract, worker, BOARD, "w-0000000001", OUT, "sha256:" + "33" * 32)
 
     # the contract's own refusal, decoded from Hardhat's custom-error revert data
-    w3 = chain.connect(hardhat_url)
+    w3: Any = chain.connect(hardhat_url)
     c = w3.eth.contract(address=deployment.contract, abi=chain.load_artifact()["abi"])
     with pytest.raises(Exception) as info:
         c.functions.anchor(chain.job_key(BOARD, "w-0000000001"), b"\x01" * 32, b"\x02" * 32).call(

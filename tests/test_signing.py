@@ -184,8 +184,13 @@ def test_unencodable_input_is_refused_with_its_location(
         sign_record(kind, record, context, KEY)
 
 
-_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)
-_scalars = _scalars | st.floats(allow_nan=False, allow_infinity=False)
+_scalars: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=20),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 _json = st.recursive(
     _scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),

@@ -425,9 +425,12 @@ class _Sent:
 
 def _fund_on_tester(w3: Web3, address: str) -> None:
     """On the in-process chain only, top up a fresh key from the tester's pre-funded account."""
-    if w3.eth.get_balance(address) >= _TESTER_FUNDING_WEI // 10:
+    from web3.types import Wei
+
+    account = w3.to_checksum_address(address)
+    if w3.eth.get_balance(account) >= _TESTER_FUNDING_WEI // 10:
         return
-    tx = w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": address, "value": _TESTER_FUNDING_WEI})
+    tx = w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": account, "value": Wei(_TESTER_FUNDING_WEI)})
     w3.eth.wait_for_transaction_receipt(tx, timeout=30)
 
 
@@ -498,6 +501,7 @@ def _fees(w3: Web3, op: str, policy: RetryPolicy) -> dict[str, int]:
     base = block.get("baseFeePerGas")
     if base is None:
         return {"gasPrice": with_retry(op, lambda: w3.eth.gas_price, policy)}
+    tip: int
     try:
         tip = with_retry(op, lambda: w3.eth.max_priority_fee, policy)
     except ChainError:
