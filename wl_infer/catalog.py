@@ -1,0 +1,67 @@
+"""What each backend can run on this machine: `wl infer models` and the backend lines of `wl doctor`."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from wl_infer.backends import BACKEND_NAMES, BackendError, ModelInfo, get_backend
+from wl_infer.settings import backend_config
+
+
+def _row(backend: str, info: ModelInfo | None = None, error: str | None = None) -> dict[str, Any]:
+    return {
+        "backend": backend,
+        "name": info.name if info else None,
+        "digest": info.digest if info else None,
+        "path": info.path if info else None,
+        "error": error,
+    }
+
+
+def list_all(home: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+    cfg = backend_config(home, config, timeout=3.0)
+    rows: list[dict[str, Any]] = []
+    for name in BACKEND_NAMES:
+        if name == "llama-cpp" and importlib.util.find_spec("llama_cpp") is None:
+            rows.append(_row(name, error="llama-cpp-python is not installed (pip install 'wl-infer[llama]')"))
+            continue
+        if name == "vllm" and importlib.util.find_spec("vllm") is None:
+            rows.append(_row(name, error="vllm is not installed (pip install 'wl-infer[vllm]', needs a GPU)"))
+            continue
+        if name == "openai" and not cfg.openai_base_url:
+            rows.append(_row(name, error="no server configured (set WL_OPENAI_BASE_URL)"))
+            continue
+        try:
+            found = get_backend(name, cfg).list_models()
+        except BackendError as e:
+            rows.append(_row(name, error=e.detail))
+            continue
+        rows.extend(_row(name, info) for info in found)
+        if not found:
+            rows.append(_row(name, error="no models"))
+    return rows
+
+
+def register(home: Path, name: str, path: str) -> ModelInfo:
+    from wl_infer.models import register_model
+
+    return register_model(home, name, path)
+
+
+def doctor_checks(home: Path) -> list[tuple[str, bool, str]]:
+    """One line per backend: usable here or why not (entry point `wl.doctor`)."""
+    from board.home import Home
+
+    config = Home(home).load_config()
+    seen: dict[str, tuple[bool, str]] = {}
+    for row in list_all(home, config):
+        name = row["backend"]
+        if row["error"]:
+            seen.setdefault(name, (False, row["error"]))
+        else:
+            ok, detail = seen.get(name, (True, ""))
+            models = (detail + ", " if detail and ok else "") + str(row["name"])
+            seen[name] = (True, models)
+    return [(f"backend {n}", ok, d) for n, (ok, d) in seen.items()]

@@ -1,0 +1,295 @@
+"""Posting and running inference jobs on the board.
+
+Uses only the board's public API (Board, ops, layout); backends come from a pool so a long-running worker
+keeps its model loaded across jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from board import layout
+from board.errors import BoardError, RuleError, Unreachable, WrongStatus
+from board.ids import new_completion_id, new_item_id, utcnow
+from board.records import Item
+from board.service import Board, MutationResult
+from wl_infer.backends import Backend, BackendConfig, BackendError, Generation, get_backend
+from wl_infer.codec import INLINE_LIMIT, CodecError, Evidence, Job, output_hash
+
+TITLE_LIMIT = 60
+
+
+class InferError(BoardError):
+    """A runtime failure of an infer command (exit 1)."""
+
+
+class NotInference(InferError):
+    def __init__(self, item_id: str, item_type: str) -> None:
+        super().__init__(f'wanted item {item_id} is of type "{item_type}", not an inference job')
+        self.item_id = item_id
+
+
+class BadJob(InferError):
+    def __init__(self, item_id: str, error: CodecError) -> None:
+        super().__init__(f"wanted item {item_id}: {error}")
+        self.item_id = item_id
+
+
+class RunFailed(InferError):
+    def __init__(self, item_id: str, error: Exception, released: bool | None) -> None:
+        tail = {True: "; the claim was released", False: "; the claim is kept", None: ""}[released]
+        super().__init__(f"inference failed for {item_id}: {error}{tail}")
+        self.item_id = item_id
+        self.error = error
+        self.released = released
+
+
+class ResultKept(InferError):
+    def __init__(self, item_id: str, reason: str, path: Path) -> None:
+        super().__init__(f"result for {item_id} could not be submitted ({reason}); it is saved in {path}")
+        self.path = path
+
+
+def job_title(prompt: str) -> str:
+    """`infer: ` + the prompt cut to 60 characters, `...` when cut (one line)."""
+    flat = " ".join(prompt.split())
+    if len(flat) > TITLE_LIMIT:
+        flat = flat[: TITLE_LIMIT - 3] + "..."
+    return "infer: " + flat
+
+
+class BackendPool:
+    """One backend instance per engine name, created on first use and kept (models stay loaded)."""
+
+    def __init__(self, config: BackendConfig, factory: Callable[[str, BackendConfig], Backend] | None = None) -> None:
+        self.config = config
+        self._factory = factory or (lambda name, cfg: get_backend(name, cfg))
+        self._backends: dict[str, Backend] = {}
+
+    def get(self, name: str) -> Backend:
+        if name not in self._backends:
+            self._backends[name] = self._factory(name, self.config)
+        return self._backends[name]
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            with contextlib.suppress(Exception):
+                backend.close()
+        self._backends.clear()
+
+
+# --- post -------------------------------------------------------------------------------------------------
+@dataclass
+class PostResult:
+    item_id: str
+    job: Job
+    mutation: MutationResult
+    warnings: list[str] = field(default_factory=list)
+
+
+def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
+    """Pin the model's weights digest when this machine can resolve it; warn (never fail) otherwise."""
+    if job.model_digest or pool is None:
+        return job, []
+    from wl_infer.models import EMBEDDED
+
+    if job.backend == "llama-cpp" and job.model in EMBEDDED:
+        digest: str | None = "sha256:" + EMBEDDED[job.model].sha256
+    else:
+        try:
+            digest = pool.get(job.backend).resolve(job.model).digest
+        except BackendError as e:
+            return job, [f"model {job.model!r} is not available locally ({e.detail}); posted without a pinned digest"]
+    if digest is None:
+        return job, [f"{job.backend} reports no digest for {job.model!r}; posted without a pinned digest"]
+    return Job(**{**job.__dict__, "model_digest": digest}), []
+
+
+def post_job(board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None) -> PostResult:
+    job, warnings = pin_digest(job, pool)
+    title = job_title(job.prompt)
+    item_id = new_item_id(title, utcnow())
+    op = board.new_op(
+        "post",
+        item_id,
+        title=title,
+        description=job.encode(),
+        type="inference",
+        priority=2,
+        effort_level="small",
+        tags=["inference", job.backend],
+    )
+    return PostResult(item_id, job, board.mutate(op, push=push), warnings)
+
+
+# --- run --------------------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    item_id: str
+    job: Job
+    evidence: Evidence
+    generation: Generation
+    mutation: MutationResult
+    claimed_here: bool
+
+
+def load_job(item: Item) -> Job:
+    if item.type != "inference":
+        raise NotInference(item.id, item.type)
+    try:
+        return Job.decode(item.description)
+    except CodecError as e:
+        raise BadJob(item.id, e) from None
+
+
+def _fresh_item(board: Board, prefix: str, push: bool) -> Item:
+    if push and board.remote is not None:
+        with contextlib.suppress(Unreachable):
+            board.refresh()
+    return board.get_item(prefix)
+
+
+class LeaseKeeper:
+    """Renews this rig's claim while a long job runs, from its own thread and its own board handle."""
+
+    def __init__(self, home: Any, item_id: str, lease_seconds: int, push: bool) -> None:
+        self.home, self.item_id, self.lease, self.push = home, item_id, lease_seconds, push
+        self.interval = max(1.0, lease_seconds / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{item_id}", daemon=True)
+        self.renewals = 0
+        self.errors: list[str] = []
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with Board(self.home) as board:
+                    board.mutate(board.new_op("renew", self.item_id, lease_seconds=self.lease), push=self.push)
+                self.renewals += 1
+            except BoardError as e:
+                self.errors.append(str(e))
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def results_dir(board: Board) -> Path:
+    return board.home.path / "results"
+
+
+def _save_result(board: Board, item_id: str, evidence: Evidence, blob: bytes | None) -> Path:
+    """Written before the board commit: a crash or refused push never loses a completed result."""
+    path = results_dir(board) / f"{item_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"item_id": item_id, "evidence": evidence.to_dict(), "blob": blob.decode("utf-8") if blob else None}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(orjson.dumps(record))
+    os.replace(tmp, path)
+    return path
+
+
+def build_evidence(board: Board, item_id: str, job: Job, gen: Generation) -> tuple[Evidence, dict[str, bytes]]:
+    """Evidence for a generation, signed with this rig's key; large outputs go to a content-addressed blob."""
+    from board.keys import load_private_key
+    from wl_infer.signing import sign_record
+
+    me = board.require_handle()
+    ev = Evidence(
+        output=gen.output,
+        output_hash=output_hash(gen.output),
+        model=job.model,
+        seed=job.seed,
+        backend=job.backend,
+        envelope=gen.envelope,
+        tokens=gen.tokens,
+        worker=me,
+    )
+    attachments: dict[str, bytes] = {}
+    raw = gen.output.encode("utf-8")
+    if len(raw) > INLINE_LIMIT:
+        hexdigest = ev.output_hash.removeprefix("sha256:")
+        ev.output = None
+        ev.output_blob = ev.output_hash
+        attachments[layout.blob_path(hexdigest)] = raw
+    context = {"board_id": board.meta()["board_id"], "item_id": item_id}
+    ev.signature = sign_record("evidence", ev.unsigned_dict(), context, load_private_key(board.home.path))
+    return ev, attachments
+
+
+def run_item(
+    board: Board,
+    prefix: str,
+    pool: BackendPool,
+    *,
+    skip_claim: bool = False,
+    push: bool = True,
+    lease_seconds: int | None = None,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item."""
+    notify = on_event or (lambda event, data: None)
+    item = _fresh_item(board, prefix, push)
+    job = load_job(item)
+    me = board.require_handle()
+    lease = lease_seconds or int(board.config.get("lease", 30)) * 60
+    if skip_claim:
+        if item.status != "claimed":
+            raise WrongStatus(item.id, item.status, "claimed", "--skip-claim runs only items already claimed for this rig")
+        if item.claimed_by != me:
+            raise RuleError(f"wanted item {item.id} is claimed by {item.claimed_by}, not by this rig ({me})")
+    else:
+        board.mutate(board.new_op("claim", item.id, lease_seconds=lease), push=push)
+        notify("claimed", {"id": item.id, "lease_seconds": lease})
+    try:
+        backend = pool.get(job.backend)
+        notify("generating", {"id": item.id, "backend": job.backend, "model": job.model})
+        with LeaseKeeper(board.home, item.id, lease, push):
+            gen = backend.generate(job)
+    except BackendError as e:
+        released: bool | None = None
+        if not skip_claim:
+            released = release(board, item.id, push)
+        raise RunFailed(item.id, e, released) from None
+    notify("generated", {"id": item.id, "tokens": len(gen.tokens or []), "elapsed_s": gen.elapsed_s})
+    evidence, attachments = build_evidence(board, item.id, job, gen)
+    saved = _save_result(board, item.id, evidence, next(iter(attachments.values()), None))
+    op = board.new_op("done", item.id, evidence=evidence.encode(), completion_id=new_completion_id())
+    try:
+        mutation = board.mutate(op, attachments=attachments, push=push)
+    except BoardError as e:
+        raise ResultKept(item.id, str(e), saved) from None
+    saved.unlink(missing_ok=True)
+    return RunResult(item.id, job, evidence, gen, mutation, not skip_claim)
+
+
+def release(board: Board, item_id: str, push: bool) -> bool:
+    """Give a claim back after a failure; False when that could not be done (the lease will expire)."""
+    try:
+        board.mutate(board.new_op("unclaim", item_id, expected_claimer=board.handle), push=push)
+        return True
+    except BoardError:
+        return False
+
+
+@contextlib.contextmanager
+def open_pool(board: Board, **flags: Any) -> Iterator[BackendPool]:
+    from wl_infer.settings import backend_config
+
+    pool = BackendPool(backend_config(board.home.path, board.config, **flags))
+    try:
+        yield pool
+    finally:
+        pool.close()

@@ -1,0 +1,251 @@
+"""Verification: check the evidence against itself, reproduce it, compare, attest.
+
+Evidence that contradicts itself (output vs hash, model or seed vs the job, a signature that is not the
+worker's registered key) is INVALID without running anything. Otherwise the job is reproduced by regenerating
+(`rerun`) or by scoring the claimed tokens in one forward pass (`prefill`), and the hashes are compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from board.errors import BoardError
+from board.ids import fmt_time, utcnow
+from board.service import Board, MutationResult
+from board.view import TreeView
+from wl_infer.backends import BackendError
+from wl_infer.backends.base import envelope_differences
+from wl_infer.codec import CodecError, Evidence, Job, bytes_hash, output_hash
+from wl_infer.jobs import BackendPool, load_job
+
+VERIFIED, MISMATCH, INVALID = "VERIFIED", "MISMATCH", "INVALID"
+MODES = ("rerun", "prefill", "auto")
+
+
+class CannotVerify(BoardError):
+    """Nothing to compare, or no way to reproduce it here (exit 3)."""
+
+    exit_code = 3
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    item_id: str
+    expected: str
+    actual: str | None
+    mode: str
+    reason: str = ""
+    claimed_output: str | None = None
+    actual_output: str | None = None
+    envelope_differences: list[str] = field(default_factory=list)
+    divergence: dict[str, Any] | None = None
+    attestation: dict[str, Any] | None = None
+    mutation: MutationResult | None = None
+    on_chain: str | None = None
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "item_id": self.item_id,
+            "expected": self.expected,
+            "actual": self.actual,
+            "mode": self.mode,
+            "reason": self.reason,
+            "output": self.actual_output if self.actual_output is not None else self.claimed_output,
+            "envelope_differences": self.envelope_differences,
+            "divergence": self.divergence,
+            "attestation": self.attestation,
+            "recorded": self.mutation is not None,
+            "pushed": self.mutation.pushed if self.mutation else None,
+            "on_chain": self.on_chain,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def claimed_output(view: TreeView, ev: Evidence) -> str:
+    """The claimed output, from the evidence or its content-addressed blob (checked against its name)."""
+    if ev.output is not None:
+        return ev.output
+    assert ev.output_blob is not None
+    raw = view.blob(ev.output_blob.removeprefix("sha256:"))
+    if raw is None:
+        raise CodecError(f"inference result: output blob {ev.output_blob} is missing from the board")
+    if bytes_hash(raw) != ev.output_blob:
+        raise CodecError(f"inference result: output blob {ev.output_blob} does not match its name")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CodecError("inference result: output blob is not UTF-8") from None
+
+
+def self_check(view: TreeView, job: Job, ev: Evidence, completed_by: str, context: dict[str, str]) -> str | None:
+    """The reason the evidence contradicts itself, or None when it is consistent."""
+    from wl_infer.signing import recover_signer
+
+    try:
+        output = claimed_output(view, ev)
+    except CodecError as e:
+        return str(e)
+    if output_hash(output) != ev.output_hash:
+        return "the claimed output does not hash to the claimed output_hash"
+    if ev.model != job.model:
+        return f"evidence model {ev.model!r} is not the job's model {job.model!r}"
+    if ev.seed != job.seed:
+        return f"evidence seed {ev.seed} is not the job's seed {job.seed}"
+    if ev.backend is not None and ev.backend != job.backend:
+        return f"evidence backend {ev.backend!r} is not the job's backend {job.backend!r}"
+    if ev.worker is not None and ev.worker != completed_by:
+        return f"evidence names worker {ev.worker!r} but {completed_by!r} submitted it"
+    rig = view.rig(completed_by)
+    if rig is None:
+        return f"worker {completed_by!r} is not registered on this board"
+    known = {rig.address.lower()} | {
+        str(p.get("address", "")).lower() for p in rig.extra.get("previous_addresses", []) if isinstance(p, dict)
+    }
+    known.discard("")
+    if ev.signature is None:
+        if known:
+            return f"evidence is not signed, but {completed_by} has a registered key"
+        return None
+    signer = recover_signer("evidence", ev.unsigned_dict(), context)
+    if signer is None or signer.lower() not in known:
+        return f"the evidence signature is not {completed_by}'s registered key"
+    return None
+
+
+def verify_item(
+    board: Board,
+    prefix: str,
+    pool: BackendPool,
+    *,
+    mode: str = "auto",
+    record: bool = True,
+    push: bool = True,
+) -> Verdict:
+    import time
+
+    if mode not in MODES:
+        raise CannotVerify(f"unknown mode {mode!r}")
+    if push and board.remote is not None:
+        try:
+            board.refresh()
+        except BoardError:
+            pass
+    view = board.view()
+    item_id = view.resolve(prefix)
+    item = view.item(item_id)
+    assert item is not None
+    try:
+        job = load_job(item)
+    except BoardError as e:
+        raise CannotVerify(str(e)) from None
+    comp = view.completion(item_id)
+    if comp is None:
+        raise CannotVerify(f"wanted item {item_id} has no completion to verify (status {item.status})")
+    context = {"board_id": view.meta()["board_id"], "item_id": item_id}
+    started = time.perf_counter()
+    try:
+        ev = Evidence.decode(comp.evidence)
+    except CodecError as e:
+        verdict = Verdict(INVALID, item_id, "", None, mode, reason=str(e))
+        return _finish(board, verdict, comp.id, comp.completed_by, None, context, record, push)
+    reason = self_check(view, job, ev, comp.completed_by, context)
+    output = None if reason else claimed_output(view, ev)
+    if reason:
+        verdict = Verdict(INVALID, item_id, ev.output_hash, None, mode, reason=reason, claimed_output=ev.output)
+        return _finish(board, verdict, comp.id, comp.completed_by, None, context, record, push)
+    assert output is not None
+    try:
+        backend = pool.get(job.backend)
+        chosen = mode
+        if mode == "auto":
+            chosen = "prefill" if backend.can_score and ev.tokens is not None else "rerun"
+        if chosen == "prefill" and ev.tokens is None:
+            raise CannotVerify("prefill needs the claimed token ids, and this evidence carries none (use --mode rerun)")
+        mine = backend.envelope(job)
+        if chosen == "prefill":
+            assert ev.tokens is not None
+            score = backend.score(job, ev.tokens, output)
+            if score.ok:
+                verdict = Verdict(VERIFIED, item_id, ev.output_hash, ev.output_hash, chosen, claimed_output=output)
+            else:
+                divergence = {
+                    "position": score.first_divergence,
+                    "claimed_token": score.claimed_token,
+                    "expected_token": score.expected_token,
+                    "claimed_piece": score.claimed_piece,
+                    "expected_piece": score.expected_piece,
+                    "margin": score.margin,
+                }
+                verdict = Verdict(
+                    MISMATCH, item_id, ev.output_hash, None, chosen, reason=score.reason, claimed_output=output,
+                    divergence=divergence,
+                )
+        else:
+            gen = backend.generate(job)
+            actual = output_hash(gen.output)
+            ok = actual == ev.output_hash
+            divergence = None
+            if not ok and ev.tokens is not None and gen.tokens is not None:
+                pos = next(
+                    (i for i, (a, b) in enumerate(zip(ev.tokens, gen.tokens, strict=False)) if a != b),
+                    min(len(ev.tokens), len(gen.tokens)),
+                )
+                divergence = {
+                    "position": pos,
+                    "claimed_token": ev.tokens[pos] if pos < len(ev.tokens) else None,
+                    "expected_token": gen.tokens[pos] if pos < len(gen.tokens) else None,
+                }
+            verdict = Verdict(
+                VERIFIED if ok else MISMATCH, item_id, ev.output_hash, actual, chosen,
+                reason="" if ok else "regenerated output differs", claimed_output=output,
+                actual_output=gen.output, divergence=divergence,
+            )
+    except BackendError as e:
+        raise CannotVerify(f"could not verify {item_id}: {e}") from None
+    if ev.envelope:
+        verdict.envelope_differences = envelope_differences(ev.envelope, mine)
+    verdict.elapsed_s = time.perf_counter() - started
+    return _finish(board, verdict, comp.id, comp.completed_by, ev, context, record, push)
+
+
+def _finish(
+    board: Board,
+    verdict: Verdict,
+    completion_id: str,
+    worker: str,
+    ev: Evidence | None,
+    context: dict[str, str],
+    record: bool,
+    push: bool,
+) -> Verdict:
+    if not record:
+        return verdict
+    from board.keys import load_private_key
+    from wl_infer.signing import evidence_hash, sign_record
+
+    me = board.require_handle()
+    att: dict[str, Any] = {
+        "verdict": verdict.verdict,
+        "item_id": verdict.item_id,
+        "board_id": context["board_id"],
+        "completion_id": completion_id,
+        "worker": worker,
+        "verifier": me,
+        "mode": verdict.mode,
+        "expected": verdict.expected or None,
+        "actual": verdict.actual,
+        "reason": verdict.reason or None,
+        "envelope_match": not verdict.envelope_differences,
+        "envelope_differences": verdict.envelope_differences,
+        "first_divergence": verdict.divergence,
+        "evidence_hash": evidence_hash(ev.unsigned_dict(), context) if ev is not None else None,
+        "at": fmt_time(utcnow()),
+    }
+    att["signature"] = sign_record("attestation", att, context, load_private_key(board.home.path))
+    verdict.attestation = att
+    verdict.mutation = board.mutate(board.new_op("attest", verdict.item_id, record=att), push=push)
+    return verdict
