@@ -16,6 +16,7 @@ import orjson
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 BACKENDS = ("ollama", "llama-cpp", "vllm", "openai")
 INLINE_LIMIT = 64 * 1024  # outputs larger than this (UTF-8 bytes) move to a content-addressed blob
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the anchor's Go ints; JSON encoding refuses wider ones
 
 
 class CodecError(ValueError):
@@ -45,8 +46,14 @@ def _int_field(data: dict[str, Any], key: str, default: int, what: str) -> int:
     value = data.get(key, default)
     if value is None:
         return default
+    return _checked_int(value, key, what)
+
+
+def _checked_int(value: Any, key: str, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise CodecError(f"{what}: {key} must be an integer")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise CodecError(f"{what}: {key} is out of range (64-bit signed integer)")
     return value
 
 
@@ -67,6 +74,13 @@ class Job:
             raise CodecError("inference job: prompt is required")
         if not self.model:
             raise CodecError("inference job: model is required")
+        for name in ("prompt", "model"):
+            try:
+                getattr(self, name).encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates, e.g. undecodable argv bytes
+                raise CodecError(f"inference job: {name} is not valid UTF-8") from None
+        for name in ("seed", "max_tokens"):
+            _checked_int(getattr(self, name), name, "inference job")
         if self.max_tokens < 0:
             raise CodecError("inference job: max_tokens must not be negative")
         if self.backend not in BACKENDS:
