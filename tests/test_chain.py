@@ -197,6 +197,25 @@ def test_compare_with_board_outcomes(deployed: chain.Deployment, worker_key: byt
     assert compare_with_board(missing, OUT, EV, worker) == "not anchored"
 
 
+def test_bad_or_empty_contract_address_is_a_chain_error(worker_key: bytes) -> None:
+    with pytest.raises(ChainError, match="is not a contract address"):
+        anchor(TESTER_URL, "0x1234", worker_key, BOARD, "w-0000000008", OUT, EV)
+    with pytest.raises(ChainError, match="no InferenceAnchor contract at"):
+        read_anchor(TESTER_URL, "0x" + "12" * 20, BOARD, "w-0000000008")
+
+
+def test_anchor_found_on_chain_is_reported_not_repeated(deployed: chain.Deployment) -> None:
+    key = _key()
+    receipt = _raw_call(
+        deployed.contract, key, "anchor",
+        [job_key(BOARD, "w-0000000009"), chain.hash_to_bytes32(OUT), chain.hash_to_bytes32(EV)],
+    )
+    assert receipt["status"] == 1
+    result = anchor(TESTER_URL, deployed.contract, key, BOARD, "w-0000000009", OUT, EV)
+    assert result.already_anchored and result.block == receipt["blockNumber"]
+    assert result.tx == "0x" + bytes(receipt["transactionHash"]).hex()
+
+
 # ------------------------------------------------------------ attestations
 
 

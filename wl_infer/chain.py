@@ -32,7 +32,7 @@ VERDICTS = {"VERIFIED": 1, "MISMATCH": 2, "INVALID": 3}
 VERDICT_NAMES = {v: k for k, v in VERDICTS.items()}
 ZERO_ADDRESS = "0x" + "00" * 20
 _ARTIFACT_NAME = "InferenceAnchor.json"
-_TESTER_FUNDING_WEI = 1000 * 10**18
+_TESTER_FUNDING_WEI = 10 * 10**18
 _FALLBACK_PRIORITY_FEE = 10**9  # 1 gwei, when the node cannot suggest one
 _TRANSIENT_WORDS = (
     "internal error", "timeout", "timed out", "temporarily", "try again", "rate limit",
@@ -337,11 +337,20 @@ def load_artifact() -> dict[str, Any]:
     return data
 
 
+def contract_address(contract: str, op: str = "contract") -> str:
+    """Checksummed form of a contract address, or a ChainError naming the bad value."""
+    from eth_utils import is_address, to_checksum_address
+
+    if not isinstance(contract, str) or not is_address(contract):
+        raise ChainError(op, f"{contract!r} is not a contract address (0x + 40 hex digits)")
+    return str(to_checksum_address(contract))
+
+
 def _contract(w3: Web3, address: str | None = None) -> Any:
     art = load_artifact()
     if address is None:
         return w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-    return w3.eth.contract(address=w3.to_checksum_address(address), abi=art["abi"])
+    return w3.eth.contract(address=contract_address(address), abi=art["abi"])  # type: ignore[call-overload]
 
 
 def decode_revert(exc: BaseException) -> str:
@@ -416,6 +425,7 @@ def _is_revert(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class _Sent:
+    chain_id: int
     tx: str
     block: int
     gas_used: int
@@ -492,7 +502,7 @@ def _transact(
     if receipt["status"] != 1:
         raise ChainError(op, "the transaction reverted", tx=tx_hash, block=receipt["blockNumber"])
     address = receipt.get("contractAddress")
-    return _Sent(tx_hash, int(receipt["blockNumber"]), int(receipt["gasUsed"]), address, receipt)
+    return _Sent(chain_id, tx_hash, int(receipt["blockNumber"]), int(receipt["gasUsed"]), address, receipt)
 
 
 def _fees(w3: Web3, op: str, policy: RetryPolicy) -> dict[str, int]:
@@ -512,9 +522,17 @@ def _fees(w3: Web3, op: str, policy: RetryPolicy) -> dict[str, int]:
 
 
 def _call(rpc_url: str, contract: str, op: str, fn: str, args: Sequence[Any], policy: RetryPolicy) -> Any:
+    """A view call; empty output means there is no InferenceAnchor at that address on this chain."""
+    from web3.exceptions import BadFunctionCallOutput
+
     w3 = connect(rpc_url)
-    c = _contract(w3, contract)
-    return with_retry(op, lambda: getattr(c.functions, fn)(*args).call(), policy)
+    c = _contract(w3, contract_address(contract, op))
+    try:
+        return with_retry(op, lambda: getattr(c.functions, fn)(*args).call(), policy)
+    except BadFunctionCallOutput:
+        raise ChainError(
+            op, f"no InferenceAnchor contract at {c.address} on this chain ({rpc_url})", contract=c.address
+        ) from None
 
 
 # ---------------------------------------------------------------- public operations
@@ -532,7 +550,7 @@ def deploy(rpc_url: str, private_key: bytes, *, retry: RetryPolicy = DEFAULT_RET
     if not code:
         raise ChainError("deploy", "no code at the new contract address", tx=sent.tx)
     return Deployment(
-        chain_id=with_retry("deploy", lambda: w3.eth.chain_id, retry),
+        chain_id=sent.chain_id,
         contract=w3.to_checksum_address(sent.contract_address),
         deployed_by=Account.from_key(private_key).address,
         tx=sent.tx,
@@ -569,8 +587,8 @@ def anchor(
     worker = Account.from_key(private_key).address
     key = job_key(board_id, item_id)
     args = [key, hash_to_bytes32(output_hash), hash_to_bytes32(evidence_hash)]
+    address = contract_address(contract, "anchor")
     chain_id = with_retry("anchor", lambda: w3.eth.chain_id, retry)
-    address = w3.to_checksum_address(contract)
 
     def existing() -> AnchorReceipt | None:
         record = read_anchor(rpc_url, contract, board_id, item_id, retry=retry)
@@ -592,10 +610,8 @@ def anchor(
     data = _contract(w3, address).encode_abi("anchor", args=args)
     try:
         sent = _transact(rpc_url, private_key, address, data, "anchor", retry)
-    except ChainError as exc:
-        if "AlreadyAnchored" not in exc.reason:
-            raise
-        found = existing()  # lost a race with another sender: report what is there
+    except ChainError:
+        found = existing()  # e.g. lost a race with another sender: report what is there
         if found is None:
             raise
         return found
@@ -618,13 +634,12 @@ def attest(
     if code is None:
         raise ChainError("attest", f"unknown verdict {verdict!r} (expected {', '.join(VERDICTS)})")
     w3 = connect(rpc_url)
-    address = w3.to_checksum_address(contract)
+    address = contract_address(contract, "attest")
     data = _contract(w3, address).encode_abi(
         "attest", args=[job_key(board_id, item_id), code, hash_to_bytes32(result_hash)]
     )
     sent = _transact(rpc_url, private_key, address, data, "attest", retry)
-    chain_id = with_retry("attest", lambda: w3.eth.chain_id, retry)
-    return AttestReceipt(chain_id, address, sent.tx, sent.block, sent.gas_used, VERDICT_NAMES[code])
+    return AttestReceipt(sent.chain_id, address, sent.tx, sent.block, sent.gas_used, VERDICT_NAMES[code])
 
 
 def read_attestations(
@@ -713,7 +728,7 @@ def anchor_batch(
     root, proofs = merkle_tree(leaves)
     key = batch_key(batch_id)
     w3 = connect(rpc_url)
-    address = w3.to_checksum_address(contract)
+    address = contract_address(contract, "anchor batch")
     chain_id = with_retry("anchor batch", lambda: w3.eth.chain_id, retry)
     submitter = Account.from_key(private_key).address
     batch_hex, root_hex = "0x" + key.hex(), "0x" + root.hex()
@@ -736,8 +751,8 @@ def anchor_batch(
     data = _contract(w3, address).encode_abi("anchorRoot", args=[key, root])
     try:
         sent = _transact(rpc_url, private_key, address, data, "anchor batch", retry)
-    except ChainError as exc:
-        done = existing() if "RootAlreadyAnchored" in exc.reason else None
+    except ChainError:
+        done = existing()  # e.g. lost a race: an identical root is success, another is an error
         if done is None:
             raise
         return done, proofs
