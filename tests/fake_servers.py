@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 MAX_SLOW_S = 2.0  # a slow reply never sleeps longer than this, and wakes early when the server stops
 
@@ -147,10 +147,9 @@ class FakeServer:
     @property
     def url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"  # always bound to 127.0.0.1
 
-    def start(self) -> FakeServer:
+    def start(self) -> Self:
         self._server = _FakeHTTPServer(self.api, self.state)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.daemon = True
@@ -167,7 +166,7 @@ class FakeServer:
             self._thread.join(timeout=5)
         self._server = None
 
-    def __enter__(self) -> FakeServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -132,7 +132,7 @@ def make_fake_vllm() -> types.ModuleType:
                     f"The decoder prompt (length {len(ids)}) is longer than the maximum model length"
                 )
             limit = params.get("max_tokens") or MAX_MODEL_LEN - len(ids)
-            seq, gen, reason = list(ids), [], "length"
+            seq, gen, reason = list(ids), list[int](), "length"
             while len(gen) < limit:
                 nxt = greedy_next(seq)
                 gen.append(nxt)  # like vLLM V1, the EOS id is kept in token_ids, not in the text
@@ -287,13 +287,13 @@ def test_missing_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_model_not_found(fake_vllm: types.ModuleType, backend: VLLMBackend) -> None:
-    fake_vllm.fail_load = OSError("nope/x is not a local folder and is not a valid model identifier")
+    fake_vllm.fail_load = OSError("nope/x is not a local folder and is not a valid model identifier")  # type: ignore[attr-defined]
     with pytest.raises(ModelNotFound, match="nope/x"):
         backend.generate(Job(prompt="hi", model="nope/x"))
 
 
 def test_load_failure_is_one_line(fake_vllm: types.ModuleType, backend: VLLMBackend) -> None:
-    fake_vllm.fail_load = RuntimeError("CUDA out of memory.\nTried to allocate 20.00 GiB")
+    fake_vllm.fail_load = RuntimeError("CUDA out of memory.\nTried to allocate 20.00 GiB")  # type: ignore[attr-defined]
     with pytest.raises(BackendError) as err:
         backend.generate(Job(prompt="hi", model=MODEL))
     assert "\n" not in str(err.value) and "CUDA out of memory" in str(err.value)

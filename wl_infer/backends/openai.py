@@ -116,10 +116,11 @@ class OpenAIBackend(Backend):
                     self.name,
                     f"{what} refused by {self.base_url} (HTTP {status}: {message}); set WL_OPENAI_API_KEY",
                 )
-            if status == 404 and model is None:
-                return status, None
-            if status == 404 and (model in message or "model" in message.lower()):
-                raise ModelNotFound(self.name, model or "", f"{self.base_url} says: {message}")
+            if status == 404:
+                if model is None:
+                    return status, None
+                if model in message or "model" in message.lower():
+                    raise ModelNotFound(self.name, model, f"{self.base_url} says: {message}")
             hint = f" (does {self.base_url} offer {path}?)" if status == 404 else ""
             raise BackendError(self.name, f"{what} failed: server said {status}: {message}{hint}")
         try:
