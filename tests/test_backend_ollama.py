@@ -24,6 +24,7 @@ from wl_infer.backends import (
     ModelNotFound,
     get_backend,
 )
+from wl_infer.backends.base import envelope_differences
 from wl_infer.backends.ollama import OllamaBackend, base_url, canonical_name
 from wl_infer.codec import Job
 
@@ -236,3 +237,12 @@ def test_import_is_cheap() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_envelopes_of_two_clients_agree(server: FakeOllama) -> None:
+    # a worker and a verifier reach the same server from different machines: no deciding field differs
+    job = Job(prompt="p", model=MODEL)
+    a = backend_for(server.url).envelope(job)
+    b = dict(a, host="http://other:11434", client_platform="darwin/arm64")
+    assert envelope_differences(a, b) == []
+    assert envelope_differences(a, dict(b, backend_version="0.0.1")) == ["backend_version"]

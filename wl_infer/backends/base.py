@@ -136,8 +136,11 @@ class Backend:
         """Release the engine (models stay loaded until this is called)."""
 
 
-# Fields of an envelope that do not decide the output bytes (timing, host names, versions of wl itself).
-NON_DECIDING_FIELDS = frozenset({"wl_infer_version", "elapsed_s", "tokens_per_s", "host", "started_at"})
+# Fields of an envelope that do not decide the output bytes (timing, host names, versions of wl itself, and
+# the client machine of a server-backed backend, where the server generates).
+NON_DECIDING_FIELDS = frozenset(
+    {"wl_infer_version", "elapsed_s", "tokens_per_s", "host", "started_at", "client_platform"}
+)
 
 
 def envelope_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
