@@ -70,6 +70,14 @@ def test_round_trip() -> None:
     assert not verify_signature("evidence", record, CONTEXT, "0x" + "ab" * 20)
 
 
+def test_signature_may_be_passed_beside_a_stripped_record() -> None:
+    sig = sign_record("evidence", EVIDENCE, CONTEXT, KEY)
+    assert recover_signer("evidence", EVIDENCE, CONTEXT) is None  # the stripped record carries none
+    assert recover_signer("evidence", EVIDENCE, CONTEXT, signature=sig) == ADDRESS
+    assert verify_signature("evidence", EVIDENCE, CONTEXT, ADDRESS, signature=sig)
+    assert not verify_signature("evidence", {**EVIDENCE, "seed": 1}, CONTEXT, ADDRESS, signature=sig)
+
+
 @pytest.mark.parametrize("field", sorted(EVIDENCE))
 def test_altering_any_field_breaks_verification(field: str) -> None:
     record = signed("evidence", EVIDENCE, CONTEXT, KEY)

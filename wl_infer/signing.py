@@ -84,13 +84,17 @@ def signed(
     return out
 
 
-def recover_signer(kind: str, record: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
+def recover_signer(
+    kind: str, record: Mapping[str, Any], context: Mapping[str, Any], signature: str | None = None
+) -> str | None:
     """Checksummed address that signed the record, or None for a missing, garbled or high-s signature.
 
-    Never raises on malformed input: verification reports INVALID, it does not crash.
+    The signature is ``record["signature"]`` unless given separately (for a record already stripped of
+    it). Never raises on malformed input: verification reports INVALID, it does not crash.
     """
     try:
-        signature = record.get("signature")
+        if signature is None:
+            signature = record.get("signature")
         if not isinstance(signature, str) or not _SIG_RE.match(signature):
             return None
         raw = bytes.fromhex(signature[2:])
@@ -105,11 +109,13 @@ def recover_signer(kind: str, record: Mapping[str, Any], context: Mapping[str, A
         return None
 
 
-def verify_signature(kind: str, record: Mapping[str, Any], context: Mapping[str, Any], address: str) -> bool:
-    """True when the record carries a valid signature by ``address`` (any letter case)."""
+def verify_signature(
+    kind: str, record: Mapping[str, Any], context: Mapping[str, Any], address: str, signature: str | None = None
+) -> bool:
+    """True when the record carries (or ``signature`` is) a valid signature by ``address``, any letter case."""
     if not isinstance(address, str) or not _ADDR_RE.match(address):
         return False
-    signer = recover_signer(kind, record, context)
+    signer = recover_signer(kind, record, context, signature)
     return signer is not None and signer.lower() == address.lower()
 
 
