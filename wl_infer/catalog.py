@@ -35,6 +35,9 @@ def list_all(home: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         try:
             found = get_backend(name, cfg).list_models()
+        except ImportError as e:
+            rows.append(_row(name, error=f"not usable here ({e})"))
+            continue
         except BackendError as e:
             rows.append(_row(name, error=e.detail))
             continue

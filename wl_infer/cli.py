@@ -74,7 +74,7 @@ def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_
 
     def human() -> None:
         for w in res.warnings:
-            say(f"[yellow]⚠ {w}[/]")
+            say(f"⚠ {w}", "yellow")
         say(f"✓ Posted inference job: {res.item_id}")
         say(f"  Model: {res.job.model} ({res.job.backend}" + (f", {res.job.model_digest[:19]}…)" if res.job.model_digest else ")"))
         say(f"  Seed: {res.job.seed}")
@@ -116,7 +116,7 @@ def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, t
         say(f"  Hash: {res.evidence.output_hash}")
         n = len(gen.tokens or [])
         rate = f", {n / gen.elapsed_s:.1f} tok/s" if gen.elapsed_s > 0 and n else ""
-        say(f"  Tokens: {n} in {gen.elapsed_s:.2f}s{rate} ({gen.finish_reason})")
+        say(f"  Tokens: {n if gen.tokens is not None else '?'} in {gen.elapsed_s:.2f}s{rate} ({gen.finish_reason})")
         preview = gen.output if len(gen.output) <= 200 else gen.output[:200] + "…"
         say(f"  Output: {preview}")
         report_push(res.mutation)
@@ -158,11 +158,11 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
 
     def human() -> None:
         if v.verdict == VERIFIED:
-            say("[green]✓ VERIFIED — hashes match[/]")
+            say("✓ VERIFIED — hashes match", "green")
         elif v.verdict == "MISMATCH":
-            say("[red]✗ MISMATCH — hashes differ[/]")
+            say("✗ MISMATCH — hashes differ", "red")
         else:
-            say(f"[red]✗ INVALID — {v.reason}[/]")
+            say(f"✗ INVALID — {v.reason}", "red")
         say(f"  Expected: {v.expected or '(none)'}")
         say(f"  Actual:   {v.actual or ('(not reproduced)' if v.verdict == 'INVALID' else '(prefill: see divergence)')}")
         out = v.actual_output if v.actual_output is not None else v.claimed_output
@@ -225,7 +225,7 @@ def status(obj: Obj, item_id: str) -> None:
             "evidence": evidence, "evidence_error": problem, "attestations": atts}
 
     def human() -> None:
-        say(f"[bold]{item.id}[/]  {item.title}")
+        say(f"{item.id}  {item.title}", "bold")
         say(f"  Status:  {item.status}" + (f" (claimed by {item.claimed_by} until {item.claim_expires_at})" if item.claimed_by and item.status == "claimed" else ""))
         say(f"  Job:     {job.model} via {job.backend}, seed {job.seed}, max_tokens {job.max_tokens or 'default'}")
         if job.model_digest:
@@ -234,7 +234,7 @@ def status(obj: Obj, item_id: str) -> None:
         if comp is None:
             say("  Result:  none yet")
         elif evidence is None:
-            say(f"  Result:  [red]undecodable evidence: {problem}[/]")
+            say(f"  Result:  undecodable evidence: {problem}", "red")
         else:
             say(f"  Result:  {evidence['output_hash']} by {comp.completed_by} at {comp.completed_at}")
             out = evidence.get("output")
@@ -273,7 +273,7 @@ def models(obj: Obj, add_path: str | None, name: str | None) -> None:
     def human() -> None:
         for r in rows:
             if r["error"]:
-                say(f"[dim]{r['backend']:<10} unavailable: {r['error']}[/]")
+                say(f"{r['backend']:<10} unavailable: {r['error']}", "dim")
             else:
                 say(f"{r['backend']:<10} {r['name']:<28} {r['digest'] or '(no digest)'}")
 

@@ -44,7 +44,7 @@ class _Steps:
         elapsed = time.perf_counter() - self._t0
         self.log.append({"step": self._label, "detail": detail, "seconds": round(elapsed, 3)})
         if not self.quiet:
-            say(f"[green]✓[/] {self._label} [dim]({elapsed:.2f}s)[/]" + (f"\n    {detail}" if detail else ""))
+            say(f"✓ {self._label} ({elapsed:.2f}s)" + (f"\n    {detail}" if detail else ""))
 
 
 @click.command()
@@ -67,7 +67,7 @@ def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
     started = time.perf_counter()
     try:
         if not quiet:
-            say(f"[bold]wl demo[/] — offline, in {root}\n")
+            say(f"wl demo — offline, in {root}\n", "bold")
         with steps.step("Create a commons (a bare git repository)"):
             commons = root / "commons.git"
             board_id = create_commons(commons, "demo")
@@ -123,7 +123,7 @@ def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
         }
 
         def human() -> None:
-            say(f"\n[bold]Status of {posted.item_id}[/] as alice sees it after a sync:")
+            say(f"\nStatus of {posted.item_id} as alice sees it after a sync:", "bold")
             say(f"  status {item.status}, result {result.evidence.output_hash[:23]}… by bob, "
                 f"attested by {', '.join(sorted(atts))} ({atts['carol']['verdict']})")
             say(f"\nDone in {total:.1f}s." + (f" Kept in {root}" if keep else ""))

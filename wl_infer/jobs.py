@@ -107,7 +107,7 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
         try:
             digest = pool.get(job.backend).resolve(job.model).digest
         except BackendError as e:
-            return job, [f"model {job.model!r} is not available locally ({e.detail}); posted without a pinned digest"]
+            return job, [f"not available locally: {e}; posted without a pinned digest"]
     if digest is None:
         return job, [f"{job.backend} reports no digest for {job.model!r}; posted without a pinned digest"]
     return Job(**{**job.__dict__, "model_digest": digest}), []

@@ -110,7 +110,7 @@ def self_check(view: TreeView, job: Job, ev: Evidence, completed_by: str, contex
         if known:
             return f"evidence is not signed, but {completed_by} has a registered key"
         return None
-    signer = recover_signer("evidence", ev.unsigned_dict(), context)
+    signer = recover_signer("evidence", ev.to_dict(), context)
     if signer is None or signer.lower() not in known:
         return f"the evidence signature is not {completed_by}'s registered key"
     return None

@@ -92,7 +92,6 @@ def doctor(obj: Obj) -> None:
 
     def human() -> None:
         for name, ok, detail in checks:
-            mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            say(f"{mark} {name:<14} {detail}")
+            say(f"{'✓' if ok else '✗'} {name:<16} {detail}", None if ok else "red")
 
     emit(data, human)

@@ -15,9 +15,34 @@ no_push_option = click.option(
 )
 
 
+def _resolve(board: Any, prefix: str, online: bool) -> str:
+    """The item id for prefix; an item the local copy has not seen yet is looked up on a fresh fetch."""
+    from board.errors import NotFound, Unreachable
+
+    try:
+        item_id: str = board.view().resolve(prefix)
+        return item_id
+    except NotFound:
+        if not online or board.remote is None:
+            raise
+        try:
+            origin = board.refresh()
+        except Unreachable:
+            raise NotFound(prefix) from None
+    try:
+        item_id = board.view().resolve(prefix)
+    except NotFound:
+        if origin is None:
+            raise
+        from board.view import TreeView
+
+        item_id = TreeView(board.store, board.store.tree_id(origin)).resolve(prefix)  # local work pending
+    return item_id
+
+
 def _mutate(obj: Obj, op_name: str, prefix: str | None, no_push: bool, done_text: str, **args: Any) -> Any:
     board = obj.board()
-    item_id = board.view().resolve(prefix) if prefix is not None else None
+    item_id = _resolve(board, prefix, not no_push) if prefix is not None else None
     op = board.new_op(op_name, item_id, **args)
     res = board.mutate(op, push=not no_push)
 
@@ -100,21 +125,22 @@ def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int)
 
     def human() -> None:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, header_style="bold", pad_edge=False)
         for col in ("ID", "STATUS", "TYPE", "P", "TITLE", "CLAIMED BY"):
             table.add_column(col, overflow="ellipsis", no_wrap=col != "TITLE")
         colours = {"open": "green", "claimed": "yellow", "in_review": "cyan", "completed": "dim", "withdrawn": "dim"}
         for i in items:
-            st = f"[{colours.get(i.status, 'white')}]{i.status}[/]"
-            table.add_row(i.id, st, i.type, str(i.priority), i.title, i.claimed_by or "")
+            st = Text(i.status, style=colours.get(i.status, "white"))
+            table.add_row(i.id, st, i.type, str(i.priority), Text(i.title), i.claimed_by or "")
         from board.cli.output import console
 
         if items:
             console().print(table)
         say(f"{len(items)} of {total} item(s)" + (f" ({status})" if status != "all" else ""))
         for path in view.corrupt:
-            say(f"[yellow]⚠ skipped corrupt record {path}[/]")
+            say(f"⚠ skipped corrupt record {path}", "yellow")
 
     emit(data, human)
 
@@ -134,7 +160,7 @@ def show(obj: Obj, item_id: str) -> None:
     data = {"item": item.to_dict(), "completion": comp.to_dict() if comp else None, "attestations": atts}
 
     def human() -> None:
-        say(f"[bold]{item.id}[/]  {item.title}")
+        say(f"{item.id}  {item.title}", "bold")
         rows = [
             ("status", item.status),
             ("type", item.type),

@@ -37,9 +37,9 @@ def is_json() -> bool:
     return bool(ctx.obj is not None and ctx.obj.json)
 
 
-def say(text: str) -> None:
-    """Plain human line (rich markup allowed)."""
-    console().print(text)
+def say(text: str, style: str | None = None) -> None:
+    """One human line. Never parsed as markup: titles, outputs and reasons come from the board."""
+    console().print(text, style=style, markup=False, highlight=False)
 
 
 def mutation_data(res: Any) -> dict[str, Any]:
@@ -60,6 +60,6 @@ def report_push(res: Any) -> None:
     if res.sync is not None and (res.sync.replayed or res.sync.conflicted):
         say(f"  synced {len(res.sync.replayed)} pending operation(s) first")
         for kept in res.sync.conflicted:
-            say(f"  [yellow]⚠ could not replay {kept.op.op} {kept.op.id or ''}: {kept.reason} (kept in {kept.path})[/]")
+            say(f"  ⚠ could not replay {kept.op.op} {kept.op.id or ''}: {kept.reason} (kept in {kept.path})", "yellow")
     if not res.pushed:
-        say(f"  [yellow]⚠ committed locally, not pushed: {res.local_reason}. Run `wl sync` to publish.[/]")
+        say(f"  ⚠ committed locally, not pushed: {res.local_reason}. Run `wl sync` to publish.", "yellow")

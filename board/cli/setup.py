@@ -107,7 +107,7 @@ def sync(obj: Obj) -> None:
         for o in report.already:
             say(f"· already applied: {o.op} {o.id or ''}")
         for k in report.conflicted:
-            say(f"[red]✗ could not replay {k.op.op} {k.op.id or ''}: {k.reason}[/]\n  kept in {k.path}")
+            say(f"✗ could not replay {k.op.op} {k.op.id or ''}: {k.reason}\n  kept in {k.path}", "red")
 
     emit(data, human)
     if report.conflicted:
