@@ -45,7 +45,7 @@ class BadJob(InferError):
 
 class RunFailed(InferError):
     def __init__(self, item_id: str, error: Exception, released: bool | None) -> None:
-        tail = {True: "; the claim was released", False: "; the claim is kept", None: ""}[released]
+        tail = {True: "; the claim was released", False: "; the claim is kept (its lease will expire)", None: ""}[released]
         super().__init__(f"inference failed for {item_id}: {error}{tail}")
         self.item_id = item_id
         self.error = error
@@ -150,8 +150,9 @@ def load_job(item: Item) -> Job:
         raise BadJob(item.id, e) from None
 
 
-def _fresh_item(board: Board, prefix: str, push: bool) -> Item:
-    if push and board.remote is not None:
+def _fresh_item(board: Board, prefix: str) -> Item:
+    """Fetch first (also under --no-push: reading is not publishing); offline, use the local copy."""
+    if board.remote is not None:
         with contextlib.suppress(Unreachable):
             board.refresh()
     return board.get_item(prefix)
@@ -241,7 +242,7 @@ def run_item(
 ) -> RunResult:
     """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item."""
     notify = on_event or (lambda event, data: None)
-    item = _fresh_item(board, prefix, push)
+    item = _fresh_item(board, prefix)
     job = load_job(item)
     me = board.require_handle()
     lease = lease_seconds or int(board.config.get("lease", 30)) * 60
@@ -259,7 +260,7 @@ def run_item(
         with LeaseKeeper(board.home, item.id, lease, push):
             gen = backend.generate(job)
     except BackendError as e:
-        released: bool | None = None
+        released = False  # under --skip-claim the claim belongs to whoever claimed it: keep it
         if not skip_claim:
             released = release(board, item.id, push)
         raise RunFailed(item.id, e, released) from None

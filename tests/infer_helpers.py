@@ -1,0 +1,57 @@
+"""Helpers for infer tests: a commons with three rigs, driven through the real `wl` CLI (CliRunner)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from click.testing import CliRunner, Result
+
+from board.cli.main import cli
+from board.home import Home
+from board.service import Board
+
+
+@dataclass
+class Rigs:
+    root: Path
+    commons: Path
+    env: dict[str, str]
+
+    def home(self, handle: str) -> Path:
+        return self.root / handle
+
+    def wl(self, handle: str, *args: str, env: dict[str, str] | None = None) -> Result:
+        runner = CliRunner()
+        return runner.invoke(cli, ["--home", str(self.home(handle)), *args], env={**self.env, **(env or {})})
+
+    def wl_json(self, handle: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, Any]:
+        res = self.wl(handle, "--json", *args, env=env)
+        data = orjson.loads(res.stdout) if res.stdout.strip() else None
+        return res.exit_code, data
+
+    def board(self, handle: str) -> Board:
+        return Board(Home(self.home(handle)))
+
+    def item(self, handle: str, item_id: str) -> Any:
+        with self.board(handle) as b:
+            b.refresh()
+            return b.get_item(item_id)
+
+
+def make_rigs(root: Path, handles: tuple[str, ...] = ("alice", "bob", "carol"), env: dict[str, str] | None = None) -> Rigs:
+    rigs = Rigs(root, root / "commons.git", dict(env or {}))
+    res = CliRunner().invoke(cli, ["create", str(rigs.commons), "--name", "test"])
+    assert res.exit_code == 0, res.output
+    for h in handles:
+        r = rigs.wl(h, "join", str(rigs.commons), "--handle", h)
+        assert r.exit_code == 0, r.output
+    return rigs
+
+
+def post(rigs: Rigs, handle: str, *args: str, env: dict[str, str] | None = None) -> str:
+    code, data = rigs.wl_json(handle, "infer", "post", *args, env=env)
+    assert code == 0, data
+    return str(data["id"])
