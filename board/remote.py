@@ -9,10 +9,12 @@ of the ref failed, which would otherwise let two rigs both believe they won a cl
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
 from dulwich.client import get_transport_and_path
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.file import FileLocked
 from dulwich.pack import pack_objects_to_data
 
 from board.errors import RemoteError, Unreachable
@@ -76,8 +78,11 @@ class Remote:
     def fetch(self, store: Store) -> bytes | None:
         """Bring the remote's main into the store; returns its head (None for an empty remote)."""
 
+        seen: list[bytes | None] = []
+
         def wants(refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
             sha = refs.get(MAIN)
+            seen.append(sha)
             if not sha or sha == ZERO or store.has(sha):
                 return []
             return [sha]
@@ -86,7 +91,9 @@ class Remote:
             result = self._client.fetch(self._path, store.repo, determine_wants=wants)
         except _network_errors() as e:
             raise Unreachable(self.url, _describe(e)) from None
-        sha = result.refs.get(MAIN)
+        # The head the objects were fetched for, not the refs dulwich re-reads afterwards: over a local path
+        # those can already name a commit another writer pushed since, whose objects we do not have.
+        sha = seen[0] if seen else result.refs.get(MAIN)
         return sha if sha and sha != ZERO else None
 
     def push(self, store: Store, new: bytes, expected: bytes | None, objects: NewObjects | None) -> None:
@@ -109,18 +116,46 @@ class Remote:
             result = self._client.send_pack(self._path, update_refs, generate_pack_data=pack_data)
         except Rejected:
             raise
+        except FileLocked:
+            # A local or file:// remote whose ref another writer holds locked right now: we lost this round.
+            raise Rejected("remote main is locked by a concurrent writer") from None
         except _network_errors() as e:
+            # The push may or may not have landed (dulwich's HTTP server answers 500 when a concurrent
+            # writer holds the ref's lock). If the remote answers now, its head says which.
+            # A head still at our base may only mean the winner has not finished writing: look again briefly.
+            for pause in (0.0, 0.05, 0.2, 0.5):
+                time.sleep(pause)
+                try:
+                    self._settle(store, new, expected)
+                    return
+                except Unreachable:
+                    break
+                except _Unchanged:
+                    continue
             raise Unreachable(self.url, _describe(e)) from None
         status = (result.ref_status or {}).get(MAIN)
         if status not in (None, "ok", b"ok"):
             text = status.decode() if isinstance(status, bytes) else str(status)
             raise Rejected(f"server refused the update: {text}")
         if self._confirm:
-            current = self.head()
-            if current != new:
-                # Someone may already have built on our commit; only that counts as success.
-                if current is None:
-                    raise Rejected("server lost the update", None)
-                self.fetch(store)
-                if not store.is_ancestor(new, current):
-                    raise Rejected("server reported ok but kept another commit", current)
+            try:
+                self._settle(store, new, expected)
+            except _Unchanged:
+                raise Rejected("server reported ok but kept the old head", expected) from None
+
+    def _settle(self, store: Store, new: bytes, expected: bytes | None) -> None:
+        """Return if the remote holds `new` (or builds on it); Rejected if another writer won; else _Unchanged."""
+        current = self.head()
+        if current == new:
+            return
+        if current == expected:
+            raise _Unchanged()
+        if current is None:
+            raise Rejected("server lost the update", None)
+        self.fetch(store)
+        if not store.is_ancestor(new, current):
+            raise Rejected("another writer's commit landed instead of ours", current)
+
+
+class _Unchanged(Exception):
+    """The remote still holds the base we pushed on: our update did not land, and nobody else's did."""
