@@ -1,0 +1,189 @@
+"""Two rigs race to claim the same item over every kind of remote: exactly one wins, the other is told who.
+
+The shared remote is the referee. Each round posts a fresh item, then two rigs claim it at the same moment
+(a barrier releases two threads, or two real `wl claim` processes). The tests check what the user is told and
+what the remote recorded: one claim commit per item, held by the winner, and nothing left pending for the
+loser. The HTTP rounds are the ones that prove the read-back confirmation in board/remote.py: dulwich's
+server answers "ok" even when its compare-and-swap of the ref failed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from remotes import (
+    WL,
+    GitDaemon,
+    HttpGit,
+    Rig,
+    join_rig,
+    make_commons,
+    remote_item,
+    remote_ops,
+    running_git_daemon,
+    running_http,
+)
+
+from board.errors import AlreadyClaimed
+from board.service import MutationResult
+
+ROUNDS = 15
+PROC_ROUNDS = 4
+
+
+@pytest.fixture
+def git_daemon(tmp_path: Path) -> Iterator[GitDaemon]:
+    with running_git_daemon(tmp_path / "served") as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def http_git(tmp_path: Path) -> Iterator[HttpGit]:
+    with running_http(tmp_path / "served-http") as server:
+        yield server
+
+
+def _race_round(poster: Rig, racers: tuple[Rig, Rig], commons: Path) -> tuple[str, str]:
+    """Post one item, let both racers claim it at once; returns (item id, winner handle)."""
+    item_id = poster.post(f"race item {time.monotonic_ns()}")
+    barrier = threading.Barrier(2, timeout=30)
+    outcomes: dict[str, MutationResult | BaseException] = {}
+
+    def claim(rig: Rig) -> None:
+        barrier.wait()
+        try:
+            outcomes[rig.handle] = rig.claim(item_id)
+        except BaseException as e:  # noqa: BLE001 - recorded and asserted on below
+            outcomes[rig.handle] = e
+
+    threads = [threading.Thread(target=claim, args=(r,)) for r in racers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a claim hung"
+
+    winners = [h for h, o in outcomes.items() if isinstance(o, MutationResult)]
+    losers = [h for h, o in outcomes.items() if not isinstance(o, MutationResult)]
+    assert len(winners) == 1, f"round on {item_id}: outcomes {outcomes!r}"
+    winner, loser = winners[0], losers[0]
+    won = outcomes[winner]
+    assert isinstance(won, MutationResult) and won.pushed, won
+    lost = outcomes[loser]
+    assert isinstance(lost, AlreadyClaimed), f"loser got {lost!r}"
+    assert lost.holder == winner
+    assert f"claimed by {winner}" in str(lost)
+    assert f'wanted item {item_id} has status "claimed", expected "open"' in str(lost)
+
+    # The remote is the truth: the winner holds it, and exactly one claim of it was ever recorded.
+    assert remote_item(commons, item_id).claimed_by == winner
+    claims = [op for _, op in remote_ops(commons) if op is not None and op.op == "claim" and op.id == item_id]
+    assert [c.by for c in claims] == [winner]
+    # The loser keeps nothing that sync would later push, and its local copy shows the winner.
+    loser_rig = next(r for r in racers if r.handle == loser)
+    assert loser_rig.pending() == []
+    assert loser_rig.item(item_id).claimed_by == winner
+    return item_id, winner
+
+
+def _three_rigs(tmp_path: Path, url: str) -> tuple[Rig, Rig, Rig]:
+    return join_rig(tmp_path, url, "poster"), join_rig(tmp_path, url, "alice"), join_rig(tmp_path, url, "bob")
+
+
+def _run_rounds(tmp_path: Path, url: str, commons: Path, rounds: int = ROUNDS) -> dict[str, int]:
+    poster, alice, bob = _three_rigs(tmp_path, url)
+    wins = {"alice": 0, "bob": 0}
+    for _ in range(rounds):
+        _, winner = _race_round(poster, (alice, bob), commons)
+        wins[winner] += 1
+    assert sum(wins.values()) == rounds
+    return wins
+
+
+@pytest.mark.timeout(120)
+def test_race_over_plain_path(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)
+    _run_rounds(tmp_path, str(commons), commons)
+
+
+@pytest.mark.timeout(120)
+def test_race_over_file_url(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)
+    _run_rounds(tmp_path, commons.as_uri(), commons)
+
+
+@pytest.mark.timeout(120)
+def test_race_over_git_daemon(tmp_path: Path, git_daemon: GitDaemon) -> None:
+    commons = make_commons(git_daemon.base)
+    _run_rounds(tmp_path, git_daemon.url(commons.name), commons)
+
+
+@pytest.mark.timeout(120)
+def test_race_over_http(tmp_path: Path, http_git: HttpGit) -> None:
+    commons = make_commons(http_git.base)
+    _run_rounds(tmp_path, http_git.url(commons.name), commons)
+
+
+# --- real processes ---------------------------------------------------------------------------------------
+def _process_race(tmp_path: Path, url: str, commons: Path, rounds: int = PROC_ROUNDS) -> None:
+    """Two `wl --json claim` processes per round, released together; exactly one exits 0."""
+    poster, alice, bob = _three_rigs(tmp_path, url)
+    for _ in range(rounds):
+        item_id = poster.post(f"process race {time.monotonic_ns()}")
+        gate = threading.Barrier(2, timeout=30)
+        results: dict[str, tuple[int, str, str]] = {}
+
+        def run(
+            rig: Rig, item: str, gate: threading.Barrier, results: dict[str, tuple[int, str, str]]
+        ) -> None:
+            gate.wait()
+            p = subprocess.run(
+                [WL, "--json", "claim", item[2:8]], env=rig.env(), capture_output=True, text=True, timeout=60
+            )
+            results[rig.handle] = (p.returncode, p.stdout, p.stderr)
+
+        threads = [threading.Thread(target=run, args=(r, item_id, gate, results)) for r in (alice, bob)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=90)
+        assert len(results) == 2, results
+        winners = [h for h, (rc, _, _) in results.items() if rc == 0]
+        assert len(winners) == 1, results
+        winner = winners[0]
+        loser = "bob" if winner == "alice" else "alice"
+        rc, out, err = results[loser]
+        assert rc == 1, results[loser]
+        assert err.startswith("wl: error: ") and err.count("\n") == 1, err
+        assert f"claimed by {winner}" in err and "Traceback" not in err
+        doc = json.loads(results[winner][1])
+        assert doc["ok"] is True and doc["pushed"] is True and doc["id"] == item_id
+        assert remote_item(commons, item_id).claimed_by == winner
+        claims = [
+            op for _, op in remote_ops(commons) if op is not None and op.op == "claim" and op.id == item_id
+        ]
+        assert [c.by for c in claims] == [winner]
+
+
+@pytest.mark.timeout(120)
+def test_process_race_over_git_daemon(tmp_path: Path, git_daemon: GitDaemon) -> None:
+    commons = make_commons(git_daemon.base)
+    _process_race(tmp_path, git_daemon.url(commons.name), commons)
+
+
+@pytest.mark.timeout(120)
+def test_process_race_over_http(tmp_path: Path, http_git: HttpGit) -> None:
+    commons = make_commons(http_git.base)
+    _process_race(tmp_path, http_git.url(commons.name), commons)
+
+
+@pytest.mark.timeout(120)
+def test_process_race_over_plain_path(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)
+    _process_race(tmp_path, str(commons), commons)
