@@ -38,7 +38,7 @@ def render() -> str:
     for path in _walk(cli, [], ctx):
         result = runner.invoke(cli, [*path, "--help"], prog_name="wl", terminal_width=100)
         text = result.output.rstrip()
-        parts += [f"#### `wl {' '.join(path)}`".replace("wl ``", "wl`").replace(" `", " `"), "", "```", text, "```", ""]
+        parts += [f"#### `{' '.join(['wl', *path])}`", "", "```", text, "```", ""]
     parts.append(END)
     return "\n".join(parts)
 
