@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from dulwich.client import get_transport_and_path
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
@@ -61,7 +62,9 @@ class Remote:
 
     def __post_init__(self) -> None:
         try:
-            self._client, self._path = get_transport_and_path(self.url)
+            client, path = get_transport_and_path(self.url)
+            self._client: Any = client  # dulwich's NewType ids stop at this boundary
+            self._path: Any = path
         except (ValueError, KeyError) as e:
             raise RemoteError(self.url, f"unsupported URL ({_describe(e)})") from None
         self._confirm = self.url.startswith(("http://", "https://"))
@@ -69,7 +72,7 @@ class Remote:
     def head(self) -> bytes | None:
         """The remote's main branch, without fetching objects."""
         try:
-            refs = self._client.get_refs(self._path).refs
+            refs: dict[bytes, bytes] = self._client.get_refs(self._path).refs
         except _network_errors() as e:
             raise Unreachable(self.url, _describe(e)) from None
         sha = refs.get(MAIN)
@@ -89,6 +92,7 @@ class Remote:
 
         try:
             result = self._client.fetch(self._path, store.repo, determine_wants=wants)
+            refs: dict[bytes, bytes] = result.refs
         except _network_errors() as e:
             raise Unreachable(self.url, _describe(e)) from None
         # The head the objects were fetched for, not the refs dulwich re-reads afterwards: over a local path

@@ -138,7 +138,7 @@ class Board:
         if origin is not None:
             from dulwich.graph import find_merge_base
 
-            bases = find_merge_base(self.store.repo, [main, origin])
+            bases = find_merge_base(self.store.repo, [main, origin])  # type: ignore[list-item]
             base = bases[0] if bases else None
         out = []
         for sha in self.store.first_parent_chain(main, base):

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dulwich.objects import Blob, Commit, ShaFile, Tree
 from dulwich.repo import Repo
@@ -37,13 +38,16 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.repo = Repo(str(path))
-        self.objects = self.repo.object_store
+        # dulwich types ids as NewTypes (ObjectID, Ref); this module is the boundary where plain bytes go in.
+        self.objects: Any = self.repo.object_store
+        self._refs: Any = self.repo.refs
 
     @classmethod
     def init_bare(cls, path: Path) -> Store:
         path.mkdir(parents=True, exist_ok=True)
         repo = Repo.init_bare(str(path))
-        repo.refs.set_symbolic_ref(b"HEAD", MAIN)
+        refs: Any = repo.refs
+        refs.set_symbolic_ref(b"HEAD", MAIN)
         repo.close()
         return cls(path)
 
@@ -53,7 +57,7 @@ class Store:
     # --- refs -------------------------------------------------------------------------------------
     def ref(self, name: bytes) -> bytes | None:
         try:
-            return self.repo.refs[name]
+            return bytes(self._refs[name])
         except KeyError:
             return None
 
@@ -61,12 +65,12 @@ class Store:
         """Compare-and-swap a ref; plain assignment would overwrite a concurrent writer."""
         if old is None:
             if self.ref(name) is None:
-                return bool(self.repo.refs.add_if_new(name, new))
+                return bool(self._refs.add_if_new(name, new))
             return False
-        return bool(self.repo.refs.set_if_equals(name, old, new))
+        return bool(self._refs.set_if_equals(name, old, new))
 
     def force_ref(self, name: bytes, new: bytes) -> None:
-        self.repo.refs[name] = new
+        self._refs[name] = new
 
     # --- reading ----------------------------------------------------------------------------------
     def get(self, sha: bytes) -> ShaFile:
@@ -150,7 +154,7 @@ class Store:
     def _update_tree(
         self, tree_id: bytes | None, changes: dict[str, bytes | None], new: NewObjects
     ) -> bytes | None:
-        tree = Tree()
+        tree: Any = Tree()
         if tree_id is not None:
             old = self.objects[tree_id]
             assert isinstance(old, Tree)
@@ -200,7 +204,7 @@ class Store:
             empty = Tree()
             new.add(empty)
             tree_id = empty.id
-        c = Commit()
+        c: Any = Commit()
         c.tree = tree_id
         c.parents = [parent] if parent else []
         ident = f"{author} <{author}@wl.invalid>".encode()

@@ -127,7 +127,11 @@ def config(obj: Obj, action: str, key: str | None, value: str | None) -> None:
     home = obj.home
     if action == "list":
         data = home.load_config()
-        emit(data, lambda: [say(f"{k} = {v}") for k, v in sorted(data.items())])
+        def human() -> None:
+            for k, v in sorted(data.items()):
+                say(f"{k} = {v}")
+
+        emit(data, human)
         return
     if key is None:
         raise ConfigError(f"wl config {action} needs a KEY")
