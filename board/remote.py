@@ -92,7 +92,6 @@ class Remote:
 
         try:
             result = self._client.fetch(self._path, store.repo, determine_wants=wants)
-            refs: dict[bytes, bytes] = result.refs
         except _network_errors() as e:
             raise Unreachable(self.url, _describe(e)) from None
         # The head the objects were fetched for, not the refs dulwich re-reads afterwards: over a local path
