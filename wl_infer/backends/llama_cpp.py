@@ -1,0 +1,597 @@
+"""The embedded default backend: llama.cpp in-process through llama-cpp-python's low-level API.
+
+Decoding is our own greedy loop (argmax, lowest token id on ties) over `llama_decode`, so the token ids are
+exact and `score` can check claimed tokens with the very same argmax rule in one batched forward pass.
+
+Output text is the UTF-8 decoding of the concatenated token pieces (control tokens render as nothing) with
+`errors="replace"`: a multi-byte character cut at the end, or any invalid byte sequence, becomes U+FFFD. The
+output is therefore a pure function of the token ids, and `score` rebuilds it byte for byte.
+
+Numerics: llama.cpp's CPU kernels round differently for a one-token decode than for a many-token batch (tile
+and quantisation paths depend on batch shape), so a claimed token can lose the batched argmax by a small logit
+margin although greedy generation chose it. `score` therefore accepts a claimed token whose logit is within
+`PREFILL_TOLERANCE` of the batched maximum and reports such near-ties; `details["exact"]` says whether every
+token was the strict argmax. A rerun (same envelope) reproduces outputs bit for bit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from wl_infer.backends.base import (
+    Backend,
+    BackendConfig,
+    BackendError,
+    BackendUnavailable,
+    Generation,
+    ModelInfo,
+    ScoreResult,
+)
+from wl_infer.codec import Job
+
+DEFAULT_N_CTX = 2048
+DEFAULT_N_BATCH = 512
+# Thread count does not change the logits of llama.cpp's CPU kernels (checked bit for bit at 1 and 2
+# threads); capped so that envelopes from machines with 4+ cores agree and small machines are not oversubscribed.
+MAX_DEFAULT_THREADS = 4
+# Largest logit gap by which a claimed token may trail the batched argmax and still count as greedy; covers
+# the one-token-vs-batch rounding differences of the CPU kernels (observed up to ~1.4 on AVX2).
+PREFILL_TOLERANCE = 2.5
+SUPPORTED_OPTIONS = ("chat", "n_ctx", "n_batch")
+INSTALL_HINT = "llama-cpp-python is not installed (pip install 'wl-infer[llama]')"
+
+_log_lines: deque[str] = deque(maxlen=20)
+_log_callback: Any = None  # keeps the ctypes callback alive for the life of the process
+
+
+def _import_llama() -> tuple[ModuleType, ModuleType]:
+    """Import llama-cpp-python lazily and silence llama.cpp's own stderr logging (kept for error messages)."""
+    global _log_callback
+    try:
+        import llama_cpp
+        from llama_cpp import llama_cpp as lib
+    except ImportError:
+        raise BackendUnavailable("llama-cpp", INSTALL_HINT) from None
+    if _log_callback is None:
+
+        @lib.llama_log_callback  # type: ignore[misc]
+        def _collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            if level in (2, 3):  # warn, error
+                _log_lines.append(text.decode("utf-8", "replace").strip())
+
+        _log_callback = _collect
+        lib.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        lib.llama_backend_init()
+    return llama_cpp, lib
+
+
+def default_threads(configured: int | None = None) -> int:
+    if configured:
+        return max(1, int(configured))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_THREADS, cores))
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() or "unknown"
+    for key in ("model name", "Hardware", "cpu model", "Processor"):
+        for line in text.splitlines():
+            if line.startswith(key) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings that decide the numerics; one loaded engine per distinct value."""
+
+    path: str
+    digest: str | None
+    n_ctx: int
+    n_batch: int
+    n_threads: int
+
+
+def _int_option(job: Job, key: str, default: int, low: int, high: int) -> int:
+    value = job.options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BackendError("llama-cpp", f"job option {key} must be an integer in [{low}, {high}]")
+    return value
+
+
+class _Engine:
+    """One loaded model and context, reused across jobs with the same settings."""
+
+    def __init__(self, lib: ModuleType, settings: Settings) -> None:
+        self.lib = lib
+        self.settings = settings
+        mp = lib.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        mp.load_mode = lib.LLAMA_LOAD_MODE_MMAP  # mmap only changes how bytes reach memory, not the numerics
+        self.model = lib.llama_model_load_from_file(settings.path.encode(), mp)
+        if not self.model:
+            raise BackendError("llama-cpp", f"could not load {settings.path}: {_last_log()}")
+        cp = lib.llama_context_default_params()
+        cp.n_ctx = settings.n_ctx
+        cp.n_batch = settings.n_batch
+        cp.n_ubatch = (
+            settings.n_batch
+        )  # one physical batch per logical batch: prefill in as few passes as possible
+        cp.n_seq_max = 1
+        cp.n_threads = settings.n_threads
+        cp.n_threads_batch = settings.n_threads
+        cp.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cp.offload_kqv = False
+        cp.op_offload = False
+        cp.embeddings = False
+        cp.no_perf = True
+        self.swa_full = bool(cp.swa_full)
+        self.type_k, self.type_v = int(cp.type_k), int(cp.type_v)
+        self.ctx = lib.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            lib.llama_model_free(self.model)
+            raise BackendError("llama-cpp", f"could not create a context for {settings.path}: {_last_log()}")
+        self.vocab = lib.llama_model_get_vocab(self.model)
+        self.n_vocab = int(lib.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx = int(lib.llama_n_ctx(self.ctx))
+        self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
+        self.bos = int(lib.llama_vocab_bos(self.vocab))
+        self._eog_ids: frozenset[int] | None = None
+        self.capacity = settings.n_batch
+        self.batch = lib.llama_batch_init(self.capacity, 0, 1)
+        self._pieces: dict[tuple[int, bool], bytes] = {}
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+
+    @property
+    def eog_ids(self) -> frozenset[int]:
+        """Every end-of-generation token id (a vocabulary scan, done once and only when scoring needs it)."""
+        if self._eog_ids is None:
+            self._eog_ids = frozenset(t for t in range(self.n_vocab) if self.is_eog(t))
+        return self._eog_ids
+
+    def close(self) -> None:
+        if self.batch is not None:
+            self.lib.llama_batch_free(self.batch)
+            self.batch = None
+        if self.ctx:
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            self.lib.llama_model_free(self.model)
+            self.model = None
+
+    # tokens -------------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        while True:
+            buf = (self.lib.llama_token * cap)()
+            n = self.lib.llama_tokenize(self.vocab, data, len(data), buf, cap, self.add_bos, parse_special)
+            if n >= 0:
+                ids = list(buf[:n])
+                break
+            cap = -n
+        if len(ids) >= 2 and ids[0] == ids[1] == self.bos:  # a template that writes <bos> itself: never two
+            ids = ids[1:]
+        return ids
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        key = (token, special)
+        cached = self._pieces.get(key)
+        if cached is None:
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = self.lib.llama_token_to_piece(self.vocab, token, buf, size, 0, special)
+                if n >= 0:
+                    cached = buf.raw[:n]
+                    break
+                size = -n
+            self._pieces[key] = cached
+        return cached
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def show(self, token: int | None) -> str | None:
+        """A token as a reader should see it (control tokens by name)."""
+        if token is None:
+            return None
+        return self.piece(token, special=True).decode("utf-8", errors="replace")
+
+    # decoding ----------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
+
+    def decode(self, tokens: list[int], start: int, want: list[bool]) -> int:
+        """Evaluate tokens at positions start.. (one llama_decode); returns how many logit rows were produced."""
+        b = self.batch
+        b.n_tokens = len(tokens)
+        for i, tok in enumerate(tokens):
+            b.token[i] = tok
+            b.pos[i] = start + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = 0
+            b.logits[i] = want[i]
+        rc = self.lib.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise BackendError("llama-cpp", f"llama_decode failed with status {rc}: {_last_log()}")
+        return sum(1 for w in want if w)
+
+    def logits(self, rows: int) -> Any:
+        """The logit rows of the last decode, as a (rows, n_vocab) float32 view (valid until the next decode)."""
+        import numpy as np
+
+        ptr = self.lib.llama_get_logits(self.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(rows, self.n_vocab))
+
+
+def _last_log() -> str:
+    return _log_lines[-1] if _log_lines else "no detail from llama.cpp"
+
+
+class LlamaCppBackend(Backend):
+    """llama.cpp in-process: greedy, pinned settings, token ids returned, prefill scoring supported."""
+
+    name = "llama-cpp"
+    can_score = True
+    reports_digest = True
+
+    def __init__(self, config: BackendConfig | None = None) -> None:
+        super().__init__(config)
+        self._engines: dict[Settings, _Engine] = {}
+        self._lock = threading.RLock()
+        tol = self.config.extra.get("prefill_tolerance", PREFILL_TOLERANCE)
+        self.prefill_tolerance = float(tol)
+
+    # models -------------------------------------------------------------------------------------------
+
+    def resolve(self, model: str) -> ModelInfo:
+        from wl_infer import models
+
+        return models.resolve_gguf(model, self.config.home)
+
+    def list_models(self) -> list[ModelInfo]:
+        from wl_infer import models
+
+        out = []
+        for name, spec in models.EMBEDDED.items():
+            path = models.embedded_cache_dir(self.config.home) / spec.filename
+            out.append(
+                ModelInfo(
+                    name=name,
+                    digest="sha256:" + spec.sha256,
+                    path=str(path) if path.exists() else None,
+                    size=path.stat().st_size if path.exists() else None,
+                )
+            )
+        return out + models.list_registered(self.config.home)
+
+    # settings and engines -----------------------------------------------------------------------------
+
+    def _settings(self, job: Job, info: ModelInfo) -> Settings:
+        unknown = sorted(set(job.options) - set(SUPPORTED_OPTIONS))
+        if unknown:
+            raise BackendError(
+                self.name,
+                f"unsupported job option(s) {', '.join(unknown)} (supported: {', '.join(SUPPORTED_OPTIONS)})",
+            )
+        n_ctx = _int_option(job, "n_ctx", DEFAULT_N_CTX, 16, 1 << 20)
+        n_batch = min(_int_option(job, "n_batch", DEFAULT_N_BATCH, 1, 1 << 16), n_ctx)
+        if info.path is None:
+            raise BackendError(self.name, f"model {job.model!r} has no local file")
+        return Settings(info.path, info.digest, n_ctx, n_batch, default_threads(self.config.threads))
+
+    def _engine(self, settings: Settings) -> _Engine:
+        engine = self._engines.get(settings)
+        if engine is None:
+            _, lib = _import_llama()
+            engine = _Engine(lib, settings)
+            self._engines[settings] = engine
+        return engine
+
+    def close(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.close()
+            self._engines.clear()
+
+    # prompt ------------------------------------------------------------------------------------------
+
+    def _chat_template(self, engine: _Engine) -> tuple[bytes, str]:
+        """The template text llama.cpp should apply and how the envelope names it."""
+        lib = engine.lib
+        tmpl = lib.llama_model_chat_template(engine.model, None)
+        if tmpl:
+            import hashlib
+
+            return tmpl, "gguf:sha256:" + hashlib.sha256(tmpl).hexdigest()[:16]
+        arch = _meta(lib, engine.model, "general.architecture") or ""
+        if arch.startswith("gemma"):
+            return b"gemma", "builtin:gemma"
+        raise BackendError(self.name, "the model has no chat template; run the job without options.chat")
+
+    def _prompt_ids(self, engine: _Engine, job: Job) -> list[int]:
+        if not job.options.get("chat"):
+            return engine.tokenize(job.prompt, parse_special=False)
+        tmpl, _ = self._chat_template(engine)
+        lib = engine.lib
+        msg = (lib.llama_chat_message * 1)()
+        content = job.prompt.encode("utf-8")
+        msg[0].role = b"user"
+        msg[0].content = content
+        size = 2 * len(content) + 256
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = lib.llama_chat_apply_template(tmpl, msg, 1, True, buf, size)
+            if n < 0:
+                raise BackendError(self.name, "llama.cpp does not support this model's chat template")
+            if n <= size:
+                break
+            size = n + 1
+        return engine.tokenize(buf.raw[:n].decode("utf-8", errors="replace"), parse_special=True)
+
+    # envelope ----------------------------------------------------------------------------------------
+
+    def envelope(self, job: Job) -> dict[str, Any]:
+        info = self.resolve(job.model)
+        with self._lock:
+            return self._envelope(job, info, self._engine(self._settings(job, info)))
+
+    def _envelope(self, job: Job, info: ModelInfo, engine: _Engine) -> dict[str, Any]:
+        import llama_cpp
+
+        from wl_infer import __version__
+
+        chat = bool(job.options.get("chat"))
+        s = engine.settings
+        return {
+            "backend": self.name,
+            "engine": "llama.cpp",
+            "llama_cpp_python": str(getattr(llama_cpp, "__version__", "unknown")),
+            "llama_cpp_system_info": engine.lib.llama_print_system_info().decode("utf-8", "replace").strip(),
+            "model": job.model,
+            "model_digest": info.digest,
+            "model_size": info.size,
+            "sampling": {
+                "method": "greedy",
+                "temperature": 0.0,
+                "argmax_ties": "lowest-token-id",
+                "seed": job.seed,
+                "max_tokens": job.max_tokens,
+                "stop": "end-of-generation token (not included)",
+            },
+            "runtime": {
+                "n_ctx": engine.n_ctx,
+                "n_batch": s.n_batch,
+                "n_ubatch": s.n_batch,
+                "n_threads": s.n_threads,
+                "prompt_cache": False,
+                "kv_cache_reset_per_job": True,
+                "load_mode": "mmap",
+                "flash_attn": False,
+                "swa_full": engine.swa_full,
+                "type_k": engine.type_k,
+                "type_v": engine.type_v,
+                "n_gpu_layers": 0,
+                "offload_kqv": False,
+            },
+            "prompt_format": {
+                "chat": chat,
+                "chat_template": self._chat_template(engine)[1] if chat else None,
+                "add_bos": engine.add_bos,
+                "parse_special": chat,
+            },
+            "detokenize": "concatenated pieces, control tokens empty, invalid UTF-8 replaced by U+FFFD",
+            "platform": {
+                "machine": platform.machine(),
+                "cpu": _cpu_model(),
+                "os": platform.system(),
+            },
+            "gpu": None,
+            "wl_infer_version": __version__,
+        }
+
+    # generation ---------------------------------------------------------------------------------------
+
+    def generate(self, job: Job) -> Generation:
+        info = self.check_digest(job)
+        started = time.perf_counter()
+        with self._lock:
+            engine = self._engine(self._settings(job, info))
+            prompt = self._prompt_ids(engine, job)
+            tokens, finish = self._greedy(engine, prompt, job.max_tokens)
+            output = engine.detokenize(tokens)
+            envelope = self._envelope(job, info, engine)
+        return Generation(
+            output=output,
+            tokens=tokens,
+            envelope=envelope,
+            finish_reason=finish,
+            prompt_tokens=len(prompt),
+            elapsed_s=time.perf_counter() - started,
+        )
+
+    def _limit(self, engine: _Engine, n_prompt: int, max_tokens: int) -> int:
+        """How many tokens generation may produce: max_tokens, and never past the context."""
+        room = engine.n_ctx - n_prompt
+        return min(room, max_tokens) if max_tokens > 0 else room
+
+    def _prefill_prompt(self, engine: _Engine, prompt: list[int]) -> None:
+        if not prompt:
+            raise BackendError(self.name, "the prompt tokenizes to nothing")
+        if len(prompt) >= engine.n_ctx:
+            raise BackendError(
+                self.name,
+                f"the prompt is {len(prompt)} tokens; the context holds {engine.n_ctx} (options.n_ctx)",
+            )
+        engine.reset()
+        step = engine.capacity
+        for start in range(0, len(prompt), step):
+            chunk = prompt[start : start + step]
+            last = start + len(chunk) == len(prompt)
+            engine.decode(chunk, start, [last and i == len(chunk) - 1 for i in range(len(chunk))])
+
+    def _greedy(self, engine: _Engine, prompt: list[int], max_tokens: int) -> tuple[list[int], str]:
+        import numpy as np
+
+        self._prefill_prompt(engine, prompt)
+        limit = self._limit(engine, len(prompt), max_tokens)
+        out: list[int] = []
+        while True:
+            token = int(np.argmax(engine.logits(1)[0]))  # first maximum: lowest token id on ties
+            if engine.is_eog(token):
+                return out, "stop"
+            out.append(token)
+            if len(out) >= limit:
+                return out, "length"
+            engine.decode([token], len(prompt) + len(out) - 1, [True])
+
+    # prefill verification ------------------------------------------------------------------------------
+
+    def score(self, job: Job, tokens: list[int], output: str) -> ScoreResult:
+        info = self.check_digest(job)
+        started = time.perf_counter()
+        with self._lock:
+            engine = self._engine(self._settings(job, info))
+            result = self._score(engine, job, list(tokens), output)
+        result.elapsed_s = time.perf_counter() - started
+        return result
+
+    def _score(self, engine: _Engine, job: Job, tokens: list[int], output: str) -> ScoreResult:
+        import numpy as np
+
+        n = len(tokens)
+        bad = [t for t in tokens if not isinstance(t, int) or not 0 <= t < engine.n_vocab]
+        if bad:
+            return ScoreResult(
+                ok=False,
+                n_tokens=n,
+                detokenizes_exactly=False,
+                reason=f"token id {bad[0]!r} is not in the vocabulary",
+            )
+        detok_ok = engine.detokenize(tokens) == output
+        prompt = self._prompt_ids(engine, job)
+        n_prompt = len(prompt)
+        limit = self._limit(engine, n_prompt, job.max_tokens)
+        if n > limit:
+            why = (
+                f"{n} tokens claimed but max_tokens is {job.max_tokens}"
+                if job.max_tokens and n > job.max_tokens
+                else f"prompt ({n_prompt}) + {n} claimed tokens exceed the context ({engine.n_ctx})"
+            )
+            return ScoreResult(
+                ok=False, n_tokens=n, detokenizes_exactly=detok_ok, stop_consistent=False, reason=why
+            )
+        need_next = n < limit  # generation stopped on an end-of-generation token, so one must follow
+        seq = prompt + tokens
+        # logits at prompt's last position and at each claimed token that predicts something we check
+        first_row = n_prompt - 1
+        last_row = n_prompt + n - (0 if need_next else 1)
+        argmax = np.empty(max(last_row - first_row, 0), dtype=np.int64)
+        top = np.empty_like(argmax, dtype=np.float32)
+        claimed_logit = np.empty_like(top)
+        next_row: Any = None
+        engine.reset()
+        step = engine.capacity
+        row = 0
+        for start in range(0, len(seq), step):
+            chunk = seq[start : start + step]
+            want = [first_row <= start + i < last_row for i in range(len(chunk))]
+            produced = engine.decode(chunk, start, want)
+            if not produced:
+                continue
+            logits = engine.logits(produced)
+            am = np.argmax(logits, axis=1)
+            idx = np.arange(produced)
+            argmax[row : row + produced] = am
+            top[row : row + produced] = logits[idx, am]
+            for j in range(produced):
+                k = row + j  # predicts claimed token k (or, for k == n, what follows the last one)
+                if k < n:
+                    claimed_logit[k] = logits[j, tokens[k]]
+                else:
+                    next_row = logits[j].copy()
+            row += produced
+
+        tol = self.prefill_tolerance
+        result = ScoreResult(ok=True, n_tokens=n, detokenizes_exactly=detok_ok)
+        near: list[list[float]] = []
+        margins = top[:n] - claimed_logit[:n]
+        for k in range(n):
+            margin = float(margins[k])
+            if engine.is_eog(tokens[k]):
+                result.stop_consistent = False
+                result.reason = result.reason or (
+                    f"claimed token {k} ({engine.show(tokens[k])!r}) ends generation; it can never be output"
+                )
+            if int(argmax[k]) != tokens[k]:
+                if margin > tol and result.first_divergence is None:
+                    result.first_divergence = k
+                    result.claimed_token, result.expected_token = tokens[k], int(argmax[k])
+                    result.claimed_piece, result.expected_piece = (
+                        engine.show(tokens[k]),
+                        engine.show(int(argmax[k])),
+                    )
+                    result.margin = margin
+                elif margin <= tol:
+                    near.append([k, round(margin, 4)])
+        next_token: int | None = None
+        if need_next:
+            next_token = int(argmax[n])
+            if not engine.is_eog(next_token):
+                eog_ids = np.fromiter(sorted(engine.eog_ids), dtype=np.int64)
+                eog_margin = float(top[n] - next_row[eog_ids].max()) if len(eog_ids) else float("inf")
+                if eog_margin > tol:
+                    result.stop_consistent = False
+                    result.reason = result.reason or (
+                        f"generation would continue after the last claimed token with {engine.show(next_token)!r} "
+                        f"(end-of-generation trails by {eog_margin:.3f})"
+                    )
+                else:
+                    near.append([n, round(eog_margin, 4)])
+        if result.first_divergence is not None:
+            k = result.first_divergence
+            result.reason = (
+                f"claimed token {k} is {result.claimed_piece!r} ({result.claimed_token}) but greedy decoding gives "
+                f"{result.expected_piece!r} ({result.expected_token}); margin {result.margin:.3f}"
+            )
+        elif not detok_ok:
+            result.reason = result.reason or "the claimed tokens do not detokenize to the claimed output"
+        result.ok = result.first_divergence is None and detok_ok and result.stop_consistent
+        result.details = {
+            "prompt_tokens": n_prompt,
+            "scored_positions": int(row),
+            "exact": not near and result.ok,
+            "near_ties": near,
+            "tolerance": tol,
+            "max_margin": round(float(margins.max()), 4) if n else 0.0,
+            "next_token": next_token,
+            "next_piece": engine.show(next_token),
+        }
+        return result
+
+
+def _meta(lib: ModuleType, model: Any, key: str) -> str | None:
+    buf = ctypes.create_string_buffer(256)
+    n = lib.llama_model_meta_val_str(model, key.encode(), buf, 256)
+    return buf.value.decode("utf-8", "replace") if n >= 0 else None
