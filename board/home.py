@@ -29,7 +29,7 @@ CONFIG_KEYS = {
     "contract": str,
     "model": str,
 }
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 
 def default_home() -> Path:

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 from board.errors import InvalidHandle, InvalidId
 
-ITEM_RE = re.compile(r"^w-[0-9a-f]{10}$")
-ITEM_PREFIX_RE = re.compile(r"^(w-)?[0-9a-f]{1,10}$")
-COMPLETION_RE = re.compile(r"^c-[0-9a-f]{16}$")
-HANDLE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-BOARD_ID_RE = re.compile(r"^[0-9a-f]{16}$")
-TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+ITEM_RE = re.compile(r"^w-[0-9a-f]{10}\Z")
+ITEM_PREFIX_RE = re.compile(r"^(w-)?[0-9a-f]{1,10}\Z")
+COMPLETION_RE = re.compile(r"^c-[0-9a-f]{16}\Z")
+HANDLE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
+BOARD_ID_RE = re.compile(r"^[0-9a-f]{16}\Z")
+TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z\Z")
 
 
 def utcnow() -> datetime:

@@ -13,7 +13,7 @@ from board.ids import check_handle, check_item_id
 
 BOARD = "board.json"
 CHAIN = "chain.json"
-BLOB_RE = re.compile(r"^[0-9a-f]{64}$")
+BLOB_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def bucket(item_id: str) -> str:
