@@ -18,6 +18,7 @@ from board import layout
 from board.errors import (
     AlreadyApplied,
     AlreadyClaimed,
+    BoardError,
     HandleTaken,
     NotAllowed,
     NotFound,
@@ -79,11 +80,12 @@ class Op:
 
 def op_from_message(message: str) -> Op | None:
     """The operation recorded in a commit message, or None when the commit carries none."""
-    for line in reversed(message.splitlines()):
+    # Split on "\n" only: the compact JSON may hold U+0085, U+2028 or U+2029 raw, which splitlines() breaks.
+    for line in reversed(message.split("\n")):
         if line.startswith(TRAILER):
             try:
                 return Op.from_dict(orjson.loads(line[len(TRAILER) :]))
-            except (ValueError, orjson.JSONDecodeError):
+            except (ValueError, orjson.JSONDecodeError, BoardError):  # a bad id or handle is no operation
                 return None
     return None
 
