@@ -49,7 +49,7 @@ class _Steps:
 
 @click.command()
 @click.option("--prompt", default=DEFAULT_PROMPT, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(1, 512), default=24, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(1, 512), default=16, show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the temporary folder (its path is printed).")
 @click.pass_obj
 def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
@@ -90,7 +90,7 @@ def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
             result = run_item(boards["bob"], posted.item_id, pool)
         gen = result.generation
         rate = len(gen.tokens or []) / gen.elapsed_s if gen.elapsed_s else 0.0
-        steps.done(f"{len(gen.tokens or [])} tokens at {rate:.1f} tok/s → {result.evidence.output_hash}\n"
+        steps.done(f"{len(gen.tokens or [])} tokens ({gen.finish_reason}) at {rate:.1f} tok/s → {result.evidence.output_hash}\n"
                    f"    output: {gen.output!r}")
 
         with steps.step("carol verifies it (prefill: one forward pass over the claimed tokens)"), open_pool(boards["carol"]) as pool:
