@@ -423,3 +423,29 @@ def test_sync_without_remote_is_a_usage_error(tmp_path: Path) -> None:
     code, doc = wl_json(rig, "post", "--title", "local only")
     assert code == 0 and doc["pushed"] is False and doc["local_reason"] == "this board has no remote"
     assert [op.op for op in rig.pending()] == []  # no remote: nothing is pending, the commit is the board
+
+
+def test_conflicting_replay_keeps_the_files_the_operation_carried(tmp_path: Path) -> None:
+    """Outputs too large to inline travel as blobs beside the op; a refused replay writes them out too."""
+    import hashlib
+
+    from board.ids import new_completion_id
+
+    commons = make_commons(tmp_path)
+    poster = join_rig(tmp_path, str(commons), "poster")
+    alice, bob = pair(tmp_path, str(commons))
+    item_id = poster.post("big output")
+    alice.claim(item_id)
+    output = ("line of a large output\n" * 4000).encode()
+    blob = f"blobs/sha256/{hashlib.sha256(output).hexdigest()}"
+    with alice.board() as b:
+        op = b.new_op("done", item_id, evidence=json.dumps({"output_blob": blob}), completion_id=new_completion_id())
+        assert b.mutate(op, attachments={blob: output}, push=False).pushed is False
+    poster.op("unclaim", item_id)
+    bob.claim(item_id)
+
+    report = alice.sync()
+    assert len(report.conflicted) == 1
+    kept = json.loads(Path(report.conflicted[0].path).read_text())
+    assert kept["op"]["attachments"] == [blob]
+    assert kept["attachments"][blob].encode() == output
