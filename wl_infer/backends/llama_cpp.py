@@ -350,6 +350,18 @@ class LlamaCppBackend(Backend):
             size = n + 1
         return engine.tokenize(buf.raw[:n].decode("utf-8", errors="replace"), parse_special=True)
 
+    def prompt_tokens(self, job: Job) -> list[int]:
+        """The token ids the job's prompt is evaluated as (BOS and chat template applied)."""
+        info = self.resolve(job.model)
+        with self._lock:
+            return self._prompt_ids(self._engine(self._settings(job, info)), job)
+
+    def detokenize(self, job: Job, tokens: list[int]) -> str:
+        """Output text for token ids, exactly as generate() and score() build it."""
+        info = self.resolve(job.model)
+        with self._lock:
+            return self._engine(self._settings(job, info)).detokenize(list(tokens))
+
     # envelope ----------------------------------------------------------------------------------------
 
     def envelope(self, job: Job) -> dict[str, Any]:
