@@ -186,18 +186,25 @@ def running_git_daemon(base: Path) -> Iterator[GitDaemon]:
 
 # --- dulwich's smart HTTP server ---------------------------------------------------------------------
 class DirBackend(Backend):
-    """Repos under one folder, opened afresh per request as a real server would (no state shared by threads)."""
+    """Repos under one folder, opened afresh per request as a real server would (no state shared by threads).
+
+    dulwich's handlers never close the repos they open; each request's repos are closed when it ends, or a
+    long test run would exhaust file descriptors.
+    """
 
     def __init__(self, base: Path) -> None:
         super().__init__()
         self.base = base.resolve()
+        self.local = threading.local()
 
     def open_repository(self, path: str | bytes) -> Repo:
         name = os.fsdecode(path).lstrip("/")
         target = (self.base / name).resolve()
         if target.parent != self.base or not target.is_dir():
             raise NotGitRepository(f"no repository at {path!r}")
-        return Repo(str(target))
+        repo = Repo(str(target))
+        getattr(self.local, "opened", []).append(repo)
+        return repo
 
 
 class ThreadingGitServer(ThreadingMixIn, WSGIServerLogger):
@@ -215,7 +222,8 @@ class HttpGit:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.app = make_wsgi_chain(DirBackend(base))
+        self.backend = DirBackend(base)
+        self.app = make_wsgi_chain(self.backend)
         self.on_receive_pack: Callable[..., Iterable[bytes]] | None = None
         self.pushes = 0
         self.server: ThreadingGitServer | None = None
@@ -225,16 +233,22 @@ class HttpGit:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
 
-    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO", "").endswith(
-            "git-receive-pack"
-        ):
-            self.pushes += 1
+    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        opened: list[Repo] = []
+        self.backend.local.opened = opened
+        try:
+            path = environ.get("PATH_INFO", "")
+            is_push = environ.get("REQUEST_METHOD") == "POST" and path.endswith("git-receive-pack")
+            if is_push:
+                self.pushes += 1
             hook = self.on_receive_pack
-            if hook is not None:
-                return hook(environ, start_response, self.app)
-        result: Iterable[bytes] = self.app(environ, start_response)
-        return result
+            if is_push and hook is not None:
+                yield from hook(environ, start_response, self.app)
+            else:
+                yield from self.app(environ, start_response)
+        finally:
+            for repo in opened:
+                repo.close()
 
     def start(self) -> None:
         from wsgiref.simple_server import make_server
