@@ -367,6 +367,47 @@ def _chain(view: View, op: Op, now: datetime) -> Applied:
     return Applied({layout.CHAIN: dumps(record)}, record)
 
 
+def _anchor(view: View, op: Op, now: datetime) -> Applied:
+    """Record where the completer published its result (e.g. a chain transaction) inside its JSON evidence.
+
+    Generic on purpose: the board stores ``args.anchor`` under the evidence's ``"anchor"`` key and knows
+    nothing of chains; only the completer may, and only while its completion is live.
+    """
+    item = _item(view, op)
+    if item.status not in ("in_review", "completed"):
+        raise WrongStatus(item.id, item.status, ("in_review", "completed"))
+    comp = view.completion(item.id)
+    if comp is None:
+        raise WrongStatus(item.id, item.status, ("in_review", "completed"), "there is no completion")
+    if comp.completed_by != op.by:
+        raise NotAllowed(item.id, op.by, "record anchor details on", f"the completer ({comp.completed_by})")
+    expected = op.args.get("completion_id")
+    if expected is not None and expected != comp.id:
+        raise RuleError(f"wanted item {item.id} has completion {comp.id} now, not {expected}")
+    details = op.args.get("anchor")
+    if not isinstance(details, dict):
+        raise UsageError("anchor details must be an object")
+    try:
+        evidence = orjson.loads(comp.evidence)
+    except orjson.JSONDecodeError:
+        evidence = None
+    if not isinstance(evidence, dict):
+        raise RuleError(
+            f"the evidence of wanted item {item.id} is not a JSON object, so it cannot carry anchor details"
+        )
+    if evidence.get("anchor") == details:
+        raise AlreadyApplied(f"the completion of wanted item {item.id} already records these anchor details")
+    evidence["anchor"] = details
+    comp.evidence = orjson.dumps(evidence).decode()
+    Completion.from_dict(comp.to_dict())
+    path = layout.completion_path(item.id)
+    if view.read(path) is None and view.read(layout.completion_flat_path(item.id)) is not None:
+        path = layout.completion_flat_path(item.id)
+    changes = _save(item, now, evidence_url=comp.evidence)
+    changes[path] = comp.encode()
+    return Applied(changes, {"item": item.to_dict(), "completion": comp.to_dict()})
+
+
 RULES: dict[str, Callable[[View, Op, datetime], Applied]] = {
     "post": _post,
     "claim": _claim,
@@ -382,6 +423,7 @@ RULES: dict[str, Callable[[View, Op, datetime], Applied]] = {
     "rotate-key": _rotate_key,
     "attest": _attest,
     "chain": _chain,
+    "anchor": _anchor,
 }
 
 
