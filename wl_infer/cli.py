@@ -108,7 +108,7 @@ def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, t
     if anchor:
         from wl_infer.anchoring import anchor_item
 
-        anchored = anchor_item(board, res.item_id)
+        anchored = anchor_item(board, res.item_id, push=not no_push)
     gen = res.generation
 
     def human() -> None:
@@ -278,3 +278,8 @@ def models(obj: Obj, add_path: str | None, name: str | None) -> None:
                 say(f"{r['backend']:<10} {r['name']:<28} {r['digest'] or '(no digest)'}")
 
     emit({"models": rows}, human)
+
+
+from wl_infer.chain_cli import anchor  # noqa: E402 - lives with the chain commands
+
+infer.add_command(anchor)

@@ -33,6 +33,7 @@ CORE: dict[str, str] = {
     "sync": "board.cli.setup:sync",
     "config": "board.cli.setup:config",
     "doctor": "board.cli.doctor:doctor",
+    "rig": "board.cli.rig:rig",
 }
 PLUGIN_GROUP = "wl.plugins"
 

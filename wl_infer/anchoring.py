@@ -1,0 +1,259 @@
+"""Publishing a board result on the board's chain, and checking the chain against the board.
+
+The worker anchors its own result (the contract binds msg.sender), then records the transaction inside its
+evidence under ``anchor``, a key the signature and the evidence hash leave out by design. web3 and the chain
+library load inside the functions, so ``wl infer verify`` on a board without a chain never pays for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from board.errors import AlreadyApplied, BoardError, NotAllowed, Unreachable, UsageError, WrongStatus
+from board.service import Board
+from wl_infer.codec import CodecError, Evidence
+
+if TYPE_CHECKING:
+    from wl_infer.chain import RetryPolicy
+
+
+class AnchorError(BoardError):
+    """Anchoring could not be done; carries the item and the reason (a chain error, a missing setting)."""
+
+    def __init__(self, item_id: str | None, reason: str) -> None:
+        self.item_id = item_id
+        self.reason = reason
+        where = f"anchoring {item_id}: " if item_id else ""
+        super().__init__(where + reason)
+
+
+class NoChain(UsageError):
+    """This board anchors nowhere yet, and no flag, environment variable or config names a chain."""
+
+    def __init__(self, missing: str) -> None:
+        self.missing = missing
+        super().__init__(
+            f"no chain configured for this board ({missing} unknown): run `wl chain deploy --rpc-url URL`, "
+            "or pass --rpc-url and --contract"
+        )
+
+
+class Web3Missing(BoardError):
+    def __init__(self) -> None:
+        super().__init__("web3 is not installed: pip install 'wl-infer[chain]'")
+
+
+@dataclass(frozen=True)
+class ChainTarget:
+    """Where to anchor, and where each part came from (flags > env > config > the board's chain.json)."""
+
+    rpc_url: str | None
+    contract: str | None
+    chain_json: dict[str, Any] | None
+
+
+def chain_target(board: Board, *, rpc_url: str | None = None, contract: str | None = None) -> ChainTarget:
+    """The effective RPC URL and contract for this board (SPEC §9)."""
+    from wl_infer.settings import chain_settings
+
+    chain_json = board.view().chain()
+    rpc, address = chain_settings(board.config, chain_json, rpc_url=rpc_url, contract=contract)
+    return ChainTarget(rpc or None, address or None, chain_json)
+
+
+def _require_web3() -> None:
+    try:
+        import web3  # noqa: F401
+    except ImportError:
+        raise Web3Missing() from None
+
+
+def _refresh(board: Board) -> None:
+    """Read the freshest board we can; offline, the local copy will do."""
+    if board.remote is not None:
+        with contextlib.suppress(Unreachable):
+            board.refresh()
+
+
+def anchor_item(
+    board: Board,
+    item_id: str,
+    *,
+    rpc_url: str | None = None,
+    contract: str | None = None,
+    push: bool = True,
+    retry: RetryPolicy | None = None,
+) -> dict[str, Any]:
+    """Anchor this rig's result for ``item_id`` once, then record the transaction in its evidence.
+
+    Returns ``{chain_id, contract, tx, block, already_anchored, ...}``. Running it again sends nothing and
+    commits nothing: the chain reports the earlier anchor and the evidence already names it.
+    """
+    _require_web3()
+    from board.keys import load_private_key
+    from wl_infer import chain
+    from wl_infer.signing import evidence_hash
+
+    _refresh(board)
+    view = board.view()
+    iid = view.resolve(item_id)
+    item = view.item(iid)
+    assert item is not None
+    comp = view.completion(iid)
+    if comp is None:
+        raise WrongStatus(iid, item.status, ("in_review", "completed"), "there is no result to anchor")
+    me = board.require_handle()
+    if comp.completed_by != me:
+        raise NotAllowed(iid, me, "anchor the result of", f"its worker ({comp.completed_by})")
+    try:
+        ev = Evidence.decode(comp.evidence)
+    except CodecError as e:
+        raise AnchorError(iid, str(e)) from None
+    target = chain_target(board, rpc_url=rpc_url, contract=contract)
+    if target.rpc_url is None or target.contract is None:
+        raise NoChain("RPC URL" if target.rpc_url is None else "contract address")
+    board_id = view.meta()["board_id"]
+    context = {"board_id": board_id, "item_id": iid}
+    ehash = evidence_hash(ev.unsigned_dict(), context)
+    try:
+        receipt = chain.anchor(
+            target.rpc_url, target.contract, load_private_key(board.home.path), board_id, iid, ev.output_hash,
+            ehash, retry=retry or chain.DEFAULT_RETRY,
+        )
+    except chain.ChainError as e:
+        raise AnchorError(iid, f"{e}; the board result is unchanged (retry: wl infer anchor {iid})") from None
+    previous = ev.extra.get("anchor")
+    details: dict[str, Any] = {
+        "chain_id": receipt.chain_id,
+        "contract": receipt.contract,
+        "tx": receipt.tx,
+        "block": receipt.block,
+    }
+    if receipt.tx is None and isinstance(previous, dict) and previous.get("block") == receipt.block:
+        details["tx"] = previous.get("tx")  # the node would not say; the board already knows
+    out: dict[str, Any] = {
+        **details,
+        "item_id": iid,
+        "output_hash": ev.output_hash,
+        "evidence_hash": ehash,
+        "already_anchored": receipt.already_anchored,
+        "gas_used": receipt.gas_used,
+        "recorded": False,
+        "pushed": None,
+        "local_reason": None,
+    }
+    if previous == details:
+        return out
+    op = board.new_op("anchor", iid, anchor=details, completion_id=comp.id)
+    try:
+        res = board.mutate(op, push=push)
+    except AlreadyApplied:
+        return out
+    except BoardError as e:
+        raise AnchorError(iid, f"anchored in tx {details['tx']} (block {details['block']}), but recording it on "
+                               f"the board failed: {e}") from None
+    out.update(recorded=True, pushed=res.pushed, local_reason=res.local_reason)
+    return out
+
+
+def chain_status(board: Board, item_id: str) -> str | None:
+    """``matches``/``differs``/``not anchored`` for the item's result; None when no chain is configured.
+
+    Never raises for a chain that cannot be read: verify reports ``unreachable (…)`` and carries on.
+    """
+    try:
+        target = chain_target(board)
+    except BoardError as e:
+        return f"unknown ({e})"
+    if target.rpc_url is None or target.contract is None:
+        return None
+    try:
+        import web3  # noqa: F401
+    except ImportError:
+        return None
+    from wl_infer import chain
+
+    view = board.view()
+    iid = view.resolve(item_id)
+    board_id = view.meta()["board_id"]
+    comp = view.completion(iid)
+    try:
+        record = chain.read_anchor(target.rpc_url, target.contract, board_id, iid, retry=_quick_retry())
+    except Exception as e:  # noqa: BLE001 - a verifier must get its verdict even when the chain is down
+        return f"unreachable ({_short(e)})"
+    if record is None:
+        return "not anchored"
+    if comp is None:
+        return "differs"
+    try:
+        ev = Evidence.decode(comp.evidence)
+    except CodecError:
+        return "differs"
+    from wl_infer.signing import EncodingError, evidence_hash
+
+    try:
+        ehash = evidence_hash(ev.unsigned_dict(), {"board_id": board_id, "item_id": iid})
+    except EncodingError:
+        return "differs"
+    if chain.compare_with_board(record, ev.output_hash, ehash, None) != "matches":
+        return "differs"
+    return "matches" if record.worker.lower() in _addresses(view, comp.completed_by) else "differs"
+
+
+def _addresses(view: Any, handle: str) -> set[str]:
+    """Every address the worker has been registered with (a key rotation keeps earlier anchors valid)."""
+    rig = view.rig(handle)
+    if rig is None:
+        return set()
+    found = {rig.address.lower()}
+    for entry in rig.extra.get("previous_addresses", []):
+        if isinstance(entry, dict) and isinstance(entry.get("address"), str):
+            found.add(entry["address"].lower())
+    found.discard("")
+    return found
+
+
+def _quick_retry() -> RetryPolicy:
+    """Verify only reads the chain: a few quick tries, then say it is unreachable."""
+    from wl_infer.chain import RetryPolicy
+
+    return RetryPolicy(attempts=3, base_delay=0.1, max_delay=0.5, total_timeout=5.0, receipt_timeout=5.0)
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def anchor_attestation(
+    board: Board, item_id: str, *, rpc_url: str | None = None, contract: str | None = None
+) -> dict[str, Any]:
+    """Publish this rig's recorded attestation on ``item_id`` (verdict and result hash) with chain.attest."""
+    _require_web3()
+    from board.keys import load_private_key
+    from wl_infer import chain
+
+    view = board.view()
+    iid = view.resolve(item_id)
+    me = board.require_handle()
+    att = view.attestations(iid).get(me)
+    if att is None:
+        raise AnchorError(iid, f"{me} has no attestation on this item to publish (run wl infer verify first)")
+    result_hash = att.get("actual") or att.get("expected")
+    verdict = att.get("verdict")
+    if not isinstance(result_hash, str) or not isinstance(verdict, str):
+        raise AnchorError(iid, "the attestation names no verdict or result hash")
+    target = chain_target(board, rpc_url=rpc_url, contract=contract)
+    if target.rpc_url is None or target.contract is None:
+        raise NoChain("RPC URL" if target.rpc_url is None else "contract address")
+    try:
+        receipt = chain.attest(
+            target.rpc_url, target.contract, load_private_key(board.home.path), view.meta()["board_id"], iid,
+            verdict, result_hash,
+        )
+    except (chain.ChainError, ValueError) as e:
+        raise AnchorError(iid, str(e)) from None
+    return {"item_id": iid, "chain_id": receipt.chain_id, "contract": receipt.contract, "tx": receipt.tx,
+            "block": receipt.block, "verdict": receipt.verdict, "result_hash": result_hash}
