@@ -120,6 +120,8 @@ class _Engine:
     def __init__(self, lib: ModuleType, settings: Settings) -> None:
         self.lib = lib
         self.settings = settings
+        self.batch: Any = None
+        self.ctx: Any = None
         mp = lib.llama_model_default_params()
         mp.n_gpu_layers = 0
         mp.load_mode = lib.LLAMA_LOAD_MODE_MMAP  # mmap only changes how bytes reach memory, not the numerics
@@ -144,11 +146,18 @@ class _Engine:
         self.type_k, self.type_v = int(cp.type_k), int(cp.type_v)
         self.ctx = lib.llama_init_from_model(self.model, cp)
         if not self.ctx:
-            lib.llama_model_free(self.model)
+            self.close()
             raise BackendError("llama-cpp", f"could not create a context for {settings.path}: {_last_log()}")
         self.vocab = lib.llama_model_get_vocab(self.model)
         self.n_vocab = int(lib.llama_vocab_n_tokens(self.vocab))
-        self.n_ctx = int(lib.llama_n_ctx(self.ctx))
+        # llama.cpp may round the context up (to a multiple of 256); we hold jobs to the size they asked for
+        allocated = int(lib.llama_n_ctx(self.ctx))
+        if allocated < settings.n_ctx:
+            self.close()
+            raise BackendError(
+                "llama-cpp", f"llama.cpp allocated a context of {allocated}, not {settings.n_ctx}"
+            )
+        self.n_ctx = settings.n_ctx
         self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
         self.bos = int(lib.llama_vocab_bos(self.vocab))
         self._eog_ids: frozenset[int] | None = None
