@@ -283,3 +283,9 @@ def models(obj: Obj, add_path: str | None, name: str | None) -> None:
 from wl_infer.chain_cli import anchor  # noqa: E402 - lives with the chain commands
 
 infer.add_command(anchor)
+
+from wl_infer.audit import audit  # noqa: E402 - spot-check audits
+from wl_infer.canary import canary  # noqa: E402 - determinism canary
+
+infer.add_command(audit)
+infer.add_command(canary)
