@@ -286,6 +286,8 @@ infer.add_command(anchor)
 
 from wl_infer.audit import audit  # noqa: E402 - spot-check audits
 from wl_infer.canary import canary  # noqa: E402 - determinism canary
+from wl_infer.feeder import register as register_automation  # noqa: E402 - `worker` and `feed`
 
 infer.add_command(audit)
 infer.add_command(canary)
+register_automation(infer)

@@ -1,0 +1,369 @@
+"""`wl infer feed`: the feeder bot. Claims open inference items under this rig's handle and hands each to a
+`wl infer run <id> --skip-claim` process (or a `--command` template), N at a time.
+
+The feeder owns the claims: it renews them while runs are going, releases the claim of a run that failed
+(unless the item already moved on), and on SIGINT/SIGTERM stops its runs and releases what they held. An item
+is dispatched at most once per feeder process. Commands run from an argv list, never through a shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+
+from board.errors import BoardError, RuleError, Unreachable, UsageError
+from wl_infer.worker import (
+    BACKENDS,
+    MAX_LEASE_S,
+    TICK_S,
+    EventLog,
+    Filters,
+    StopSignals,
+    claim_item,
+    decode_job,
+    resolve_lease,
+    runnable_items,
+    wants_live,
+)
+
+if TYPE_CHECKING:
+    from board.service import Board
+
+STOP_GRACE_S = 5.0  # how long stopped runs get to exit on SIGTERM before SIGKILL
+
+
+def wl_argv() -> list[str]:
+    """How to start this installation's `wl`: the script beside this Python, else on PATH, else via -c."""
+    beside = Path(sys.executable).with_name("wl")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("wl")
+    return [found] if found else [sys.executable, "-c", "from board.cli.main import main; main()"]
+
+
+def parse_template(command: str | None) -> list[str]:
+    """The argv template: `--command` split like a shell (never run by one), else `wl … infer run {id} --skip-claim`."""
+    if command is None:
+        return [*wl_argv(), "--home", "{home}", "--json", "infer", "run", "{id}", "--skip-claim"]
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise UsageError(f"--command: {e}") from None
+    if not argv or not any("{id}" in a for a in argv):
+        raise UsageError("--command must name the item as {id}, e.g. \"ssh gpu1 wl infer run {id} --skip-claim\"")
+    return argv
+
+
+def command_for(template: list[str], item_id: str, home: Path) -> list[str]:
+    """Substitute a validated id (and the home) into each argument; the argument count never changes."""
+    from board.ids import check_item_id
+
+    item_id = check_item_id(item_id)
+    return [a.replace("{id}", item_id).replace("{home}", str(home)) for a in template]
+
+
+@dataclass
+class FeedOptions:
+    template: list[str]
+    slots: int = 1
+    filters: Filters = field(default_factory=Filters)
+    once: bool = False
+    max_jobs: int | None = None
+    poll_s: float = 5.0
+    lease_s: int = 1800
+    idle_exit_s: float | None = None
+    push: bool = True
+
+
+@dataclass
+class Dispatch:
+    item_id: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    started: float
+    renewed: float
+    renewing: bool = True
+
+
+@dataclass
+class FeedStats:
+    dispatched: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    released: int = 0
+    skipped: int = 0
+    lost_races: int = 0
+    claim_retries: int = 0
+
+
+class Feeder:
+    """One loop: reap finished runs, renew leases, top up free slots from the board, wait a tick."""
+
+    def __init__(self, board: Board, opts: FeedOptions, log: EventLog, stop: StopSignals) -> None:
+        self.board, self.opts, self.log, self.stop = board, opts, log, stop
+        self.me = board.require_handle()
+        self.home = board.home.path
+        self.stats = FeedStats()
+        self.running: dict[str, Dispatch] = {}
+        self.seen: set[str] = set()  # dispatched or skipped: never dispatched (again) by this process
+        self._offline = False
+
+    def status_rows(self) -> list[tuple[str, str]]:
+        s, now = self.stats, time.monotonic()
+        running = ", ".join(f"{d.item_id} ({now - d.started:.0f} s)" for d in self.running.values())
+        return [
+            ("Rig", self.me),
+            ("Running", f"{len(self.running)}/{self.opts.slots}: {running or 'none'}"),
+            ("Dispatched / done / failed", f"{s.dispatched} / {s.succeeded} / {s.failed}"),
+            ("Released / skipped", f"{s.released} / {s.skipped}"),
+            ("Lost races / CAS retries", f"{s.lost_races} / {s.claim_retries}"),
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.stats.__dict__)
+
+    def _more_wanted(self) -> bool:
+        return self.opts.max_jobs is None or self.stats.dispatched < self.opts.max_jobs
+
+    def run(self) -> int:
+        """Exit status: 0, or 1 when --once dispatched runs and one of them failed."""
+        if self.board.view().rig(self.me) is None:
+            from board.errors import NotRegistered
+
+            raise NotRegistered(self.me)
+        self.log("started", rig=self.me, pid=os.getpid(), slots=self.opts.slots, command=self.opts.template,
+                 lease_seconds=self.opts.lease_s, poll=self.opts.poll_s)  # fmt: skip
+        last_poll = -float("inf")
+        idle_since: float | None = None
+        rounds = 0
+        while True:
+            self.reap()
+            if self.stop.is_set():
+                break
+            self.renew_due()
+            may_poll = self._more_wanted() and not (self.opts.once and rounds)
+            if not self.running and not may_poll:
+                break
+            if len(self.running) < self.opts.slots and may_poll and time.monotonic() - last_poll >= self.opts.poll_s:
+                last_poll = time.monotonic()
+                rounds += 1
+                found = self.fill() if self._refresh() else 0
+                if self.opts.once and not found and not self.running:
+                    self.log("no_job")
+                if not found and not self.running and idle_since is None:
+                    idle_since = time.monotonic()
+                    self.log("idle")
+            if self.running:
+                idle_since = None
+            elif idle_since is not None and self.opts.idle_exit_s is not None:
+                if time.monotonic() - idle_since >= self.opts.idle_exit_s:
+                    self.log("idle_exit", idle_seconds=round(time.monotonic() - idle_since, 1))
+                    break
+            self.stop.wait(min(TICK_S, self.opts.poll_s))
+        if self.stop.signum is not None:
+            self.log("stopping", signal=signal.Signals(self.stop.signum).name, running=sorted(self.running))
+            self.abandon_all()
+        self.log("stopped", **self.summary())
+        return 1 if self.opts.once and self.stats.failed else 0
+
+    def _refresh(self) -> bool:
+        try:
+            self.board.refresh()
+        except Unreachable as e:
+            if not self._offline:
+                self.log("offline", reason=e.reason)
+            self._offline = True
+            return False
+        if self._offline:
+            self.log("online")
+        self._offline = False
+        return True
+
+    # dispatching
+    def fill(self) -> int:
+        """Claim and start runs until the slots are full; returns how many were started."""
+        from board.ids import utcnow
+
+        started = 0
+        for item in runnable_items(self.board.view().items(), utcnow(), self.seen):
+            if len(self.running) >= self.opts.slots or not self._more_wanted() or self.stop.is_set():
+                break
+            job = decode_job(item)
+            if isinstance(job, str):
+                self.seen.add(item.id)
+                self.stats.skipped += 1
+                self.log("skipped", id=item.id, reason=job)
+                continue
+            if not self.opts.filters.admit(job):
+                continue
+            res, retries = claim_item(self.board, item.id, self.opts.lease_s, self.opts.push, self.log)
+            self.stats.claim_retries += retries
+            if res is None:
+                self.stats.lost_races += 1
+                continue
+            self.seen.add(item.id)
+            self.stats.dispatched += 1
+            if self.spawn(item.id):
+                started += 1
+        return started
+
+    def spawn(self, item_id: str) -> bool:
+        argv = command_for(self.opts.template, item_id, self.home)
+        logs = self.home / "feed"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{item_id}.log"
+        env = {**os.environ, "WL_HOME": str(self.home)}
+        try:
+            with open(log_path, "wb") as out:
+                # its own session: a Ctrl-C at the terminal reaches the feeder, which decides what the runs do
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        env=env, start_new_session=True)  # fmt: skip
+        except OSError as e:
+            self.stats.failed += 1
+            released = self._release(item_id)
+            self.log("failed", id=item_id, error=f"cannot start {argv[0]}: {e.strerror or e}", released=released)
+            return False
+        now = time.monotonic()
+        self.running[item_id] = Dispatch(item_id, proc, log_path, now, now)
+        self.log("dispatched", id=item_id, pid=proc.pid, running=len(self.running), argv=argv)
+        return True
+
+    def reap(self) -> None:
+        for item_id, d in list(self.running.items()):
+            code = d.proc.poll()
+            if code is None:
+                continue
+            del self.running[item_id]
+            elapsed = round(time.monotonic() - d.started, 3)
+            text = d.log_path.read_bytes() if d.log_path.exists() else b""
+            if code == 0:
+                self.stats.succeeded += 1
+                self.log("done", id=item_id, elapsed_s=elapsed, output_hash=_output_hash(text), running=len(self.running))
+                d.log_path.unlink(missing_ok=True)
+                continue
+            self.stats.failed += 1
+            released = self._release(item_id)
+            self.log("failed", id=item_id, exit_code=code, error=_last_line(text), released=released,
+                     log=str(d.log_path), running=len(self.running))  # fmt: skip
+
+    def _release(self, item_id: str) -> bool:
+        """Give the claim back unless the item moved on (completed, or taken over by someone else)."""
+        from wl_infer.jobs import release
+
+        released = release(self.board, item_id, self.opts.push)
+        self.stats.released += int(released)
+        return released
+
+    def renew_due(self) -> None:
+        """Renew each running item's lease every third of the lease (the run may be on another machine)."""
+        interval = max(1.0, self.opts.lease_s / 3)
+        for d in self.running.values():
+            if not d.renewing or time.monotonic() - d.renewed < interval:
+                continue
+            d.renewed = time.monotonic()
+            try:
+                self.board.mutate(self.board.new_op("renew", d.item_id, lease_seconds=self.opts.lease_s),
+                                  push=self.opts.push)  # fmt: skip
+            except RuleError as e:  # the run submitted (in review) or the claim was taken: nothing to renew
+                d.renewing = False
+                self.log("renew_stopped", id=d.item_id, reason=str(e))
+            except BoardError as e:
+                self.log("renew_failed", id=d.item_id, error=str(e))
+
+    def abandon_all(self) -> None:
+        """Stop every run (SIGTERM, then SIGKILL after a grace period) and release the claims they held."""
+        for d in self.running.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(d.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for d in self.running.values():
+            try:
+                d.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(d.proc.pid, signal.SIGKILL)
+                d.proc.wait(timeout=STOP_GRACE_S)
+        for item_id, d in sorted(self.running.items()):
+            code = d.proc.returncode
+            released = self._release(item_id)
+            self.log("abandoned", id=item_id, exit_code=code, released=released)
+        self.running.clear()
+
+
+def _last_line(text: bytes) -> str:
+    lines = [ln for ln in text.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _output_hash(text: bytes) -> str | None:
+    """The hash a `wl --json infer run` reported, when the run printed its JSON document."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return data.get("output_hash") if isinstance(data, dict) else None
+
+
+@click.command("feed")
+@click.option("--workers", "slots", type=click.IntRange(1, 256), default=1, show_default=True, help="Runs at a time.")
+@click.option("--command", default=None, help='Run template per item, {id} (and {home}) substituted, e.g. "ssh gpu1 wl infer run {id} --skip-claim". Split like a shell, never run by one.')
+@click.option("--poll", type=click.FloatRange(0.05, 3600), default=5.0, show_default=True, help="Seconds between looks at the board.")
+@click.option("--once", is_flag=True, help="Dispatch one round (up to --workers items), wait for it, exit.")
+@click.option("--max-jobs", type=click.IntRange(1, None), default=None, help="Dispatch at most this many items, then exit when they finish.")
+@click.option("--lease", type=click.IntRange(1, MAX_LEASE_S // 60), default=None, help="Claim lease in minutes, renewed while runs go (default: config lease, else 30).")
+@click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
+@click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once nothing has run or been found for this many seconds.")
+@click.option("--backend", type=BACKENDS, default=None, help="Only dispatch jobs for this backend.")
+@click.option("--model", default=None, help="Only dispatch jobs for this model.")
+@click.pass_obj
+def feed(obj: Any, slots: int, command: str | None, poll: float, once: bool, max_jobs: int | None,
+         lease: int | None, lease_s: int | None, idle_exit: float | None, backend: str | None,
+         model: str | None) -> None:  # fmt: skip
+    """Claim open inference items under this rig's handle and start a run for each, N at a time.
+
+    SIGINT/SIGTERM stop the runs and release their claims; a second signal exits at once.
+    """
+    board = obj.board()
+    opts = FeedOptions(
+        template=parse_template(command), slots=slots, filters=Filters(backend, model), once=once,
+        max_jobs=max_jobs, poll_s=poll, lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
+    )  # fmt: skip
+    holder: list[Feeder] = []
+
+    def left() -> str:
+        running = sorted(holder[0].running) if holder else []
+        return f"runs left going: {', '.join(running)}" if running else ""
+
+    def rows() -> list[tuple[str, str]]:
+        return holder[0].status_rows() if holder else []
+
+    with StopSignals(left) as stop, EventLog(wants_live(), "wl infer feed", rows) as log:
+        f = Feeder(board, opts, log, stop)
+        holder.append(f)
+        try:
+            status = f.run()
+        except BaseException:
+            f.abandon_all()  # never leave runs going with nobody renewing or releasing their claims
+            raise
+    if status:
+        click.get_current_context().exit(status)
+
+
+def register(group: click.Group) -> None:
+    """Add `worker` and `feed` to the `infer` group (one call at the bottom of wl_infer/cli.py)."""
+    from wl_infer.worker import worker
+
+    group.add_command(worker)
+    group.add_command(feed)

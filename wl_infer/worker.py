@@ -1,0 +1,629 @@
+"""`wl infer worker`: a long-running claim → run → submit loop that keeps the model loaded across jobs.
+
+Generation runs in a helper thread while the main thread waits, so SIGINT/SIGTERM abandon the current job
+promptly: its claim is released (the item goes back to open) and nothing is submitted; a second signal exits
+at once. Results are saved under `$WL_HOME/results/` before submission, and a worker resubmits what an earlier
+run left there. The event log (JSON lines, or a live panel on a terminal) is shared with `wl infer feed`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+
+from board.errors import BoardError, Contention, NotFound, RuleError, Unreachable, UsageError
+
+if TYPE_CHECKING:
+    from board.records import Item
+    from board.service import Board
+    from wl_infer.codec import Job
+    from wl_infer.jobs import BackendPool
+
+BACKENDS = click.Choice(["ollama", "llama-cpp", "vllm", "openai"])
+MAX_LEASE_S = 30 * 86400
+SHUFFLE_WINDOW = 8  # concurrent workers spread over the oldest few items instead of all racing for one
+RESOLVE_TTL_S = 120.0  # how long "this machine has (or lacks) model M" is trusted before asking again
+TICK_S = 0.2  # how often a waiting main thread looks at signals and refreshes the panel
+
+
+# --- events: JSON lines for machines, a live panel for people ------------------------------------------
+def _stamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class EventLog:
+    """One JSON line per event (flushed) when stdout is not a terminal or under --json; else a rich Live panel."""
+
+    def __init__(self, live: bool, title: str, status: Callable[[], list[tuple[str, str]]]) -> None:
+        self.live = live
+        self.title = title
+        self.status = status
+        self.recent: deque[str] = deque(maxlen=8)
+        self._lock = threading.Lock()
+        self._live: Any = None
+
+    def __call__(self, event: str, **data: Any) -> None:
+        record = {"event": event, "at": _stamp(), **data}
+        with self._lock:
+            if self.live:
+                shown = " ".join(f"{k}={v}" for k, v in data.items() if v is not None and k != "at")
+                self.recent.append(f"{record['at'][11:19]} {event} {shown}"[:160])
+            else:
+                sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
+                sys.stdout.flush()
+
+    def render(self) -> Any:
+        from rich.panel import Panel
+        from rich.table import Table
+        from rich.text import Text
+
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        for label, value in self.status():
+            grid.add_row(label, Text(value))
+        events = Text("\n".join(self.recent) or "(no events yet)", style="dim")
+        body = Table.grid()
+        body.add_row(grid)
+        body.add_row(Text(""))
+        body.add_row(events)
+        return Panel(body, title=self.title, border_style="cyan")
+
+    def __enter__(self) -> EventLog:
+        if self.live:
+            from rich.live import Live
+
+            from board.cli.output import console
+
+            self._live = Live(get_renderable=self.render, console=console(), refresh_per_second=4)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+# --- signals -----------------------------------------------------------------------------------------------
+class StopSignals:
+    """First SIGINT/SIGTERM asks the loop to stop cleanly; a second one exits the process at once."""
+
+    def __init__(self, what_is_left: Callable[[], str]) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._what_is_left = what_is_left
+        self._previous: dict[int, Any] = {}
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self.event.wait(seconds)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            left = self._what_is_left()
+            os.write(2, f"wl: second signal: exiting now{'; ' + left if left else ''}\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        self.event.set()
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+# --- choosing work -------------------------------------------------------------------------------------------
+def runnable_items(items: list[Item], now: datetime, exclude: set[str]) -> Iterator[Item]:
+    """Open (or lease-expired) inference items, highest priority and oldest first, lightly shuffled at the head."""
+    from board.ops import lease_expired
+
+    pool = [
+        i for i in items
+        if i.type == "inference" and i.id not in exclude
+        and (i.status == "open" or (i.status == "claimed" and lease_expired(i, now)))
+    ]  # fmt: skip
+    pool.sort(key=lambda i: (i.priority, i.created_at, i.id))
+    if not pool:
+        return
+    best = pool[0].priority
+    head = [i for i in pool[:SHUFFLE_WINDOW] if i.priority == best]
+    random.shuffle(head)
+    yield from head
+    yield from pool[len(head) :]
+
+
+def decode_job(item: Item) -> Job | str:
+    """The item's job, or why it does not decode."""
+    from wl_infer.codec import CodecError, Job
+
+    try:
+        return Job.decode(item.description)
+    except CodecError as e:
+        return str(e)
+
+
+@dataclass
+class Filters:
+    backend: str | None = None
+    model: str | None = None
+
+    def admit(self, job: Job) -> bool:
+        return (self.backend is None or job.backend == self.backend) and (self.model is None or job.model == self.model)
+
+
+class ModelCheck:
+    """Whether this machine holds a job's model (and its pinned weights), asked of the pool's backend and cached."""
+
+    def __init__(self, pool: BackendPool) -> None:
+        self.pool = pool
+        self._cache: dict[tuple[str, str], tuple[float, str | None, str | None]] = {}
+
+    def problem(self, job: Job) -> str | None:
+        from wl_infer.backends import BackendError
+
+        key = (job.backend, job.model)
+        cached = self._cache.get(key)
+        if cached is None or time.monotonic() - cached[0] > RESOLVE_TTL_S:
+            try:
+                cached = (time.monotonic(), self.pool.get(job.backend).resolve(job.model).digest, None)
+            except BackendError as e:
+                cached = (time.monotonic(), None, str(e))
+            self._cache[key] = cached
+        _, digest, error = cached
+        if error is not None:
+            return error
+        if job.model_digest and digest != job.model_digest:
+            return f"pinned weights {job.model_digest} are not here ({job.backend} has {digest or 'no digest'})"
+        return None
+
+
+def claim_item(board: Board, item_id: str, lease_s: int, push: bool, log: EventLog) -> tuple[Any, int]:
+    """Claim by compare-and-swap; (None, retries) when another rig got there first (the caller moves on)."""
+    before = board.retries
+    try:
+        res = board.mutate(board.new_op("claim", item_id, lease_seconds=lease_s), push=push)
+    except (RuleError, NotFound, Contention) as e:
+        retries = board.retries - before
+        log("lost_race", id=item_id, reason=str(e), retries=retries)
+        return None, retries
+    retries = board.retries - before
+    log("claimed", id=item_id, lease_seconds=lease_s, retries=retries, attempts=res.attempts,
+        took_over_from=res.result.get("took_over_from"), pushed=res.pushed)  # fmt: skip
+    if not res.pushed:
+        log("offline", reason=res.local_reason, note="the claim is local until the remote is back")
+    return res, retries
+
+
+# --- the worker --------------------------------------------------------------------------------------------
+@dataclass
+class WorkerOptions:
+    filters: Filters = field(default_factory=Filters)
+    once: bool = False
+    max_jobs: int | None = None
+    poll_s: float = 5.0
+    lease_s: int = 1800
+    idle_exit_s: float | None = None
+    push: bool = True
+
+
+@dataclass
+class Stats:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    abandoned: int = 0
+    claims: int = 0
+    lost_races: int = 0
+    claim_retries: int = 0
+    resubmitted: int = 0
+    current: str | None = None
+    current_model: str | None = None
+    lease_expires: str | None = None
+    last_rate: str = "–"
+
+    @property
+    def taken(self) -> int:
+        return self.done + self.failed + self.abandoned
+
+
+class Abandoned(Exception):
+    """Raised inside the job thread at a checkpoint once the main thread has given the job up."""
+
+
+class JobRun:
+    """One job on a helper thread; the main thread may abandon it until submission has begun."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.finished = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._submitting = False
+
+    def checkpoint(self, event: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            if self._abandoned:
+                raise Abandoned()
+            if event == "generated":
+                self._submitting = True  # from here on the job is finished, never abandoned
+        self.log(event, **data)
+
+    def abandon(self) -> bool:
+        with self._lock:
+            if self._submitting:
+                return False
+            self._abandoned = True
+            return True
+
+    def start(self, work: Callable[[], Any], name: str) -> threading.Thread:
+        def target() -> None:
+            try:
+                self.result = work()
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread, which decides
+                self.error = e
+            finally:
+                self.finished.set()
+
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        return thread
+
+
+class Worker:
+    """Polls the board and runs one job at a time with one BackendPool, so models stay loaded across jobs."""
+
+    def __init__(self, board: Board, pool: BackendPool, opts: WorkerOptions, log: EventLog, stop: StopSignals) -> None:
+        self.board, self.pool, self.opts, self.log, self.stop = board, pool, opts, log, stop
+        self.me = board.require_handle()
+        self.stats = Stats()
+        self.models = ModelCheck(pool)
+        self.exclude: set[str] = set()  # items skipped or failed here: never retried by this process
+        self.engine_busy = False  # an abandoned generation still runs: the pool must not be closed under it
+        self._offline = False
+        self._lease_board: Board | None = None
+
+    # status for the live panel
+    def status_rows(self) -> list[tuple[str, str]]:
+        s = self.stats
+        lease = "–"
+        if s.lease_expires:
+            from board.ids import parse_time
+
+            left = (parse_time(s.lease_expires) - datetime.now(UTC)).total_seconds()
+            lease = f"{max(0, int(left))} s" if left > 0 else "expired"
+        return [
+            ("Rig", self.me),
+            ("Current job", f"{s.current} ({s.current_model})" if s.current else "idle"),
+            ("Tokens/s", s.last_rate),
+            ("Lease left", lease),
+            ("Done / failed / skipped", f"{s.done} / {s.failed} / {s.skipped}"),
+            ("Claims / lost races / CAS retries", f"{s.claims} / {s.lost_races} / {s.claim_retries}"),
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        s = self.stats
+        return {"done": s.done, "failed": s.failed, "skipped": s.skipped, "abandoned": s.abandoned,
+                "claims": s.claims, "lost_races": s.lost_races, "claim_retries": s.claim_retries,
+                "resubmitted": s.resubmitted}  # fmt: skip
+
+    # the loop
+    def run(self) -> int:
+        """Exit status: 0, or 1 when --once took a job and it failed."""
+        if self.board.view().rig(self.me) is None:
+            from board.errors import NotRegistered
+
+            raise NotRegistered(self.me)
+        self.log("started", rig=self.me, pid=os.getpid(), backend=self.opts.filters.backend,
+                 model=self.opts.filters.model, lease_seconds=self.opts.lease_s, poll=self.opts.poll_s)  # fmt: skip
+        self.resubmit_saved()
+        idle_since: float | None = None
+        status = 0
+        while not self.stop.is_set():
+            if self.opts.max_jobs is not None and self.stats.taken >= self.opts.max_jobs:
+                break
+            if not self._refresh():
+                self.stop.wait(self.opts.poll_s)
+                continue
+            outcome = self.try_one()
+            if outcome is None:
+                if self.opts.once:
+                    self.log("no_job")
+                    break
+                if idle_since is None:
+                    idle_since = time.monotonic()
+                    self.log("idle")
+                if self.opts.idle_exit_s is not None and time.monotonic() - idle_since >= self.opts.idle_exit_s:
+                    self.log("idle_exit", idle_seconds=round(time.monotonic() - idle_since, 1))
+                    break
+                self.stop.wait(self.opts.poll_s)
+                continue
+            idle_since = None
+            if self.opts.once:
+                status = 0 if outcome == "done" else 1
+                break
+        if self.stop.signum is not None:
+            self.log("stopping", signal=signal.Signals(self.stop.signum).name)
+        self.log("stopped", **self.summary())
+        return status
+
+    def _refresh(self) -> bool:
+        try:
+            self.board.refresh()
+        except Unreachable as e:
+            if not self._offline:
+                self.log("offline", reason=e.reason)
+            self._offline = True
+            return False
+        if self._offline:
+            self.log("online")
+        self._offline = False
+        return True
+
+    def try_one(self) -> str | None:
+        """Claim and run the first runnable item; None when there was nothing to take."""
+        from board.ids import utcnow
+
+        for item in runnable_items(self.board.view().items(), utcnow(), self.exclude):
+            if self.stop.is_set():
+                return "stopped"
+            job = decode_job(item)
+            if isinstance(job, str):
+                self._skip(item.id, job)
+                continue
+            if not self.opts.filters.admit(job):
+                continue
+            problem = self.models.problem(job)
+            if problem is not None:
+                self._skip(item.id, problem)
+                continue
+            if not self.claim(item):
+                continue
+            return self.execute(item.id, job)
+        return None
+
+    def _skip(self, item_id: str, reason: str) -> None:
+        self.exclude.add(item_id)
+        self.stats.skipped += 1
+        self.log("skipped", id=item_id, reason=reason)
+
+    def claim(self, item: Item) -> bool:
+        res, retries = claim_item(self.board, item.id, self.opts.lease_s, self.opts.push, self.log)
+        self.stats.claim_retries += retries
+        if res is None:
+            self.stats.lost_races += 1
+            return False
+        self.stats.claims += 1
+        self.stats.lease_expires = res.result.get("claim_expires_at")
+        return True
+
+    def execute(self, item_id: str, job: Job) -> str:
+        """Run one claimed job on a helper thread; abandon it (releasing the claim) if a signal arrives first."""
+        from wl_infer.jobs import ResultKept, RunFailed, run_item
+
+        s = self.stats
+        s.current, s.current_model = item_id, f"{job.model} via {job.backend}"
+        run = JobRun(self.log)
+        started = time.monotonic()
+        thread = run.start(
+            lambda: run_item(self.board, item_id, self.pool, skip_claim=True, push=self.opts.push,
+                             lease_seconds=self.opts.lease_s, on_event=run.checkpoint),  # fmt: skip
+            name=f"job-{item_id}",
+        )
+        try:
+            while not run.finished.wait(TICK_S):
+                if self.log.live:
+                    self._watch_lease(item_id)
+                if self.stop.is_set() and run.abandon():
+                    released = self._release_fresh(item_id)
+                    self.engine_busy = thread.is_alive()
+                    s.abandoned += 1
+                    self.log("abandoned", id=item_id, released=released,
+                             signal=signal.Signals(self.stop.signum).name if self.stop.signum else None)  # fmt: skip
+                    return "abandoned"
+        finally:
+            s.current = s.current_model = s.lease_expires = None
+        elapsed = round(time.monotonic() - started, 3)
+        err = run.error
+        if err is None:
+            res = run.result
+            s.done += 1
+            gen = res.generation
+            if gen.tokens and gen.elapsed_s > 0:
+                s.last_rate = f"{len(gen.tokens) / gen.elapsed_s:.1f}"
+            self.log("done", id=item_id, output_hash=res.evidence.output_hash, tokens=len(gen.tokens or []),
+                     generate_s=round(gen.elapsed_s, 3), elapsed_s=elapsed, pushed=res.mutation.pushed)  # fmt: skip
+            return "done"
+        s.failed += 1
+        self.exclude.add(item_id)
+        if isinstance(err, ResultKept):
+            self.log("result_kept", id=item_id, error=str(err), path=str(err.path))
+            return "failed"
+        if isinstance(err, RunFailed | BoardError):
+            released = self._release_fresh(item_id)
+            self.log("failed", id=item_id, error=str(getattr(err, "error", err)), released=released)
+            return "failed"
+        from wl_infer.codec import CodecError
+
+        if isinstance(err, CodecError):
+            self.log("failed", id=item_id, error=str(err), released=self._release_fresh(item_id))
+            return "failed"
+        self._release_fresh(item_id)  # an unexpected crash still gives the claim back before surfacing
+        raise err
+
+    def _release_fresh(self, item_id: str) -> bool:
+        """Release through a fresh board handle: the job thread may still hold the worker's one."""
+        from board.home import Home
+        from board.service import Board
+        from wl_infer.jobs import release
+
+        with Board(Home(self.board.home.path)) as b:
+            return release(b, item_id, self.opts.push)
+
+    def _watch_lease(self, item_id: str) -> None:
+        """Lease expiry as the renewals leave it in the local clone (read from a second handle, no network)."""
+        from board.home import Home
+        from board.service import Board
+
+        try:
+            if self._lease_board is None:
+                self._lease_board = Board(Home(self.board.home.path))
+            item = self._lease_board.view().item(item_id)
+            if item is not None and item.claimed_by == self.me:
+                self.stats.lease_expires = item.claim_expires_at
+        except BoardError:
+            pass
+
+    def close(self) -> None:
+        if self._lease_board is not None:
+            self._lease_board.close()
+
+    # results a previous run computed but did not get onto the board
+    def resubmit_saved(self) -> None:
+        """Submit results saved by a run that crashed or could not push; unsubmittable ones are moved aside."""
+        from wl_infer.jobs import results_dir
+
+        folder = results_dir(self.board)
+        saved = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if not saved:
+            return
+        if not self._refresh():
+            self.log("resubmit_later", count=len(saved), reason="remote unreachable")
+            return
+        for path in saved:
+            self._resubmit(path)
+
+    def _resubmit(self, path: Path) -> None:
+        from board import layout
+        from board.ids import check_item_id, new_completion_id, utcnow
+        from board.ops import lease_expired
+        from wl_infer.codec import CodecError, Evidence
+
+        try:
+            record = orjson.loads(path.read_bytes())
+            item_id = check_item_id(str(record["item_id"]))
+            evidence = Evidence.from_dict(record["evidence"])
+            blob = record.get("blob")
+            item = self.board.get_item(item_id)
+            comp = self.board.view().completion(item_id)
+        except (OSError, KeyError, TypeError, orjson.JSONDecodeError, CodecError, BoardError) as e:
+            self._set_aside(path, f"unreadable saved result: {e}")
+            return
+        if comp is not None and comp.completed_by == self.me and evidence.output_hash in comp.evidence:
+            path.unlink(missing_ok=True)  # it did reach the board before the crash
+            self.log("resubmitted", id=item_id, already_on_board=True)
+            return
+        mine = item.status == "claimed" and item.claimed_by == self.me
+        claimable = item.status == "open" or (item.status == "claimed" and lease_expired(item, utcnow()))
+        if not mine and not claimable:
+            self._set_aside(path, f"item is {item.status}" + (f" by {item.claimed_by}" if item.claimed_by else ""))
+            return
+        attachments = {}
+        if evidence.output_blob and blob is not None:
+            attachments[layout.blob_path(evidence.output_blob.removeprefix("sha256:"))] = str(blob).encode("utf-8")
+        try:
+            if not mine:
+                self.board.mutate(self.board.new_op("claim", item_id, lease_seconds=self.opts.lease_s), push=self.opts.push)
+            op = self.board.new_op("done", item_id, evidence=evidence.encode(), completion_id=new_completion_id())
+            res = self.board.mutate(op, attachments=attachments, push=self.opts.push)
+        except BoardError as e:
+            self.log("resubmit_failed", id=item_id, error=str(e), path=str(path))
+            return
+        path.unlink(missing_ok=True)
+        self.stats.resubmitted += 1
+        self.log("resubmitted", id=item_id, output_hash=evidence.output_hash, pushed=res.pushed, reclaimed=not mine)
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        """Keep what cannot be submitted (nothing computed is deleted), out of the way of the next start."""
+        aside = path.parent / "unsubmitted"
+        aside.mkdir(parents=True, exist_ok=True)
+        os.replace(path, aside / path.name)
+        self.log("unsubmittable", file=path.name, reason=reason, kept=str(aside / path.name))
+
+
+# --- the command -----------------------------------------------------------------------------------------------
+def resolve_lease(board: Board, minutes: int | None, seconds: int | None) -> int:
+    """--lease-seconds (for tests) beats --lease minutes beats the config's lease (minutes) beats 30 minutes."""
+    if seconds is not None:
+        return seconds
+    value = minutes if minutes is not None else int(board.config.get("lease", 30))
+    if not 1 <= value * 60 <= MAX_LEASE_S:
+        raise UsageError("lease must be between 1 minute and 30 days")
+    return value * 60
+
+
+def wants_live() -> bool:
+    from board.cli.output import is_json
+
+    return not is_json() and sys.stdout.isatty()
+
+
+@click.command("worker")
+@click.option("--backend", type=BACKENDS, default=None, help="Only take jobs for this backend.")
+@click.option("--model", default=None, help="Only take jobs for this model.")
+@click.option("--once", is_flag=True, help="Run one job, then exit (exit 0 with a 'no_job' event when there is none).")
+@click.option("--max-jobs", type=click.IntRange(1, None), default=None, help="Exit after taking this many jobs.")
+@click.option("--poll", type=click.FloatRange(0.05, 3600), default=5.0, show_default=True, help="Seconds between polls when idle.")
+@click.option("--lease", type=click.IntRange(1, MAX_LEASE_S // 60), default=None, help="Claim lease in minutes, renewed while a job runs (default: config lease, else 30).")
+@click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
+@click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once no job has been found for this many seconds.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
+@click.pass_obj
+def worker(obj: Any, backend: str | None, model: str | None, once: bool, max_jobs: int | None, poll: float,
+           lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None) -> None:  # fmt: skip
+    """Claim → run → submit open inference jobs until stopped, keeping the model loaded.
+
+    SIGINT/SIGTERM abandon the current job and release its claim; a second signal exits at once.
+    """
+    from wl_infer.jobs import BackendPool
+    from wl_infer.settings import backend_config
+
+    board = obj.board()
+    opts = WorkerOptions(
+        filters=Filters(backend, model), once=once, max_jobs=max_jobs, poll_s=poll,
+        lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
+    )  # fmt: skip
+    pool = BackendPool(backend_config(board.home.path, board.config, threads=threads))
+    holder: list[Worker] = []
+
+    def left() -> str:
+        current = holder[0].stats.current if holder else None
+        return f"the claim on {current} is left to expire" if current else ""
+
+    def rows() -> list[tuple[str, str]]:
+        return holder[0].status_rows() if holder else []
+
+    with StopSignals(left) as stop, EventLog(wants_live(), "wl infer worker", rows) as log:
+        w = Worker(board, pool, opts, log, stop)
+        holder.append(w)
+        try:
+            status = w.run()
+        finally:
+            w.close()
+            if not w.engine_busy:
+                pool.close()
+    if status:
+        click.get_current_context().exit(status)
