@@ -7,6 +7,7 @@ real (plain-path) remote, like the other lifecycle rules.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -53,7 +54,7 @@ def _completion(commons: Path, item_id: str) -> Completion:
         store.close()
 
 
-def _anchor(rig: Rig, item_id: str, details: object = DETAILS, **args: object) -> None:
+def _anchor(rig: Rig, item_id: str, details: object = DETAILS, **args: Any) -> None:
     rig.op("anchor", item_id, anchor=details, **args)
 
 
