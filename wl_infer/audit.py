@@ -313,9 +313,11 @@ def audit(obj: Obj, rate: float, limit: int | None, mode: str, no_record: bool, 
                                on_entry=_entry_line if human else None)
 
     def show() -> None:
+        if not plan.selected:
+            say("Nothing selected to audit.")
+            return
         if dry_run:
-            if plan.selected:
-                console().print(_selection_table(plan))
+            console().print(_selection_table(plan))
             return
         if report.entries:
             console().print(_summary_table(report))
