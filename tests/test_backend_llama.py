@@ -248,3 +248,15 @@ def test_close_releases_and_the_next_job_reloads(tmp_path: Path) -> None:
     assert backend._engines == {}
     assert backend.generate(job(max_tokens=3)).tokens == first.tokens
     backend.close()
+
+
+@pytest.mark.model
+def test_a_worker_keeps_only_recent_engines(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    backend = LlamaCppBackend(BackendConfig(home=tmp_path))
+    try:
+        for n_ctx in (64, 128, 256):
+            backend.generate(job(max_tokens=1, options={"n_ctx": n_ctx}))
+        assert sorted(s.n_ctx for s in backend._engines) == [128, 256]
+    finally:
+        backend.close()

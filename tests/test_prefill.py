@@ -201,3 +201,22 @@ def test_zero_tolerance_reports_exactness_only(tmp_path_factory: pytest.TempPath
         assert result.details["near_ties"] == []
     finally:
         strict.close()
+
+
+def test_small_batches_are_scored_across_several_decodes(llama: LlamaCppBackend) -> None:
+    the_job = job(max_tokens=24, options={"n_batch": 8})  # prompt and output span several llama_decode calls
+    gen = llama.generate(the_job)
+    result = llama.score(the_job, tokens(gen), gen.output)
+    assert result.ok, result.reason
+    assert result.details["scored_positions"] == 24
+
+
+def test_a_full_context_needs_no_end_of_generation(llama: LlamaCppBackend) -> None:
+    full = job("1, 2, 3, 4,", max_tokens=0, options={"n_ctx": 32})
+    gen = llama.generate(full)
+    assert gen.finish_reason == "length"
+    result = llama.score(full, tokens(gen), gen.output)
+    assert result.ok, result.reason
+    assert result.details["next_token"] is None
+    over = tokens(gen) + [tokens(gen)[-1]]
+    assert "exceed the context" in llama.score(full, over, llama.detokenize(full, over)).reason

@@ -21,7 +21,7 @@ import os
 import platform
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -47,6 +47,7 @@ MAX_DEFAULT_THREADS = 4
 # the one-token-vs-batch rounding differences of the CPU kernels (observed up to ~1.4 on AVX2).
 PREFILL_TOLERANCE = 2.5
 SUPPORTED_OPTIONS = ("chat", "n_ctx", "n_batch")
+MAX_ENGINES = 2  # loaded (model, context) pairs kept per backend
 INSTALL_HINT = "llama-cpp-python is not installed (pip install 'wl-infer[llama]')"
 
 _log_lines: deque[str] = deque(maxlen=20)
@@ -267,7 +268,7 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)
-        self._engines: dict[Settings, _Engine] = {}
+        self._engines: OrderedDict[Settings, _Engine] = OrderedDict()
         self._lock = threading.RLock()
         tol = self.config.extra.get("prefill_tolerance", PREFILL_TOLERANCE)
         self.prefill_tolerance = float(tol)
@@ -314,8 +315,13 @@ class LlamaCppBackend(Backend):
         engine = self._engines.get(settings)
         if engine is None:
             _, lib = _import_llama()
+            while (
+                len(self._engines) >= MAX_ENGINES
+            ):  # a worker meeting many settings keeps only the recent ones
+                self._engines.popitem(last=False)[1].close()
             engine = _Engine(lib, settings)
             self._engines[settings] = engine
+        self._engines.move_to_end(settings)
         return engine
 
     def close(self) -> None:
