@@ -105,10 +105,12 @@ def show(obj: Obj, handle: str | None) -> None:
         for h in history:
             mark = "proof ok" if h["proof_valid"] else "PROOF INVALID"
             say(f"  Earlier key {h['address']} until {h['until']} → {h['handed_to']} ({mark})")
-        if data["key_matches"] is False:
+        pending = data["pending_rotation"]
+        if data["key_matches"] is False and pending != record.address:
             say(f"  ⚠ this home's key is {data['local_key']}, not the registered one", "yellow")
-        if data["pending_rotation"]:
-            say(f"  ⚠ rotation to {data['pending_rotation']} is pending: run `wl rig rotate-key` to finish it", "yellow")
+        if pending:
+            say(f"  ⚠ rotation to {pending} is pending (this home signs with {data['local_key']}): "
+                "run `wl rig rotate-key` to finish it", "yellow")
 
     emit(data, human)
 
