@@ -1,0 +1,352 @@
+"""`wl infer worker`: the unattended claim → run → submit loop, through real `wl` processes and real remotes.
+
+The Ollama server cannot be installed here; these tests run the ollama backend against a small HTTP server on
+127.0.0.1 that speaks Ollama's API (tests/fake_servers.py), which is fast and can be made slow or failing.
+Everything else is real: bare commons served by `git daemon` or by path, one home and key per rig, workers
+as real `wl infer worker` subprocesses, signals and SIGKILL. One test runs the real llama.cpp engine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fake_servers import FakeOllama, fake_completion
+from infer_helpers import Rigs, make_rigs
+from remotes import WL, join_rig, make_commons, remote_ops, running_git_daemon
+
+from board.home import Home
+from board.ops import Op
+from board.service import Board
+from wl_infer.codec import Evidence, Job
+
+MODEL = "llama3.2:1b"
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+class WlProc:
+    """A real `wl` process whose stdout (JSON event lines) a thread collects, so tests can wait on events."""
+
+    def __init__(self, home: Path, *args: str, env: dict[str, str]) -> None:
+        full_env = {k: v for k, v in os.environ.items() if k != "WL_DEBUG"}
+        full_env.update(env)
+        self.argv = [WL, "--home", str(home), "--json", *args]
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
+        self.lines: list[str] = []
+        self.events: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line)
+                try:
+                    self.events.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    pass
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, event: str, timeout: float = 30, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for e in self.events:
+                    if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no {event!r} event; output:\n{''.join(self.lines)}")
+                self._cond.wait(min(left, 0.2))
+
+    def finish(self, timeout: float) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        with self._cond:
+            return [e for e in self.events if e.get("event") == event]
+
+    def output(self) -> str:
+        with self._cond:
+            return "".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[WlProc]]:
+    """Every process a test starts is killed at teardown, whatever happened."""
+    started: list[WlProc] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+def post_jobs(home: Path, prompts: list[str], model: str = MODEL, **fields: Any) -> list[str]:
+    from wl_infer.jobs import post_job
+
+    with Board(Home(home)) as b:
+        return [post_job(b, Job(prompt=p, model=model, max_tokens=8, **fields)).item_id for p in prompts]
+
+
+def board_ops(commons: Path) -> list[Op]:
+    return [op for _, op in remote_ops(commons) if op is not None]
+
+
+def check_history(ops: list[Op], allow_takeover: bool = False) -> Counter[str]:
+    """Replay the board's history: a claim never lands on a held item (unless taken over), only the holder
+    renews or completes. Returns the number of `done` operations per item."""
+    holder: dict[str, str | None] = {}
+    done: Counter[str] = Counter()
+    for op in ops:
+        if op.id is None:
+            continue
+        if op.op == "claim":
+            if not allow_takeover:
+                assert holder.get(op.id) is None, f"{op.id} claimed by {op.by} while held by {holder[op.id]}"
+            holder[op.id] = op.by
+        elif op.op == "renew":
+            assert holder.get(op.id) == op.by
+        elif op.op == "unclaim":
+            holder[op.id] = None
+        elif op.op == "done":
+            assert holder.get(op.id) == op.by, f"{op.id} completed by {op.by}, held by {holder.get(op.id)}"
+            holder[op.id] = None
+            done[op.id] += 1
+    return done
+
+
+def completion_of(home: Path, item_id: str) -> tuple[str, Evidence]:
+    with Board(Home(home)) as b:
+        b.refresh()
+        comp = b.view().completion(item_id)
+        assert comp is not None, item_id
+        return comp.completed_by, Evidence.decode(comp.evidence)
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeOllama]:
+    with FakeOllama(models={MODEL: {}}) as server:
+        yield server
+
+
+@pytest.fixture
+def rigs(tmp_path: Path, ollama: FakeOllama) -> Rigs:
+    return make_rigs(tmp_path, env={"OLLAMA_HOST": ollama.url})
+
+
+# --- many workers, one commons ------------------------------------------------------------------------
+@pytest.mark.timeout(240)
+def test_three_workers_over_git_daemon_complete_every_job_exactly_once(
+    tmp_path: Path, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    with running_git_daemon(tmp_path / "srv") as daemon:
+        make_commons(tmp_path / "srv")
+        url = daemon.url("commons.git")
+        poster = join_rig(tmp_path, url, "poster")
+        workers = [join_rig(tmp_path, url, h) for h in ("w1", "w2", "w3")]
+        prompts = [f"job number {i}" for i in range(24)]
+        ids = post_jobs(poster.home, prompts)
+        for w in workers:
+            procs.append(WlProc(w.home, "infer", "worker", "--poll", "0.2", "--idle-exit", "2", "--max-jobs", "24",
+                                env={"OLLAMA_HOST": ollama.url}))  # fmt: skip
+        codes = [p.finish(timeout=180) for p in procs]
+        assert codes == [0, 0, 0], [p.output() for p in procs]
+        completions = {i: completion_of(poster.home, i) for i in ids}
+
+    done = check_history(board_ops(tmp_path / "srv" / "commons.git"))  # never claimed by two rigs at once
+    assert done == Counter({i: 1 for i in ids})  # every job completed exactly once, none lost
+    by_worker = {w.handle: {e["id"] for e in p.named("done")} for w, p in zip(workers, procs, strict=True)}
+    assert sum(len(v) for v in by_worker.values()) == 24 and set().union(*by_worker.values()) == set(ids)
+    for item_id, prompt in zip(ids, prompts, strict=True):
+        who, ev = completions[item_id]
+        assert item_id in by_worker[who]
+        assert ev.output == fake_completion(prompt, 42, 8)[0] and ev.worker == who
+    for p in procs:
+        stopped = p.wait_for("stopped", timeout=1)
+        claimed = p.named("claimed")
+        assert stopped["claims"] == len(claimed) and all(isinstance(e["retries"], int) for e in claimed)
+        assert stopped["lost_races"] == len(p.named("lost_race"))
+    for w in workers:
+        assert not list((w.home / "results").glob("*.json"))  # nothing left unsubmitted
+
+
+# --- signals and crashes -----------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_sigterm_mid_job_releases_the_claim_and_exits_0_promptly(
+    rigs: Rigs, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    [iid] = post_jobs(rigs.home("alice"), ["a slow job"])
+    ollama.state.slow_s = 2.0  # every request to the fake takes 2 s: generation spans several seconds
+    worker = WlProc(rigs.home("bob"), "infer", "worker", "--poll", "0.2", env={"OLLAMA_HOST": ollama.url})
+    procs.append(worker)
+    worker.wait_for("generating", timeout=20, id=iid)
+    assert rigs.item("alice", iid).claimed_by == "bob"
+    sent = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.finish(timeout=15) == 0, worker.output()
+    assert time.monotonic() - sent < 5  # abandoned, not finished: the fake would still be answering
+    assert worker.wait_for("abandoned", timeout=1)["released"] is True
+    assert worker.wait_for("stopping", timeout=1)["signal"] == "SIGTERM"
+    item = rigs.item("alice", iid)
+    assert item.status == "open" and item.claimed_by is None
+    assert [op.op for op in board_ops(rigs.commons) if op.id == iid] == ["post", "claim", "unclaim"]
+    assert "Traceback" not in worker.output()
+
+
+@pytest.mark.timeout(90)
+def test_sigkill_mid_job_is_taken_over_after_the_lease_expires(
+    rigs: Rigs, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    # A 3 s lease on a ~4.5 s job: bob's renewals keep carol (polling all along) away until bob is killed.
+    [iid] = post_jobs(rigs.home("alice"), ["a job longer than its lease"])
+    ollama.state.slow_s = 1.5
+    args = ("infer", "worker", "--poll", "0.2", "--lease-seconds", "3", "--max-jobs", "1")
+    bob = WlProc(rigs.home("bob"), *args, env={"OLLAMA_HOST": ollama.url})
+    procs.append(bob)
+    bob.wait_for("generating", timeout=20, id=iid)
+    claimed_at = time.monotonic()
+    carol = WlProc(rigs.home("carol"), *args, env={"OLLAMA_HOST": ollama.url})
+    procs.append(carol)
+    time.sleep(max(0.0, claimed_at + 3.6 - time.monotonic()))  # past the first lease: renewals must hold it
+    assert rigs.item("alice", iid).claimed_by == "bob"
+    assert not carol.named("claimed")
+    bob.proc.kill()
+    bob.finish(timeout=10)
+    taken = carol.wait_for("claimed", timeout=30, id=iid)
+    assert taken["took_over_from"] == "bob"
+    assert carol.finish(timeout=40) == 0, carol.output()
+    carol.wait_for("done", timeout=1, id=iid)
+
+    ops = [op for op in board_ops(rigs.commons) if op.id == iid]
+    assert check_history(ops, allow_takeover=True) == Counter({iid: 1})
+    assert [(op.op, op.by) for op in ops if op.op != "renew"] == [
+        ("post", "alice"), ("claim", "bob"), ("claim", "carol"), ("done", "carol")]  # fmt: skip
+    assert sum(1 for op in ops if op.op == "renew" and op.by == "bob") >= 2
+    who, ev = completion_of(rigs.home("alice"), iid)
+    assert who == "carol" and ev.output == fake_completion("a job longer than its lease", 42, 8)[0]
+
+
+# --- events, skips, failures, recovery (in-process: the same command, without process start-up) -------------
+def worker_events(rigs: Rigs, handle: str, *args: str) -> tuple[int, list[dict[str, Any]]]:
+    res = rigs.wl(handle, "--json", "infer", "worker", "--poll", "0.05", *args)
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    return res.exit_code, [orjson.loads(ln) for ln in lines]  # every line parses as one JSON event
+
+
+@pytest.mark.timeout(60)
+def test_json_events_and_what_a_worker_skips(rigs: Rigs) -> None:
+    bad = rigs.wl_json("alice", "post", "--title", "broken", "--type", "inference", "--description", "not json")[1]["id"]
+    [foreign] = post_jobs(rigs.home("alice"), ["pinned elsewhere"], model_digest="sha256:" + "ab" * 32)
+    [absent] = post_jobs(rigs.home("alice"), ["no such model"], model="absent:1b")
+    [other] = post_jobs(rigs.home("alice"), ["another backend"], backend="openai")
+    [good] = post_jobs(rigs.home("alice"), ["what is 1+1"])
+    code, events = worker_events(rigs, "bob", "--once", "--backend", "ollama")
+    assert code == 0
+    names = [e["event"] for e in events]
+    assert names[0] == "started" and names[-1] == "stopped"
+    assert all(isinstance(e["at"], str) and e["at"].endswith("Z") for e in events)
+    skipped = {e["id"]: e["reason"] for e in events if e["event"] == "skipped"}
+    assert set(skipped) == {bad, foreign, absent}  # `other` is filtered out by --backend, silently
+    assert "not valid JSON" in skipped[bad] and "pinned weights" in skipped[foreign] and "absent:1b" in skipped[absent]
+    for name in ("claimed", "generating", "generated", "done"):
+        assert any(e["event"] == name and e.get("id") == good for e in events), name
+    claimed = next(e for e in events if e["event"] == "claimed")
+    assert claimed["retries"] == 0 and claimed["lease_seconds"] == 1800 and claimed["took_over_from"] is None
+    assert rigs.item("alice", good).status == "in_review"
+    for iid in (bad, foreign, absent, other):
+        assert rigs.item("alice", iid).status == "open"
+
+    code, events = worker_events(rigs, "bob", "--once", "--backend", "ollama")
+    assert code == 0 and [e["event"] for e in events][-2:] == ["no_job", "stopped"]  # nothing to do is fine
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_job_is_released_and_once_exits_1(rigs: Rigs, ollama: FakeOllama) -> None:
+    [iid] = post_jobs(rigs.home("alice"), ["the runner crashes"])
+    ollama.state.fail_status, ollama.state.fail_paths = 500, ("/api/generate",)
+    code, events = worker_events(rigs, "bob", "--once")
+    assert code == 1
+    failed = next(e for e in events if e["event"] == "failed")
+    assert failed["id"] == iid and failed["released"] is True and "boom" in failed["error"]
+    item = rigs.item("alice", iid)
+    assert item.status == "open" and item.claimed_by is None
+    # a looping worker does not retry what failed here: it takes the job once, then idles out
+    code, events = worker_events(rigs, "bob", "--idle-exit", "0.3", "--max-jobs", "5")
+    assert code == 0 and sum(e["event"] == "claimed" for e in events) == 1
+
+
+@pytest.mark.timeout(60)
+def test_startup_resubmits_saved_results_and_sets_aside_what_cannot_be(rigs: Rigs, ollama: FakeOllama) -> None:
+    from wl_infer.backends import get_backend
+    from wl_infer.jobs import _save_result, build_evidence
+
+    mine, lost = post_jobs(rigs.home("alice"), ["crashed after generating", "taken over meanwhile"])
+    assert rigs.wl("bob", "claim", mine).exit_code == 0
+    assert rigs.wl("carol", "claim", lost).exit_code == 0
+    backend = get_backend("ollama", ollama_host=ollama.url)
+    with rigs.board("bob") as b:  # what run_item leaves behind when the process dies before submitting
+        for iid, prompt in ((mine, "crashed after generating"), (lost, "taken over meanwhile")):
+            ev, blobs = build_evidence(b, iid, Job(prompt=prompt, model=MODEL, max_tokens=8),
+                                       backend.generate(Job(prompt=prompt, model=MODEL, max_tokens=8)))  # fmt: skip
+            _save_result(b, iid, ev, None)
+    results = rigs.home("bob") / "results"
+    code, events = worker_events(rigs, "bob", "--once", "--model", "none-at-all")
+    assert code == 0
+    assert next(e for e in events if e["event"] == "resubmitted")["id"] == mine
+    assert next(e for e in events if e["event"] == "unsubmittable")["file"] == f"{lost}.json"
+    assert not list(results.glob("*.json")) and (results / "unsubmitted" / f"{lost}.json").exists()
+    assert rigs.item("alice", mine).status == "in_review"
+    who, ev = completion_of(rigs.home("alice"), mine)
+    assert who == "bob" and ev.output == fake_completion("crashed after generating", 42, 8)[0]
+    assert rigs.item("alice", lost).claimed_by == "carol"
+
+
+# --- the real engine -------------------------------------------------------------------------------------------
+@pytest.mark.model
+@pytest.mark.timeout(600)
+def test_llama_worker_runs_three_jobs_with_one_model_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("llama_cpp")
+    llama_backend = pytest.importorskip("wl_infer.backends.llama_cpp")
+    loads: list[object] = []
+    original = llama_backend._Engine
+
+    class CountingEngine(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            loads.append(args[-1])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(llama_backend, "_Engine", CountingEngine)
+    rigs = make_rigs(tmp_path, ("alice", "bob"))
+    ids = []
+    for q in ("2+2", "3+3", "4+4"):
+        code, data = rigs.wl_json("alice", "infer", "post", "--prompt", f"Question: What is {q}?\nAnswer:",
+                                  "--model", "gemma3:270m", "--backend", "llama-cpp", "--max-tokens", "4")  # fmt: skip
+        assert code == 0, data
+        ids.append(data["id"])
+    code, events = worker_events(rigs, "bob", "--max-jobs", "3", "--threads", "2")
+    assert code == 0, events
+    assert sorted(e["id"] for e in events if e["event"] == "done") == sorted(ids)
+    assert len(loads) == 1  # the model was loaded once and kept for all three jobs
+    for iid in ids:
+        who, ev = completion_of(rigs.home("alice"), iid)
+        assert who == "bob" and ev.tokens and len(ev.tokens) <= 4 and ev.backend == "llama-cpp"
