@@ -61,9 +61,10 @@ class Board3:
         return item_id
 
 
-@pytest.fixture
-def b3(tmp_path: Path) -> Board3:
-    return Board3(tmp_path)
+@pytest.fixture(scope="module")
+def b3(tmp_path_factory: pytest.TempPathFactory) -> Board3:
+    """Shared by the module's tests: each test works on items of its own, so they do not interfere."""
+    return Board3(tmp_path_factory.mktemp("rules"))
 
 
 def cli_as(rig: Rig, *args: str) -> tuple[int, str, str]:
@@ -242,8 +243,11 @@ def test_full_lifecycle_with_reject_and_accept(b3: Board3) -> None:
 def test_unknown_and_ambiguous_prefixes(b3: Board3) -> None:
     code, _, err = cli_as(b3.worker, "claim", "w-ffffffffff")
     assert (code, err) == (1, 'wl: error: no wanted item matching "w-ffffffffff"\n')
-    ids = [b3.poster.post(f"p{i}") for i in range(40)]  # 40 ids share first hex digits with high odds
+    for i in range(17):  # 17 ids over 16 first hex digits: at least two share one
+        b3.poster.post(f"p{i}")
     b3.worker.refresh()
+    with b3.worker.board() as b:
+        ids = [i.id for i in b.view().items()]
     firsts = [i[2] for i in ids]
     shared = max(set(firsts), key=firsts.count)
     clash = sorted(i for i in ids if i[2] == shared)
@@ -259,7 +263,7 @@ def test_unknown_and_ambiguous_prefixes(b3: Board3) -> None:
 
 def test_an_unregistered_handle_cannot_post_or_claim(b3: Board3, tmp_path: Path) -> None:
     item_id = b3.item_in("open")
-    stranger = join_rig(tmp_path, str(b3.commons), "stranger")
+    stranger = join_rig(tmp_path, str(b3.commons), "stranger")  # (joins as "stranger", then acts as "ghost")
     # a rig whose handle is not on the board (config edited by hand, say)
     from board.home import Home
 
@@ -273,7 +277,7 @@ def test_an_unregistered_handle_cannot_post_or_claim(b3: Board3, tmp_path: Path)
 # --- leases -------------------------------------------------------------------------------------------
 @pytest.fixture
 def clock() -> Iterator[object]:
-    with freeze_time(T0, tick=False) as frozen:
+    with freeze_time(T0, tick=False, ignore=["_pytest"]) as frozen:  # pytest keeps its own clock
         yield frozen
 
 
