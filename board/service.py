@@ -340,6 +340,9 @@ def _register(home: Home, handle: str, display_name: str | None) -> tuple[Board,
         return board, board.mutate(op)
     except AlreadyApplied:
         return board, None
+    except BaseException:
+        board.close()
+        raise
 
 
 def init_local(home: Home, handle: str, name: str | None = None) -> Board:
@@ -361,7 +364,8 @@ def join(home: Home, url: str, handle: str, display_name: str | None = None) -> 
     """Clone the commons into the home and register this rig (compare-and-swap, like every mutation)."""
     check_handle(handle)
     config = home.load_config()
-    if home.exists():
+    fresh = not home.exists()
+    if not fresh:
         if config.get("remote") != url or config.get("handle") != handle:
             raise UsageError(f"{home.path} already holds a board (remote {config.get('remote')})")
     else:
@@ -384,4 +388,12 @@ def join(home: Home, url: str, handle: str, display_name: str | None = None) -> 
             raise
         store.close()
     home.save_config({**config, "handle": handle, "remote": url})
-    return _register(home, handle, display_name)
+    try:
+        return _register(home, handle, display_name)
+    except BoardError:
+        if fresh:  # a refused join (the handle is someone else's) must not leave the home acting as that handle
+            home.save_config(config)
+            import shutil
+
+            shutil.rmtree(home.repo_path, ignore_errors=True)
+        raise
