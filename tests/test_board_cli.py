@@ -218,6 +218,12 @@ def test_handle_taken_by_another_key_is_refused(board: tuple[Path, Path, Path], 
     assert code == 1 and err.startswith(
         "wl: error: handle 'alice' is already registered with another key (0x"
     )
+    # the refused home is not left acting as alice...
+    code, _, err = run(impostor, "post", "--title", "as alice?")
+    assert code == 1 and err.startswith("wl: error: no board in")
+    # ...and can still join under a handle of its own
+    assert run_json(impostor, "join", str(commons), "--handle", "mallory")["handle"] == "mallory"
+    assert [op.by for _, op in remote_ops(commons) if op is not None and op.op == "post"] == []
     # joining again from the rightful home is harmless
     doc = run_json(alice, "join", str(commons), "--handle", "alice")
     assert doc["already_registered"] is True
