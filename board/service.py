@@ -190,7 +190,10 @@ class Board:
                 return self._commit_local(op, attachments, f"remote unreachable ({e.reason})")
             report = None
             if self.pending():
-                report = self._replay(origin, max_attempts)
+                try:
+                    report = self._replay(origin, max_attempts)
+                except Unreachable as e:  # fetch worked, pushing the pending work did not: all of it waits
+                    return self._commit_local(op, attachments, f"push failed ({e.reason})")
                 origin = self.store.ref(ORIGIN_MAIN)
             for attempt in range(1, max_attempts + 1):
                 new = NewObjects()
