@@ -439,7 +439,9 @@ def test_conflicting_replay_keeps_the_files_the_operation_carried(tmp_path: Path
     output = ("line of a large output\n" * 4000).encode()
     blob = f"blobs/sha256/{hashlib.sha256(output).hexdigest()}"
     with alice.board() as b:
-        op = b.new_op("done", item_id, evidence=json.dumps({"output_blob": blob}), completion_id=new_completion_id())
+        op = b.new_op(
+            "done", item_id, evidence=json.dumps({"output_blob": blob}), completion_id=new_completion_id()
+        )
         assert b.mutate(op, attachments={blob: output}, push=False).pushed is False
     poster.op("unclaim", item_id)
     bob.claim(item_id)
@@ -449,3 +451,27 @@ def test_conflicting_replay_keeps_the_files_the_operation_carried(tmp_path: Path
     kept = json.loads(Path(report.conflicted[0].path).read_text())
     assert kept["op"]["attachments"] == [blob]
     assert kept["attachments"][blob].encode() == output
+
+
+def test_remote_that_serves_fetches_but_refuses_pushes_keeps_new_work_local(
+    tmp_path: Path, http_git: HttpGit
+) -> None:
+    """With work already pending, a new command whose push fails still commits locally and says so."""
+    commons = make_commons(http_git.base)
+    alice, bob = pair(tmp_path, http_git.url(commons.name))
+    first, second = bob.post("one"), bob.post("two")
+    alice.refresh()
+    alice.claim(first, push=False)
+
+    def refuse(environ: dict[str, Any], start_response: Any, app: Any) -> Iterable[bytes]:
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+        return [b"read-only today\n"]
+
+    http_git.on_receive_pack = refuse
+    code, doc = wl_json(alice, "claim", second)
+    assert code == 0 and doc["pushed"] is False and doc["local_reason"].startswith("push failed")
+    assert [(op.op, op.id) for op in alice.pending()] == [("claim", first), ("claim", second)]
+    http_git.on_receive_pack = None
+    assert [o.id for o in alice.sync().replayed] == [first, second]
+    assert remote_item(commons, first).claimed_by == remote_item(commons, second).claimed_by == "alice"
