@@ -132,9 +132,8 @@ class _Engine:
         cp = lib.llama_context_default_params()
         cp.n_ctx = settings.n_ctx
         cp.n_batch = settings.n_batch
-        cp.n_ubatch = (
-            settings.n_batch
-        )  # one physical batch per logical batch: prefill in as few passes as possible
+        # one physical batch per logical batch: a prefill runs in as few passes as possible
+        cp.n_ubatch = settings.n_batch
         cp.n_seq_max = 1
         cp.n_threads = settings.n_threads
         cp.n_threads_batch = settings.n_threads
@@ -305,6 +304,8 @@ class LlamaCppBackend(Backend):
                 self.name,
                 f"unsupported job option(s) {', '.join(unknown)} (supported: {', '.join(SUPPORTED_OPTIONS)})",
             )
+        if not isinstance(job.options.get("chat", False), bool):
+            raise BackendError(self.name, "job option chat must be true or false")
         n_ctx = _int_option(job, "n_ctx", DEFAULT_N_CTX, 16, 1 << 20)
         n_batch = min(_int_option(job, "n_batch", DEFAULT_N_BATCH, 1, 1 << 16), n_ctx)
         if info.path is None:
@@ -315,9 +316,8 @@ class LlamaCppBackend(Backend):
         engine = self._engines.get(settings)
         if engine is None:
             _, lib = _import_llama()
-            while (
-                len(self._engines) >= MAX_ENGINES
-            ):  # a worker meeting many settings keeps only the recent ones
+            # a worker meeting many different settings keeps only the most recent engines loaded
+            while len(self._engines) >= MAX_ENGINES:
                 self._engines.popitem(last=False)[1].close()
             engine = _Engine(lib, settings)
             self._engines[settings] = engine
