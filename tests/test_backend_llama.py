@@ -122,6 +122,7 @@ def test_prompt_longer_than_the_context_is_refused(llama: LlamaCppBackend) -> No
         ({"temperature": 0.7}, "unsupported job option"),
         ({"n_ctx": "big"}, "n_ctx"),
         ({"n_batch": 0}, "n_batch"),
+        ({"chat": "yes"}, "chat"),
     ],
 )
 def test_bad_options_are_refused(llama: LlamaCppBackend, options: dict[str, object], message: str) -> None:
