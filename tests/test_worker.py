@@ -260,12 +260,13 @@ def test_json_events_and_what_a_worker_skips(rigs: Rigs) -> None:
     [absent] = post_jobs(rigs.home("alice"), ["no such model"], model="absent:1b")
     [other] = post_jobs(rigs.home("alice"), ["another backend"], backend="openai")
     [good] = post_jobs(rigs.home("alice"), ["what is 1+1"])
-    code, events = worker_events(rigs, "bob", "--once", "--backend", "ollama")
+    code, events = worker_events(rigs, "bob", "--backend", "ollama", "--idle-exit", "0.3")
     assert code == 0
     names = [e["event"] for e in events]
-    assert names[0] == "started" and names[-1] == "stopped"
+    assert names[0] == "started" and names[-2:] == ["idle_exit", "stopped"]
     assert all(isinstance(e["at"], str) and e["at"].endswith("Z") for e in events)
     skipped = {e["id"]: e["reason"] for e in events if e["event"] == "skipped"}
+    assert names.count("skipped") == 3  # reported once each, however many polls see them
     assert set(skipped) == {bad, foreign, absent}  # `other` is filtered out by --backend, silently
     assert "not valid JSON" in skipped[bad] and "pinned weights" in skipped[foreign] and "absent:1b" in skipped[absent]
     for name in ("claimed", "generating", "generated", "done"):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from board.errors import BoardError, RuleError, Unreachable, UsageError
+from board.errors import BoardError, RemoteError, RuleError, UsageError
 from wl_infer.worker import (
     BACKENDS,
     MAX_LEASE_S,
@@ -181,7 +181,7 @@ class Feeder:
     def _refresh(self) -> bool:
         try:
             self.board.refresh()
-        except Unreachable as e:
+        except RemoteError as e:
             if not self._offline:
                 self.log("offline", reason=e.reason)
             self._offline = True

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from board.errors import BoardError, Contention, NotFound, RuleError, Unreachable, UsageError
+from board.errors import BoardError, Contention, NotFound, RemoteError, RuleError, UsageError
 
 if TYPE_CHECKING:
     from board.records import Item
@@ -44,6 +44,14 @@ def _stamp() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _short(value: Any) -> str:
+    """A value as the panel shows it: floats rounded, long text (hashes, errors) cut."""
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    text = str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 class EventLog:
     """One JSON line per event (flushed) when stdout is not a terminal or under --json; else a rich Live panel."""
 
@@ -59,8 +67,8 @@ class EventLog:
         record = {"event": event, "at": _stamp(), **data}
         with self._lock:
             if self.live:
-                shown = " ".join(f"{k}={v}" for k, v in data.items() if v is not None and k != "at")
-                self.recent.append(f"{record['at'][11:19]} {event} {shown}"[:160])
+                shown = " ".join(f"{k}={_short(v)}" for k, v in data.items() if v is not None)
+                self.recent.append(f"{record['at'][11:19]} {event} {shown}")
             else:
                 sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
                 sys.stdout.flush()
@@ -75,7 +83,7 @@ class EventLog:
         grid.add_column()
         for label, value in self.status():
             grid.add_row(label, Text(value))
-        events = Text("\n".join(self.recent) or "(no events yet)", style="dim")
+        events = Text("\n".join(self.recent) or "(no events yet)", style="dim", no_wrap=True, overflow="ellipsis")
         body = Table.grid()
         body.add_row(grid)
         body.add_row(Text(""))
@@ -190,6 +198,8 @@ class ModelCheck:
                 cached = (time.monotonic(), self.pool.get(job.backend).resolve(job.model).digest, None)
             except BackendError as e:
                 cached = (time.monotonic(), None, str(e))
+            except Exception as e:  # noqa: BLE001 - an engine that cannot even look is one this machine lacks
+                cached = (time.monotonic(), None, f"{job.backend}: {type(e).__name__}: {e}")
             self._cache[key] = cached
         _, digest, error = cached
         if error is not None:
@@ -301,7 +311,8 @@ class Worker:
         self.me = board.require_handle()
         self.stats = Stats()
         self.models = ModelCheck(pool)
-        self.exclude: set[str] = set()  # items skipped or failed here: never retried by this process
+        self.exclude: set[str] = set()  # undecodable or failed here: never retried by this process
+        self.noted: set[str] = set()  # skips already reported (a missing model is looked for again later)
         self.engine_busy = False  # an abandoned generation still runs: the pool must not be closed under it
         self._offline = False
         self._lease_board: Board | None = None
@@ -363,7 +374,7 @@ class Worker:
                 continue
             idle_since = None
             if self.opts.once:
-                status = 0 if outcome == "done" else 1
+                status = 1 if outcome == "failed" else 0  # abandoned on a signal is a clean stop
                 break
         if self.stop.signum is not None:
             self.log("stopping", signal=signal.Signals(self.stop.signum).name)
@@ -373,7 +384,7 @@ class Worker:
     def _refresh(self) -> bool:
         try:
             self.board.refresh()
-        except Unreachable as e:
+        except RemoteError as e:  # unreachable, or a server having a bad moment: wait and poll again
             if not self._offline:
                 self.log("offline", reason=e.reason)
             self._offline = True
@@ -392,23 +403,26 @@ class Worker:
                 return "stopped"
             job = decode_job(item)
             if isinstance(job, str):
-                self._skip(item.id, job)
+                self._skip(item.id, job, permanent=True)
                 continue
             if not self.opts.filters.admit(job):
                 continue
             problem = self.models.problem(job)
             if problem is not None:
-                self._skip(item.id, problem)
+                self._skip(item.id, problem, permanent=False)
                 continue
             if not self.claim(item):
                 continue
             return self.execute(item.id, job)
         return None
 
-    def _skip(self, item_id: str, reason: str) -> None:
-        self.exclude.add(item_id)
-        self.stats.skipped += 1
-        self.log("skipped", id=item_id, reason=reason)
+    def _skip(self, item_id: str, reason: str, permanent: bool) -> None:
+        if permanent:
+            self.exclude.add(item_id)
+        if item_id not in self.noted:
+            self.noted.add(item_id)
+            self.stats.skipped += 1
+            self.log("skipped", id=item_id, reason=reason)
 
     def claim(self, item: Item) -> bool:
         res, retries = claim_item(self.board, item.id, self.opts.lease_s, self.opts.push, self.log)
@@ -466,13 +480,12 @@ class Worker:
             released = self._release_fresh(item_id)
             self.log("failed", id=item_id, error=str(getattr(err, "error", err)), released=released)
             return "failed"
-        from wl_infer.codec import CodecError
-
-        if isinstance(err, CodecError):
-            self.log("failed", id=item_id, error=str(err), released=self._release_fresh(item_id))
-            return "failed"
-        self._release_fresh(item_id)  # an unexpected crash still gives the claim back before surfacing
-        raise err
+        if not isinstance(err, Exception):
+            self._release_fresh(item_id)
+            raise err
+        # a codec error, or an engine failing in a way it does not report: give the claim back and go on
+        self.log("failed", id=item_id, error=f"{type(err).__name__}: {err}", released=self._release_fresh(item_id))
+        return "failed"
 
     def _release_fresh(self, item_id: str) -> bool:
         """Release through a fresh board handle: the job thread may still hold the worker's one."""
