@@ -505,109 +505,69 @@ class LlamaCppBackend(Backend):
         return result
 
     def _score(self, engine: _Engine, job: Job, tokens: list[int], output: str) -> ScoreResult:
-        import numpy as np
-
         n = len(tokens)
         bad = [t for t in tokens if not isinstance(t, int) or not 0 <= t < engine.n_vocab]
         if bad:
-            return ScoreResult(
-                ok=False,
-                n_tokens=n,
-                detokenizes_exactly=False,
-                reason=f"token id {bad[0]!r} is not in the vocabulary",
-            )
+            reason = f"token id {bad[0]!r} is not in the vocabulary"
+            return ScoreResult(ok=False, n_tokens=n, detokenizes_exactly=False, reason=reason)
         detok_ok = engine.detokenize(tokens) == output
         prompt = self._prompt_ids(engine, job)
-        n_prompt = len(prompt)
-        limit = self._limit(engine, n_prompt, job.max_tokens)
+        limit = self._limit(engine, len(prompt), job.max_tokens)
         if n > limit:
             why = (
                 f"{n} tokens claimed but max_tokens is {job.max_tokens}"
                 if job.max_tokens and n > job.max_tokens
-                else f"prompt ({n_prompt}) + {n} claimed tokens exceed the context ({engine.n_ctx})"
+                else f"prompt ({len(prompt)}) + {n} claimed tokens exceed the context ({engine.n_ctx})"
             )
             return ScoreResult(
                 ok=False, n_tokens=n, detokenizes_exactly=detok_ok, stop_consistent=False, reason=why
             )
         need_next = n < limit  # generation stopped on an end-of-generation token, so one must follow
-        seq = prompt + tokens
-        # logits at prompt's last position and at each claimed token that predicts something we check
-        first_row = n_prompt - 1
-        last_row = n_prompt + n - (0 if need_next else 1)
-        argmax = np.empty(max(last_row - first_row, 0), dtype=np.int64)
-        top = np.empty_like(argmax, dtype=np.float32)
-        claimed_logit = np.empty_like(top)
-        next_row: Any = None
-        engine.reset()
-        step = engine.capacity
-        row = 0
-        for start in range(0, len(seq), step):
-            chunk = seq[start : start + step]
-            want = [first_row <= start + i < last_row for i in range(len(chunk))]
-            produced = engine.decode(chunk, start, want)
-            if not produced:
-                continue
-            logits = engine.logits(produced)
-            am = np.argmax(logits, axis=1)
-            idx = np.arange(produced)
-            argmax[row : row + produced] = am
-            top[row : row + produced] = logits[idx, am]
-            for j in range(produced):
-                k = row + j  # predicts claimed token k (or, for k == n, what follows the last one)
-                if k < n:
-                    claimed_logit[k] = logits[j, tokens[k]]
-                else:
-                    next_row = logits[j].copy()
-            row += produced
+        argmax, top, claimed, next_row = self._forward(engine, prompt, tokens, need_next)
 
         tol = self.prefill_tolerance
         result = ScoreResult(ok=True, n_tokens=n, detokenizes_exactly=detok_ok)
         near: list[list[float]] = []
-        margins = top[:n] - claimed_logit[:n]
+        margins = top[:n] - claimed
         for k in range(n):
-            margin = float(margins[k])
             if engine.is_eog(tokens[k]):
                 result.stop_consistent = False
                 result.reason = result.reason or (
                     f"claimed token {k} ({engine.show(tokens[k])!r}) ends generation; it can never be output"
                 )
-            if int(argmax[k]) != tokens[k]:
-                if margin > tol and result.first_divergence is None:
-                    result.first_divergence = k
-                    result.claimed_token, result.expected_token = tokens[k], int(argmax[k])
-                    result.claimed_piece, result.expected_piece = (
-                        engine.show(tokens[k]),
-                        engine.show(int(argmax[k])),
-                    )
-                    result.margin = margin
-                elif margin <= tol:
-                    near.append([k, round(margin, 4)])
-        next_token: int | None = None
-        if need_next:
-            next_token = int(argmax[n])
-            if not engine.is_eog(next_token):
-                eog_ids = np.fromiter(sorted(engine.eog_ids), dtype=np.int64)
-                eog_margin = float(top[n] - next_row[eog_ids].max()) if len(eog_ids) else float("inf")
-                if eog_margin > tol:
-                    result.stop_consistent = False
-                    result.reason = result.reason or (
-                        f"generation would continue after the last claimed token with {engine.show(next_token)!r} "
-                        f"(end-of-generation trails by {eog_margin:.3f})"
-                    )
-                else:
-                    near.append([n, round(eog_margin, 4)])
+            expected, margin = int(argmax[k]), float(margins[k])
+            if expected == tokens[k]:
+                continue
+            if margin <= tol:
+                near.append([k, round(margin, 4)])
+            elif result.first_divergence is None:
+                result.first_divergence, result.margin = k, margin
+                result.claimed_token, result.expected_token = tokens[k], expected
+                result.claimed_piece, result.expected_piece = engine.show(tokens[k]), engine.show(expected)
+        next_token = int(argmax[n]) if need_next else None
+        if next_token is not None and not engine.is_eog(next_token):
+            eog_ids = sorted(engine.eog_ids)
+            eog_margin = float(top[n] - next_row[eog_ids].max()) if eog_ids else float("inf")
+            if eog_margin <= tol:
+                near.append([n, round(eog_margin, 4)])
+            else:
+                result.stop_consistent = False
+                result.reason = result.reason or (
+                    f"generation would continue after the last claimed token with {engine.show(next_token)!r} "
+                    f"(end-of-generation trails by {eog_margin:.3f})"
+                )
         if result.first_divergence is not None:
-            k = result.first_divergence
             result.reason = (
-                f"claimed token {k} is {result.claimed_piece!r} ({result.claimed_token}) but greedy decoding gives "
-                f"{result.expected_piece!r} ({result.expected_token}); margin {result.margin:.3f}"
+                f"claimed token {result.first_divergence} is {result.claimed_piece!r} ({result.claimed_token}) "
+                f"but greedy decoding gives {result.expected_piece!r} ({result.expected_token}); "
+                f"margin {result.margin:.3f}"
             )
         elif not detok_ok:
             result.reason = result.reason or "the claimed tokens do not detokenize to the claimed output"
         result.ok = result.first_divergence is None and detok_ok and result.stop_consistent
         result.details = {
-            "prompt_tokens": n_prompt,
-            "scored_positions": int(row),
+            "prompt_tokens": len(prompt),
+            "scored_positions": len(argmax),
             "exact": not near and result.ok,
             "near_ties": near,
             "tolerance": tol,
@@ -616,6 +576,41 @@ class LlamaCppBackend(Backend):
             "next_piece": engine.show(next_token),
         }
         return result
+
+    def _forward(
+        self, engine: _Engine, prompt: list[int], tokens: list[int], need_next: bool
+    ) -> tuple[Any, ...]:
+        """One teacher-forced pass over prompt + tokens, with logits only at the positions that predict a
+        claimed token (and the one after the last, when a stop must follow). Returns per scored position the
+        argmax, the top logit, the claimed token's logit, and the full row after the last token (or None)."""
+        import numpy as np
+
+        seq, first, n = prompt + tokens, len(prompt) - 1, len(tokens)
+        last = first + n + (1 if need_next else 0)  # scored positions: [first, last)
+        argmax = np.empty(last - first, dtype=np.int64)
+        top = np.empty(last - first, dtype=np.float32)
+        claimed = np.empty(n, dtype=np.float32)
+        targets = np.asarray(tokens + [0], dtype=np.int64)  # the dummy 0 pairs with the after-last row
+        next_row = None
+        engine.reset()
+        row = 0
+        for start in range(0, len(seq), engine.capacity):
+            chunk = seq[start : start + engine.capacity]
+            produced = engine.decode(chunk, start, [first <= start + i < last for i in range(len(chunk))])
+            if not produced:
+                continue
+            logits = engine.logits(produced)
+            rows = np.arange(produced)
+            am = np.argmax(logits, axis=1)  # first maximum: lowest token id on ties, as in generation
+            argmax[row : row + produced], top[row : row + produced] = am, logits[rows, am]
+            picked = logits[rows, targets[row : row + produced]]
+            keep = min(produced, n - row)
+            if keep > 0:
+                claimed[row : row + keep] = picked[:keep]
+            if row + produced > n:  # this chunk holds the row after the last claimed token
+                next_row = logits[n - row].copy()
+            row += produced
+        return argmax, top, claimed, next_row
 
 
 def _meta(lib: ModuleType, model: Any, key: str) -> str | None:
