@@ -7,6 +7,9 @@ under test is the publishing, not the engine.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ except ImportError:  # tests/ on sys.path rather than the repository root
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
 MODEL = "llama3.2:1b"
+WL = str(Path(sys.executable).with_name("wl"))
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +98,11 @@ def test_deploy_run_anchor_and_verify_agree(rigs: Rigs, deployed: dict[str, Any]
     res = rigs.wl("carol", "infer", "verify", iid)
     assert res.exit_code == 0, res.output
     assert "✓ VERIFIED" in res.stdout and "on-chain: matches" in res.stdout
+    # the real executable, as users run it: the entry points resolve and the node answers
+    done = subprocess.run([WL, "--home", str(rigs.home("carol")), "chain", "status", "--check"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **rigs.env})
+    assert done.returncode == 0, done.stderr
+    assert f"at {deployed['contract']}" in done.stdout and "✓ node answers (chain 31337)" in done.stdout
 
 
 def test_a_second_anchor_of_the_same_job_is_refused(rigs: Rigs, deployed: dict[str, Any], hardhat_url: str) -> None:
