@@ -45,7 +45,34 @@ def _progress(label: str) -> Any:
     return console().status(label)
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """Subcommands that live in other modules load only when named (keeps `wl --help` fast)."""
+
+    lazy: dict[str, str] = {
+        "anchor": "wl_infer.chain_cli:anchor",
+        "audit": "wl_infer.audit:audit",
+        "canary": "wl_infer.canary:canary",
+        "feed": "wl_infer.feeder:feed",
+        "worker": "wl_infer.worker:worker",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        target = self.lazy.get(name)
+        if target is None:
+            return None
+        import importlib
+
+        module, attr = target.split(":")
+        cmd: click.Command = getattr(importlib.import_module(module), attr)
+        return cmd
+
+
+@click.group(cls=_LazyGroup)
 def infer() -> None:
     """Verifiable LLM inference jobs on the board."""
 
@@ -278,16 +305,3 @@ def models(obj: Obj, add_path: str | None, name: str | None) -> None:
                 say(f"{r['backend']:<10} {r['name']:<28} {r['digest'] or '(no digest)'}")
 
     emit({"models": rows}, human)
-
-
-from wl_infer.chain_cli import anchor  # noqa: E402 - lives with the chain commands
-
-infer.add_command(anchor)
-
-from wl_infer.audit import audit  # noqa: E402 - spot-check audits
-from wl_infer.canary import canary  # noqa: E402 - determinism canary
-from wl_infer.feeder import register as register_automation  # noqa: E402 - `worker` and `feed`
-
-infer.add_command(audit)
-infer.add_command(canary)
-register_automation(infer)
