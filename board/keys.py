@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 KEY_FILE = "key"
 NEXT_KEY_FILE = "key.next"
@@ -168,3 +169,30 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --- key rotation proofs (checked by the board's rotate-key rule) -------------------------------------
+def rotation_message(board_id: str, handle: str, old: str, new: str) -> str:
+    """What the old key signs: the board, the rig and both addresses (lowercase, so case never matters)."""
+    return f"wl-rotate:{board_id}:{handle}:{old.lower()}:{new.lower()}"
+
+
+def sign_rotation(private_key: bytes, message: str) -> str:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    signed = Account.sign_message(encode_defunct(text=message), private_key=private_key)
+    return "0x" + bytes(signed.signature).hex()
+
+
+def rotation_signer(message: str, proof: Any) -> str | None:
+    """The address that signed ``message``, or None for a missing or garbled proof."""
+    if not isinstance(proof, str) or not proof.startswith("0x"):
+        return None
+    try:
+        from eth_account import Account
+        from eth_account.messages import encode_defunct
+
+        return str(Account.recover_message(encode_defunct(text=message), signature=bytes.fromhex(proof[2:])))
+    except Exception:  # noqa: BLE001 - any failure means "not proven"
+        return None

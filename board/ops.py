@@ -336,11 +336,24 @@ def _rotate_key(view: View, op: Op, now: datetime) -> Applied:
         raise AlreadyApplied(f"rig {op.by} already uses {new}")
     if rig.address.lower() != old.lower():
         raise RuleError(f"rig {op.by} is registered with {rig.address}, not {old}")
+    _check_rotation_proof(view, op.by, old, new, op.args.get("proof"))
     history = list(rig.extra.get("previous_addresses", []))
     history.append({"address": rig.address, "until": fmt_time(now), "proof": op.args.get("proof")})
     rig.extra["previous_addresses"] = history
     rig.address = new
     return Applied({layout.rig_path(op.by): rig.encode()}, rig.to_dict())
+
+
+def _check_rotation_proof(view: View, handle: str, old: str, new: str, proof: Any) -> None:
+    """A key hands over only by signing its successor: nobody else can move a rig to their own key."""
+    from board.keys import rotation_message, rotation_signer
+    from board.records import loads
+
+    raw = view.read(layout.BOARD)
+    board_id = str(loads(raw).get("board_id", "")) if raw else ""
+    signer = rotation_signer(rotation_message(board_id, handle, old, new), proof)
+    if signer is None or signer.lower() != old.lower():
+        raise RuleError(f"key rotation for {handle} is not signed by its current key {old}")
 
 
 def _attest(view: View, op: Op, now: datetime) -> Applied:

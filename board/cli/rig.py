@@ -14,32 +14,7 @@ import click
 
 from board.cli.main import Obj, WlError
 from board.cli.output import emit, say
-
-
-def rotation_message(board_id: str, handle: str, old: str, new: str) -> str:
-    """What the old key signs: the board, the rig and both addresses (lowercase, so case never matters)."""
-    return f"wl-rotate:{board_id}:{handle}:{old.lower()}:{new.lower()}"
-
-
-def sign_rotation(private_key: bytes, message: str) -> str:
-    from eth_account import Account
-    from eth_account.messages import encode_defunct
-
-    signed = Account.sign_message(encode_defunct(text=message), private_key=private_key)
-    return "0x" + bytes(signed.signature).hex()
-
-
-def rotation_signer(message: str, proof: Any) -> str | None:
-    """The address that signed ``message``, or None for a missing or garbled proof."""
-    if not isinstance(proof, str) or not proof.startswith("0x"):
-        return None
-    try:
-        from eth_account import Account
-        from eth_account.messages import encode_defunct
-
-        return str(Account.recover_message(encode_defunct(text=message), signature=bytes.fromhex(proof[2:])))
-    except Exception:  # noqa: BLE001 - any failure means "not proven"
-        return None
+from board.keys import rotation_message, rotation_signer, sign_rotation  # noqa: F401 - used below
 
 
 def key_history(board_id: str, rig: Any) -> list[dict[str, Any]]:
