@@ -34,7 +34,9 @@ from board.records import Item, board_meta, dumps
 from board.store import MAIN, ORIGIN_MAIN, NewObjects, Store
 from board.view import TreeView
 
-MAX_ATTEMPTS = 12
+# A busy peer can land a commit every few tens of milliseconds; 30 jittered attempts (about 8 s of backoff at
+# most) let a loser through where 12 (about 2 s) gave up while one fast worker kept the board moving.
+MAX_ATTEMPTS = 30
 
 
 @dataclass
