@@ -246,6 +246,31 @@ def test_sigkill_mid_job_is_taken_over_after_the_lease_expires(
     assert who == "carol" and ev.output == fake_completion("a job longer than its lease", 42, 8)[0]
 
 
+@pytest.mark.timeout(90)
+def test_a_completion_committed_while_the_remote_is_down_is_published_when_it_returns(
+    tmp_path: Path, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    with running_git_daemon(tmp_path / "srv") as daemon:
+        make_commons(tmp_path / "srv")
+        url = daemon.url("commons.git")
+        poster, bob = join_rig(tmp_path, url, "poster"), join_rig(tmp_path, url, "bob")
+        [iid] = post_jobs(poster.home, ["finished while the server was away"])
+        ollama.state.slow_s = 1.0
+        worker = WlProc(bob.home, "infer", "worker", "--poll", "0.2", "--idle-exit", "2", env={"OLLAMA_HOST": ollama.url})
+        procs.append(worker)
+        worker.wait_for("generating", timeout=20, id=iid)
+        daemon.stop()
+        assert worker.wait_for("done", timeout=20, id=iid)["pushed"] is False  # kept locally, not lost
+        worker.wait_for("offline", timeout=10)
+        daemon.start()
+        synced = worker.wait_for("synced", timeout=20)
+        assert f"done {iid}" in synced["replayed"] and synced["conflicted"] == []
+        assert worker.finish(timeout=30) == 0, worker.output()
+        who, ev = completion_of(poster.home, iid)
+    assert who == "bob" and ev.output == fake_completion("finished while the server was away", 42, 8)[0]
+    assert check_history(board_ops(tmp_path / "srv" / "commons.git")) == Counter({iid: 1})
+
+
 # --- events, skips, failures, recovery (in-process: the same command, without process start-up) -------------
 def worker_events(rigs: Rigs, handle: str, *args: str) -> tuple[int, list[dict[str, Any]]]:
     res = rigs.wl(handle, "--json", "infer", "worker", "--poll", "0.05", *args)

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from board.errors import BoardError, RemoteError, RuleError, UsageError
+from board.errors import BoardError, RuleError, UsageError
 from wl_infer.worker import (
     BACKENDS,
     MAX_LEASE_S,
     TICK_S,
     EventLog,
     Filters,
+    Poller,
     StopSignals,
     claim_item,
     decode_job,
@@ -118,7 +119,7 @@ class Feeder:
         self.stats = FeedStats()
         self.running: dict[str, Dispatch] = {}
         self.seen: set[str] = set()  # dispatched or skipped: never dispatched (again) by this process
-        self._offline = False
+        self.poll = Poller(board, log)
 
     def status_rows(self) -> list[tuple[str, str]]:
         s, now = self.stats, time.monotonic()
@@ -159,7 +160,7 @@ class Feeder:
             if len(self.running) < self.opts.slots and may_poll and time.monotonic() - last_poll >= self.opts.poll_s:
                 last_poll = time.monotonic()
                 rounds += 1
-                found = self.fill() if self._refresh() else 0
+                found = self.fill() if self.poll() else 0
                 if self.opts.once and not found and not self.running:
                     self.log("no_job")
                 if not found and not self.running and idle_since is None:
@@ -177,19 +178,6 @@ class Feeder:
             self.abandon_all()
         self.log("stopped", **self.summary())
         return 1 if self.opts.once and self.stats.failed else 0
-
-    def _refresh(self) -> bool:
-        try:
-            self.board.refresh()
-        except RemoteError as e:
-            if not self._offline:
-                self.log("offline", reason=e.reason)
-            self._offline = True
-            return False
-        if self._offline:
-            self.log("online")
-        self._offline = False
-        return True
 
     # dispatching
     def fill(self) -> int:

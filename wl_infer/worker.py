@@ -209,6 +209,34 @@ class ModelCheck:
         return None
 
 
+class Poller:
+    """Fetches the board once per poll, reports going offline and back once each, and publishes local commits
+    an earlier push could not deliver (a completion must never stay on this machine only)."""
+
+    def __init__(self, board: Board, log: EventLog) -> None:
+        self.board, self.log, self.offline = board, log, False
+
+    def __call__(self) -> bool:
+        try:
+            self.board.refresh()
+            if self.board.remote is not None and self.board.pending():
+                report = self.board.sync()
+                self.log("synced", replayed=[f"{op.op} {op.id}" for op in report.replayed],
+                         conflicted=[{"op": f"{k.op.op} {k.op.id}", "reason": k.reason, "kept": k.path}
+                                     for k in report.conflicted])  # fmt: skip
+        except RemoteError as e:  # unreachable, or a server having a bad moment: wait and poll again
+            if not self.offline:
+                self.log("offline", reason=e.reason)
+            self.offline = True
+            return False
+        except BoardError as e:
+            self.log("sync_failed", error=str(e))
+        if self.offline:
+            self.log("online")
+        self.offline = False
+        return True
+
+
 def claim_item(board: Board, item_id: str, lease_s: int, push: bool, log: EventLog) -> tuple[Any, int]:
     """Claim by compare-and-swap; (None, retries) when another rig got there first (the caller moves on)."""
     before = board.retries
@@ -314,7 +342,7 @@ class Worker:
         self.exclude: set[str] = set()  # undecodable or failed here: never retried by this process
         self.noted: set[str] = set()  # skips already reported (a missing model is looked for again later)
         self.engine_busy = False  # an abandoned generation still runs: the pool must not be closed under it
-        self._offline = False
+        self.poll = Poller(board, log)
         self._lease_board: Board | None = None
 
     # status for the live panel
@@ -356,7 +384,7 @@ class Worker:
         while not self.stop.is_set():
             if self.opts.max_jobs is not None and self.stats.taken >= self.opts.max_jobs:
                 break
-            if not self._refresh():
+            if not self.poll():
                 self.stop.wait(self.opts.poll_s)
                 continue
             outcome = self.try_one()
@@ -378,21 +406,12 @@ class Worker:
                 break
         if self.stop.signum is not None:
             self.log("stopping", signal=signal.Signals(self.stop.signum).name)
+        if self.board.pending():  # a push that failed earlier: one more try before leaving
+            self.poll()
+            if self.board.pending():
+                self.log("unpublished", count=len(self.board.pending()), note="run `wl sync` when the remote is back")
         self.log("stopped", **self.summary())
         return status
-
-    def _refresh(self) -> bool:
-        try:
-            self.board.refresh()
-        except RemoteError as e:  # unreachable, or a server having a bad moment: wait and poll again
-            if not self._offline:
-                self.log("offline", reason=e.reason)
-            self._offline = True
-            return False
-        if self._offline:
-            self.log("online")
-        self._offline = False
-        return True
 
     def try_one(self) -> str | None:
         """Claim and run the first runnable item; None when there was nothing to take."""
@@ -523,7 +542,7 @@ class Worker:
         saved = sorted(folder.glob("*.json")) if folder.is_dir() else []
         if not saved:
             return
-        if not self._refresh():
+        if not self.poll():
             self.log("resubmit_later", count=len(saved), reason="remote unreachable")
             return
         for path in saved:
