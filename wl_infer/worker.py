@@ -3,7 +3,8 @@
 Generation runs in a helper thread while the main thread waits, so SIGINT/SIGTERM abandon the current job
 promptly: its claim is released (the item goes back to open) and nothing is submitted; a second signal exits
 at once. Results are saved under `$WL_HOME/results/` before submission, and a worker resubmits what an earlier
-run left there. The event log (JSON lines, or a live panel on a terminal) is shared with `wl infer feed`.
+run left there. `--once` exits 0 after one job or with a `no_job` event when nothing is runnable, 1 when the
+job it took failed. The event log (JSON lines, or a live panel on a terminal) is shared with `wl infer feed`.
 """
 
 from __future__ import annotations
