@@ -22,11 +22,19 @@ import orjson
 import pytest
 from fake_servers import FakeOllama, fake_completion
 from infer_helpers import Rigs, make_rigs
-from remotes import WL, join_rig, make_commons, remote_ops, running_git_daemon
+from remotes import (
+    WL,
+    commit_file_to_remote,
+    join_rig,
+    make_commons,
+    remote_ops,
+    running_git_daemon,
+    running_http,
+)
 
 from board.home import Home
 from board.ops import Op
-from board.service import Board
+from board.service import MAX_ATTEMPTS, Board
 from wl_infer.codec import Evidence, Job
 
 MODEL = "llama3.2:1b"
@@ -269,6 +277,38 @@ def test_a_completion_committed_while_the_remote_is_down_is_published_when_it_re
         who, ev = completion_of(poster.home, iid)
     assert who == "bob" and ev.output == fake_completion("finished while the server was away", 42, 8)[0]
     assert check_history(board_ops(tmp_path / "srv" / "commons.git")) == Counter({iid: 1})
+
+
+@pytest.mark.timeout(90)
+def test_a_result_whose_submission_lost_every_race_is_submitted_again_by_the_loop(
+    tmp_path: Path, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    # Another writer lands a commit before each of the done's compare-and-swap attempts: the submission
+    # gives up (Contention), the result stays saved and claimed, and the loop submits it again later.
+    with running_http(tmp_path / "srv") as server:
+        repo = make_commons(tmp_path / "srv")
+        url = server.url("commons.git")
+        poster, bob = join_rig(tmp_path, url, "poster"), join_rig(tmp_path, url, "bob")
+        [iid] = post_jobs(poster.home, ["submitted on the second go"])
+        first_push = server.pushes + 1
+
+        def interfere(environ: dict[str, Any], start_response: Any, app: Any) -> Any:
+            if first_push < server.pushes <= first_push + MAX_ATTEMPTS:  # the claim lands, the done's pushes do not
+                commit_file_to_remote(repo, f"noise/{server.pushes}", b"x\n")
+            return app(environ, start_response)
+
+        server.on_receive_pack = interfere
+        worker = WlProc(bob.home, "infer", "worker", "--poll", "0.2", env={"OLLAMA_HOST": ollama.url})
+        procs.append(worker)
+        kept = worker.wait_for("result_kept", timeout=40, id=iid)
+        assert "gave up after" in kept["error"] and (bob.home / "results" / f"{iid}.json").exists()
+        assert worker.wait_for("resubmitted", timeout=30, id=iid)["pushed"] is True
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.finish(timeout=20) == 0, worker.output()
+        who, ev = completion_of(poster.home, iid)
+    assert who == "bob" and ev.output == fake_completion("submitted on the second go", 42, 8)[0]
+    assert not (bob.home / "results" / f"{iid}.json").exists()
+    assert check_history(board_ops(repo)) == Counter({iid: 1})
 
 
 # --- events, skips, failures, recovery (in-process: the same command, without process start-up) -------------

@@ -24,7 +24,7 @@ import click
 import orjson
 
 from board.errors import BoardError, RuleError, UsageError
-from wl_infer.worker import (
+from wl_infer.automation import (
     BACKENDS,
     MAX_LEASE_S,
     TICK_S,

@@ -4,19 +4,16 @@ Generation runs in a helper thread while the main thread waits, so SIGINT/SIGTER
 promptly: its claim is released (the item goes back to open) and nothing is submitted; a second signal exits
 at once. Results are saved under `$WL_HOME/results/` before submission, and a worker resubmits what an earlier
 run left there. `--once` exits 0 after one job or with a `no_job` event when nothing is runnable, 1 when the
-job it took failed. The event log (JSON lines, or a live panel on a terminal) is shared with `wl infer feed`.
+job it took failed. The event log, signals and claiming live in wl_infer/automation.py, shared with the feeder.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import signal
-import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +22,21 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from board.errors import BoardError, Contention, NotFound, RemoteError, RuleError, UsageError
+from board.errors import BoardError
+from wl_infer.automation import (
+    BACKENDS,
+    MAX_LEASE_S,
+    TICK_S,
+    EventLog,
+    Filters,
+    Poller,
+    StopSignals,
+    claim_item,
+    decode_job,
+    resolve_lease,
+    runnable_items,
+    wants_live,
+)
 
 if TYPE_CHECKING:
     from board.records import Item
@@ -33,155 +44,11 @@ if TYPE_CHECKING:
     from wl_infer.codec import Job
     from wl_infer.jobs import BackendPool
 
-BACKENDS = click.Choice(["ollama", "llama-cpp", "vllm", "openai"])
-MAX_LEASE_S = 30 * 86400
-SHUFFLE_WINDOW = 8  # concurrent workers spread over the oldest few items instead of all racing for one
 RESOLVE_TTL_S = 120.0  # how long "this machine has (or lacks) model M" is trusted before asking again
-TICK_S = 0.2  # how often a waiting main thread looks at signals and refreshes the panel
+KEPT_RETRY_S = 10.0  # how soon a result whose submission failed is submitted again
 
 
-# --- events: JSON lines for machines, a live panel for people ------------------------------------------
-def _stamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _short(value: Any) -> str:
-    """A value as the panel shows it: floats rounded, long text (hashes, errors) cut."""
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    text = str(value)
-    return text if len(text) <= 40 else text[:39] + "…"
-
-
-class EventLog:
-    """One JSON line per event (flushed) when stdout is not a terminal or under --json; else a rich Live panel."""
-
-    def __init__(self, live: bool, title: str, status: Callable[[], list[tuple[str, str]]]) -> None:
-        self.live = live
-        self.title = title
-        self.status = status
-        self.recent: deque[str] = deque(maxlen=8)
-        self._lock = threading.Lock()
-        self._live: Any = None
-
-    def __call__(self, event: str, **data: Any) -> None:
-        record = {"event": event, "at": _stamp(), **data}
-        with self._lock:
-            if self.live:
-                shown = " ".join(f"{k}={_short(v)}" for k, v in data.items() if v is not None)
-                self.recent.append(f"{record['at'][11:19]} {event} {shown}")
-            else:
-                sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
-                sys.stdout.flush()
-
-    def render(self) -> Any:
-        from rich.panel import Panel
-        from rich.table import Table
-        from rich.text import Text
-
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column()
-        for label, value in self.status():
-            grid.add_row(label, Text(value))
-        events = Text("\n".join(self.recent) or "(no events yet)", style="dim", no_wrap=True, overflow="ellipsis")
-        body = Table.grid()
-        body.add_row(grid)
-        body.add_row(Text(""))
-        body.add_row(events)
-        return Panel(body, title=self.title, border_style="cyan")
-
-    def __enter__(self) -> EventLog:
-        if self.live:
-            from rich.live import Live
-
-            from board.cli.output import console
-
-            self._live = Live(get_renderable=self.render, console=console(), refresh_per_second=4)
-            self._live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
-
-
-# --- signals -----------------------------------------------------------------------------------------------
-class StopSignals:
-    """First SIGINT/SIGTERM asks the loop to stop cleanly; a second one exits the process at once."""
-
-    def __init__(self, what_is_left: Callable[[], str]) -> None:
-        self.event = threading.Event()
-        self.signum: int | None = None
-        self._what_is_left = what_is_left
-        self._previous: dict[int, Any] = {}
-
-    def is_set(self) -> bool:
-        return self.event.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        return self.event.wait(seconds)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.event.is_set():
-            left = self._what_is_left()
-            os.write(2, f"wl: second signal: exiting now{'; ' + left if left else ''}\n".encode())
-            os._exit(128 + signum)
-        self.signum = signum
-        self.event.set()
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-
-# --- choosing work -------------------------------------------------------------------------------------------
-def runnable_items(items: list[Item], now: datetime, exclude: set[str]) -> Iterator[Item]:
-    """Open (or lease-expired) inference items, highest priority and oldest first, lightly shuffled at the head."""
-    from board.ops import lease_expired
-
-    pool = [
-        i for i in items
-        if i.type == "inference" and i.id not in exclude
-        and (i.status == "open" or (i.status == "claimed" and lease_expired(i, now)))
-    ]  # fmt: skip
-    pool.sort(key=lambda i: (i.priority, i.created_at, i.id))
-    if not pool:
-        return
-    best = pool[0].priority
-    head = [i for i in pool[:SHUFFLE_WINDOW] if i.priority == best]
-    random.shuffle(head)
-    yield from head
-    yield from pool[len(head) :]
-
-
-def decode_job(item: Item) -> Job | str:
-    """The item's job, or why it does not decode."""
-    from wl_infer.codec import CodecError, Job
-
-    try:
-        return Job.decode(item.description)
-    except CodecError as e:
-        return str(e)
-
-
-@dataclass
-class Filters:
-    backend: str | None = None
-    model: str | None = None
-
-    def admit(self, job: Job) -> bool:
-        return (self.backend is None or job.backend == self.backend) and (self.model is None or job.model == self.model)
-
-
+# --- choosing work --------------------------------------------------------------------------------------------
 class ModelCheck:
     """Whether this machine holds a job's model (and its pinned weights), asked of the pool's backend and cached."""
 
@@ -208,52 +75,6 @@ class ModelCheck:
         if job.model_digest and digest != job.model_digest:
             return f"pinned weights {job.model_digest} are not here ({job.backend} has {digest or 'no digest'})"
         return None
-
-
-class Poller:
-    """Fetches the board once per poll, reports going offline and back once each, and publishes local commits
-    an earlier push could not deliver (a completion must never stay on this machine only)."""
-
-    def __init__(self, board: Board, log: EventLog) -> None:
-        self.board, self.log, self.offline = board, log, False
-
-    def __call__(self) -> bool:
-        try:
-            self.board.refresh()
-            if self.board.remote is not None and self.board.pending():
-                report = self.board.sync()
-                self.log("synced", replayed=[f"{op.op} {op.id}" for op in report.replayed],
-                         conflicted=[{"op": f"{k.op.op} {k.op.id}", "reason": k.reason, "kept": k.path}
-                                     for k in report.conflicted])  # fmt: skip
-        except RemoteError as e:  # unreachable, or a server having a bad moment: wait and poll again
-            if not self.offline:
-                self.log("offline", reason=e.reason)
-            self.offline = True
-            return False
-        except BoardError as e:
-            self.log("sync_failed", error=str(e))
-        if self.offline:
-            self.log("online")
-        self.offline = False
-        return True
-
-
-def claim_item(board: Board, item_id: str, lease_s: int, push: bool, log: EventLog) -> tuple[Any, int]:
-    """Claim by compare-and-swap; (None, retries) when another rig got there first (the caller moves on)."""
-    before = board.retries
-    try:
-        res = board.mutate(board.new_op("claim", item_id, lease_seconds=lease_s), push=push)
-    except (RuleError, NotFound, Contention) as e:
-        retries = board.retries - before
-        log("lost_race", id=item_id, reason=str(e), retries=retries)
-        return None, retries
-    retries = board.retries - before
-    log("claimed", id=item_id, lease_seconds=lease_s, retries=retries, attempts=res.attempts,
-        took_over_from=res.result.get("took_over_from"), pushed=res.pushed)  # fmt: skip
-    if not res.pushed:
-        log("offline", reason=res.local_reason, note="the claim is local until the remote is back")
-    return res, retries
-
 
 # --- the worker --------------------------------------------------------------------------------------------
 @dataclass
@@ -342,6 +163,7 @@ class Worker:
         self.models = ModelCheck(pool)
         self.exclude: set[str] = set()  # undecodable or failed here: never retried by this process
         self.noted: set[str] = set()  # skips already reported (a missing model is looked for again later)
+        self.kept: dict[str, float] = {}  # results generated here whose submission failed: id -> when to retry
         self.engine_busy = False  # an abandoned generation still runs: the pool must not be closed under it
         self.poll = Poller(board, log)
         self._lease_board: Board | None = None
@@ -388,6 +210,7 @@ class Worker:
             if not self.poll():
                 self.stop.wait(self.opts.poll_s)
                 continue
+            self._retry_kept(force=False)
             outcome = self.try_one()
             if outcome is None:
                 if self.opts.once:
@@ -407,6 +230,7 @@ class Worker:
                 break
         if self.stop.signum is not None:
             self.log("stopping", signal=signal.Signals(self.stop.signum).name)
+        self._retry_kept(force=True)
         if self.board.pending():  # a push that failed earlier: one more try before leaving
             self.poll()
             if self.board.pending():
@@ -493,8 +317,13 @@ class Worker:
             return "done"
         s.failed += 1
         self.exclude.add(item_id)
-        if isinstance(err, ResultKept):
-            self.log("result_kept", id=item_id, error=str(err), path=str(err.path))
+        from wl_infer.jobs import results_dir
+
+        saved = results_dir(self.board) / f"{item_id}.json"
+        if isinstance(err, ResultKept) or (not isinstance(err, RunFailed) and saved.exists()):
+            # generated and saved, but the submission failed: keep the claim and submit it again later
+            self.kept[item_id] = time.monotonic() + KEPT_RETRY_S
+            self.log("result_kept", id=item_id, error=f"{type(err).__name__}: {err}", path=str(saved))
             return "failed"
         if isinstance(err, RunFailed | BoardError):
             released = self._release_fresh(item_id)
@@ -506,6 +335,20 @@ class Worker:
         # a codec error, or an engine failing in a way it does not report: give the claim back and go on
         self.log("failed", id=item_id, error=f"{type(err).__name__}: {err}", released=self._release_fresh(item_id))
         return "failed"
+
+    def _retry_kept(self, force: bool) -> None:
+        """Submit again what this process generated but could not submit (every KEPT_RETRY_S, and on exit)."""
+        from wl_infer.jobs import results_dir
+
+        due = {i for i, when in self.kept.items() if force or when <= time.monotonic()}
+        if not due:
+            return
+        self.resubmit_saved(only=due)
+        for item_id in due:
+            if (results_dir(self.board) / f"{item_id}.json").exists():
+                self.kept[item_id] = time.monotonic() + KEPT_RETRY_S
+            else:
+                del self.kept[item_id]
 
     def _release_fresh(self, item_id: str) -> bool:
         """Release through a fresh board handle: the job thread may still hold the worker's one."""
@@ -535,12 +378,17 @@ class Worker:
             self._lease_board.close()
 
     # results a previous run computed but did not get onto the board
-    def resubmit_saved(self) -> None:
-        """Submit results saved by a run that crashed or could not push; unsubmittable ones are moved aside."""
+    def resubmit_saved(self, only: set[str] | None = None) -> None:
+        """Submit results saved by a run that crashed or could not push; unsubmittable ones are moved aside.
+
+        At start-up every saved result is taken; in the loop only those this process generated (`only`): a
+        feeder's run sharing the home may be about to submit its own."""
         from wl_infer.jobs import results_dir
 
         folder = results_dir(self.board)
         saved = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if only is not None:
+            saved = [p for p in saved if p.stem in only]
         if not saved:
             return
         if not self.poll():
@@ -596,24 +444,7 @@ class Worker:
         os.replace(path, aside / path.name)
         self.log("unsubmittable", file=path.name, reason=reason, kept=str(aside / path.name))
 
-
 # --- the command -----------------------------------------------------------------------------------------------
-def resolve_lease(board: Board, minutes: int | None, seconds: int | None) -> int:
-    """--lease-seconds (for tests) beats --lease minutes beats the config's lease (minutes) beats 30 minutes."""
-    if seconds is not None:
-        return seconds
-    value = minutes if minutes is not None else int(board.config.get("lease", 30))
-    if not 1 <= value * 60 <= MAX_LEASE_S:
-        raise UsageError("lease must be between 1 minute and 30 days")
-    return value * 60
-
-
-def wants_live() -> bool:
-    from board.cli.output import is_json
-
-    return not is_json() and sys.stdout.isatty()
-
-
 @click.command("worker")
 @click.option("--backend", type=BACKENDS, default=None, help="Only take jobs for this backend.")
 @click.option("--model", default=None, help="Only take jobs for this model.")

@@ -164,10 +164,9 @@ def main() -> None:
                 post(poster.home, n, args.engine, args.max_tokens, f"scale{k}")
                 r = run_workers(homes[:k], env, engine_args)
                 report(rows, f"{k} worker(s), {n} jobs", r, n, f"lost {r['lost']}, retries {r['retries']}")
-            cores = os.cpu_count() or 1
-            if args.engine == "llama":  # the same, with the cores split between workers instead of oversubscribed
-                for k in (2, 4):
-                    split = ["--threads", str(max(1, cores // k))]
+            if args.engine == "llama":  # the same with one engine thread per worker: cores shared, not fought over
+                for k in (1, 2, 4):
+                    split = ["--threads", "1"]
                     post(poster.home, n, args.engine, args.max_tokens, f"split{k}")
                     r = run_workers(homes[:k], env, split)
                     report(rows, f"{k} workers x {split[1]} thread(s), {n} jobs", r, n,
