@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -219,6 +220,25 @@ def test_sigterm_mid_job_releases_the_claim_and_exits_0_promptly(
     assert item.status == "open" and item.claimed_by is None
     assert [op.op for op in board_ops(rigs.commons) if op.id == iid] == ["post", "claim", "unclaim"]
     assert "Traceback" not in worker.output()
+
+
+@pytest.mark.timeout(30)
+def test_a_second_signal_exits_at_once_naming_what_is_left() -> None:
+    script = (
+        "import os, signal, time\n"
+        "from wl_infer.automation import StopSignals\n"
+        "with StopSignals(lambda: 'the claim on w-0123456789 is left to expire') as stop:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    assert stop.wait(5) and stop.signum == signal.SIGTERM\n"
+        "    print('first signal: stopping cleanly', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(10)\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 128 + signal.SIGINT
+    assert done.stdout == "first signal: stopping cleanly\n"
+    assert done.stderr == "wl: second signal: exiting now; the claim on w-0123456789 is left to expire\n"
 
 
 @pytest.mark.timeout(90)
