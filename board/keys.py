@@ -81,9 +81,9 @@ def commit_rotation(home: Path) -> str:
 
 
 def _address(private_key: bytes) -> str:
-    from eth_keys import keys
+    from board.secp256k1 import address_of
 
-    return str(keys.PrivateKey(private_key).public_key.to_checksum_address())
+    return address_of(private_key)
 
 
 def _generate() -> bytes:
@@ -178,11 +178,9 @@ def rotation_message(board_id: str, handle: str, old: str, new: str) -> str:
 
 
 def sign_rotation(private_key: bytes, message: str) -> str:
-    from eth_account import Account
-    from eth_account.messages import encode_defunct
+    from board.secp256k1 import eip191_hash, sign_hash
 
-    signed = Account.sign_message(encode_defunct(text=message), private_key=private_key)
-    return "0x" + bytes(signed.signature).hex()
+    return "0x" + sign_hash(eip191_hash(message.encode("utf-8")), private_key).hex()
 
 
 def rotation_signer(message: str, proof: Any) -> str | None:
@@ -190,9 +188,8 @@ def rotation_signer(message: str, proof: Any) -> str | None:
     if not isinstance(proof, str) or not proof.startswith("0x"):
         return None
     try:
-        from eth_account import Account
-        from eth_account.messages import encode_defunct
+        from board.secp256k1 import eip191_hash, recover
 
-        return str(Account.recover_message(encode_defunct(text=message), signature=bytes.fromhex(proof[2:])))
+        return recover(eip191_hash(message.encode("utf-8")), bytes.fromhex(proof[2:]))
     except Exception:  # noqa: BLE001 - any failure means "not proven"
         return None

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 BACKENDS = ("ollama", "llama-cpp", "vllm", "openai")
 INLINE_LIMIT = 64 * 1024  # outputs larger than this (UTF-8 bytes) move to a content-addressed blob
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the anchor's Go ints; JSON encoding refuses wider ones

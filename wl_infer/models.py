@@ -25,7 +25,7 @@ from wl_infer.backends.base import BackendError, ModelInfo, ModelNotFound
 
 BACKEND = "llama-cpp"
 REGISTRY_FORMAT = "wl-models/1"
-_SHA_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_SHA_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _BAD_NAME_RE = re.compile(r"[/\\\x00-\x1f\x7f]")
 _INSTALL_HINT = "pip install 'wl-infer[llama]'"
 

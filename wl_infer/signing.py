@@ -31,8 +31,8 @@ import orjson
 KINDS = ("evidence", "attestation")
 EXCLUDED_KEYS = frozenset({"signature", "anchor"})
 
-_SIG_RE = re.compile(r"^0x[0-9a-fA-F]{130}$")
-_ADDR_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_SIG_RE = re.compile(r"^0x[0-9a-fA-F]{130}\Z")
+_ADDR_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 _SECP256K1_HALF_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141 // 2
 
 
@@ -67,12 +67,9 @@ def canonical_bytes(kind: str, record: Mapping[str, Any], context: Mapping[str, 
 
 def sign_record(kind: str, record: Mapping[str, Any], context: Mapping[str, Any], private_key: bytes) -> str:
     """EIP-191 signature of the record's canonical bytes, as ``0x`` + 130 hex digits."""
-    from eth_account import Account
-    from eth_account.messages import encode_defunct
+    from board.secp256k1 import eip191_hash, sign_hash
 
-    message = encode_defunct(primitive=canonical_bytes(kind, record, context))
-    signed = Account.sign_message(message, private_key=private_key)
-    return "0x" + bytes(signed.signature).hex()
+    return "0x" + sign_hash(eip191_hash(canonical_bytes(kind, record, context)), private_key).hex()
 
 
 def signed(
@@ -100,11 +97,9 @@ def recover_signer(
         raw = bytes.fromhex(signature[2:])
         if int.from_bytes(raw[32:64], "big") > _SECP256K1_HALF_N or raw[64] not in (27, 28):
             return None
-        data = canonical_bytes(kind, record, context)
-        from eth_account import Account
-        from eth_account.messages import encode_defunct
+        from board.secp256k1 import eip191_hash, recover
 
-        return str(Account.recover_message(encode_defunct(primitive=data), signature=raw))
+        return recover(eip191_hash(canonical_bytes(kind, record, context)), raw)
     except Exception:  # noqa: BLE001 - any failure to recover means "no valid signer"
         return None
 

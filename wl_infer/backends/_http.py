@@ -12,7 +12,7 @@ from typing import Any
 
 from wl_infer import __version__
 
-_HEX64 = re.compile(r"^(?:sha256[:-])?([0-9a-fA-F]{64})$")
+_HEX64 = re.compile(r"^(?:sha256[:-])?([0-9a-fA-F]{64})\Z")
 
 # Sampling options a job may add through `options` for the OpenAI-compatible API and vLLM. Temperature,
 # seed and max_tokens are never taken from here: they come from the job's own fields.
