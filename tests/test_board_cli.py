@@ -257,9 +257,10 @@ def test_doctor_reports_a_readable_key(board: tuple[Path, Path, Path]) -> None:
     assert check["ok"] is True and "mode 600" in check["detail"]
 
     key.chmod(0o644)
-    doc = run_json(alice, "doctor")
+    code, out, _ = run(alice, "--json", "doctor")
+    doc = json.loads(out)
     check = next(c for c in doc["checks"] if c["name"] == "key file")
-    assert doc["ok"] is False
+    assert code == 1 and doc["ok"] is False
     assert check["ok"] is False and "mode 644" in check["detail"] and "chmod 600" in check["detail"]
     code, out, _ = run(alice, "doctor")
     line = next(ln for ln in out.splitlines() if "key file" in ln)
@@ -270,7 +271,9 @@ def test_doctor_reports_pending_work_and_an_unreachable_remote(board: tuple[Path
     commons, alice, _ = board
     run_json(alice, "post", "--title", "offline", "--no-push")
     commons.rename(commons.with_name("gone.git"))
-    doc = run_json(alice, "doctor")
+    code, out, _ = run(alice, "--json", "doctor")
+    doc = json.loads(out)
+    assert code == 1  # a board check failed: automation can tell
     checks = {c["name"]: c for c in doc["checks"]}
     assert checks["pending"]["detail"] == "1 local operation(s) not yet pushed"
     assert checks["remote"]["ok"] is False and str(commons) in checks["remote"]["detail"]

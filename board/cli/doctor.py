@@ -83,8 +83,9 @@ def _plugin_checks(obj: Obj) -> list[Check]:
 @click.command()
 @click.pass_obj
 def doctor(obj: Obj) -> None:
-    """Check the home, key file, remote, board records and which backends are usable."""
-    checks = _board_checks(obj) + _plugin_checks(obj)
+    """Check the home, key file, remote, board records and which backends are usable (exit 1 if the board part fails)."""
+    board_checks = _board_checks(obj)
+    checks = board_checks + _plugin_checks(obj)
     data: dict[str, Any] = {
         "ok": all(ok for _, ok, _ in checks),
         "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks],
@@ -95,3 +96,5 @@ def doctor(obj: Obj) -> None:
             say(f"{'✓' if ok else '✗'} {name:<16} {detail}", None if ok else "red")
 
     emit(data, human)
+    if not all(ok for _, ok, _ in board_checks):  # backends a machine lacks are findings, not failures
+        raise click.exceptions.Exit(1)
