@@ -15,7 +15,6 @@ import pytest
 from fake_servers import FakeOllama, free_port
 from infer_helpers import Rigs, make_rigs, post
 
-from board.ids import new_completion_id
 from board.keys import load_private_key
 from wl_infer.codec import Evidence, output_hash
 from wl_infer.signing import sign_record
