@@ -54,6 +54,8 @@ class _Steps:
 @click.pass_obj
 def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
     """Run the whole story offline: commons, three rigs, post, run, verify, status."""
+    import os
+
     from board.home import Home
     from board.service import Board, create_commons, join
     from wl_infer.backends import BackendError
@@ -61,6 +63,8 @@ def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
     from wl_infer.jobs import open_pool, post_job, run_item
     from wl_infer.verify import verify_item
 
+    # The rigs live in a temporary folder, but the assembled model belongs in the user's cache: assemble once.
+    os.environ.setdefault("WL_MODEL_CACHE", str(obj.home.path / "models"))
     quiet = is_json()
     steps = _Steps(quiet)
     root = Path(tempfile.mkdtemp(prefix="wl-demo-"))
