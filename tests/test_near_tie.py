@@ -84,3 +84,19 @@ def test_a_near_tie_forgery_is_a_mismatch(tmp_path: Path) -> None:
     code, data = rigs.wl_json("carol", "infer", "verify", iid, "--mode", "prefill")
     assert code == 1, data
     assert data["verdict"] == "MISMATCH" and data["mode"] in ("prefill", "prefill+rerun")
+
+
+def test_auto_prefers_prefill_only_where_it_is_expected_to_be_cheaper() -> None:
+    """The rule itself (no engine): long llama.cpp outputs are verified by rerun, short ones by prefill."""
+    from wl_infer.backends.llama_cpp import LlamaCppBackend
+    from wl_infer.backends.vllm import VLLMBackend
+    from wl_infer.verify import choose_mode
+
+    def ev(n: int | None) -> Evidence:
+        return Evidence(output="x", output_hash=output_hash("x"), model="m", seed=42,
+                        tokens=None if n is None else [1] * n)
+
+    llama = LlamaCppBackend(BackendConfig())
+    assert choose_mode(llama, ev(16)) == "prefill" and choose_mode(llama, ev(64)) == "prefill"
+    assert choose_mode(llama, ev(65)) == "rerun" and choose_mode(llama, ev(None)) == "rerun"
+    assert choose_mode(VLLMBackend(BackendConfig()), ev(4096)) == "prefill"  # batch-invariant: no drift

@@ -116,6 +116,14 @@ def self_check(view: TreeView, job: Job, ev: Evidence, completed_by: str, contex
     return None
 
 
+def choose_mode(backend: Any, ev: Evidence) -> str:
+    """`auto`: prefill where the backend can score the claimed tokens and it is expected to be cheaper."""
+    if not backend.can_score or ev.tokens is None:
+        return "rerun"
+    limit = backend.prefill_auto_max_tokens
+    return "prefill" if limit is None or len(ev.tokens) <= limit else "rerun"
+
+
 def verify_item(
     board: Board,
     prefix: str,
@@ -162,7 +170,7 @@ def verify_item(
         backend = pool.get(job.backend)
         chosen = mode
         if mode == "auto":
-            chosen = "prefill" if backend.can_score and ev.tokens is not None else "rerun"
+            chosen = choose_mode(backend, ev)
         if chosen == "prefill" and ev.tokens is None:
             raise CannotVerify("prefill needs the claimed token ids, and this evidence carries none (use --mode rerun)")
         mine = backend.envelope(job)

@@ -104,6 +104,9 @@ class Backend:
     name: ClassVar[str] = ""
     can_score: ClassVar[bool] = False
     reports_digest: ClassVar[bool] = False
+    # Longest claimed output for which `auto` verification tries prefill first (None: no limit). Where batched
+    # logits drift from one-token decoding, inexact passes need a rerun, so long outputs are cheaper rerun.
+    prefill_auto_max_tokens: ClassVar[int | None] = None
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()

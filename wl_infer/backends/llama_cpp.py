@@ -263,6 +263,9 @@ class LlamaCppBackend(Backend):
 
     name = "llama-cpp"
     can_score = True
+    # ~1.2% of honest positions are batched-vs-sequential near-ties here, so P(exact) ≈ 0.988**n and a
+    # prefill pass (≈ 0.4× a rerun) plus the rerun it then needs beats a plain rerun only below ~70 tokens.
+    prefill_auto_max_tokens = 64
     reports_digest = True
 
     def __init__(self, config: BackendConfig | None = None) -> None:
