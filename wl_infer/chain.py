@@ -14,58 +14,35 @@ from __future__ import annotations
 
 import ast
 import json
-import random
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from wl_infer.merkle import _inner, _keccak, _leaf_node, merkle_tree, verify_proof  # noqa: F401 - re-exported
+from wl_infer.rpc import (  # noqa: F401 - re-exported: callers use wl_infer.chain as the one entry point
+    DEFAULT_RETRY,
+    TESTER_URL,
+    ChainError,
+    RetryPolicy,
+    _short,
+    connect,
+    is_transient,
+    with_retry,
+)
 
 if TYPE_CHECKING:
     from web3 import Web3
 
 T = TypeVar("T")
 
-TESTER_URL = "eth-tester://"
 VERDICTS = {"VERIFIED": 1, "MISMATCH": 2, "INVALID": 3}
 VERDICT_NAMES = {v: k for k, v in VERDICTS.items()}
 ZERO_ADDRESS = "0x" + "00" * 20
 _ARTIFACT_NAME = "InferenceAnchor.json"
 _TESTER_FUNDING_WEI = 10 * 10**18
 _FALLBACK_PRIORITY_FEE = 10**9  # 1 gwei, when the node cannot suggest one
-_TRANSIENT_WORDS = (
-    "internal error", "timeout", "timed out", "temporarily", "try again", "rate limit",
-    "too many requests", "header not found", "service unavailable", "bad gateway", "connection",
-)
-_PERMANENT_WORDS = ("revert", "nonce", "insufficient funds", "invalid", "underpriced", "intrinsic gas")
-
-
-class ChainError(Exception):
-    """An on-chain operation failed; carries what was attempted and why, and builds a one-line message."""
-
-    def __init__(self, op: str, reason: str, *, tx: str | None = None, **data: Any) -> None:
-        self.op = op
-        self.reason = reason
-        self.tx = tx
-        self.data = data
-        suffix = f" (tx {tx})" if tx else ""
-        super().__init__(f"chain {op}: {' '.join(reason.split())}{suffix}")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff with full jitter for transient RPC failures."""
-
-    attempts: int = 6
-    base_delay: float = 0.25
-    max_delay: float = 8.0
-    total_timeout: float = 60.0
-    receipt_timeout: float = 120.0
-    poll_interval: float = 0.2
-
-
-DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -177,146 +154,6 @@ def compare_with_board(
     if worker_address is not None:
         same = same and record.worker.lower() == worker_address.lower()
     return "matches" if same else "differs"
-
-
-# ---------------------------------------------------------------- Merkle batches
-
-
-def _keccak(data: bytes) -> bytes:
-    from eth_utils import keccak
-
-    return bytes(keccak(data))
-
-
-def _leaf_node(leaf: bytes) -> bytes:
-    return _keccak(b"\x00" + leaf)
-
-
-def _inner(a: bytes, b: bytes) -> bytes:
-    return _keccak(b"\x01" + min(a, b) + max(a, b))
-
-
-def merkle_tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """Root and, for each leaf in order, its inclusion proof (the sibling hashes, bottom up)."""
-    if not leaves:
-        raise ValueError("a Merkle batch needs at least one leaf")
-    level = [_leaf_node(bytes(leaf)) for leaf in leaves]
-    position = list(range(len(level)))  # index of each leaf's ancestor in the current level
-    proofs: list[list[bytes]] = [[] for _ in leaves]
-    while len(level) > 1:
-        for leaf_index, pos in enumerate(position):
-            sibling = pos ^ 1
-            if sibling < len(level):
-                proofs[leaf_index].append(level[sibling])
-            position[leaf_index] = pos // 2
-        level = [
-            _inner(level[i], level[i + 1]) if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)
-        ]
-    return level[0], proofs
-
-
-def verify_proof(leaf: bytes, proof: Sequence[bytes], root: bytes) -> bool:
-    """Offline inclusion check, the same fold as the contract's ``verifyInclusion``."""
-    try:
-        node = _leaf_node(bytes(leaf))
-        for sibling in proof:
-            if len(sibling) != 32:
-                return False
-            node = _inner(node, bytes(sibling))
-        return node == bytes(root)
-    except (TypeError, ValueError):
-        return False
-
-
-# ---------------------------------------------------------------- connection and retries
-
-
-_tester_lock = threading.Lock()
-_tester_w3: Any = None
-
-
-def connect(rpc_url: str) -> Web3:
-    """A Web3 for ``rpc_url``; ``eth-tester://`` is one in-process chain shared by this process."""
-    from web3 import HTTPProvider, Web3
-
-    global _tester_w3
-    if rpc_url == TESTER_URL:
-        with _tester_lock:
-            if _tester_w3 is None:
-                from web3 import EthereumTesterProvider
-
-                _tester_w3 = Web3(EthereumTesterProvider())
-            return _tester_w3  # type: ignore[no-any-return]
-    if not rpc_url.startswith(("http://", "https://")):
-        raise ChainError("connect", f"unsupported RPC URL {rpc_url!r} (use http(s)://… or {TESTER_URL})")
-    # web3's own retry is off: ours (below) is bounded in time and knows which errors are transient.
-    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": 30}, exception_retry_configuration=None)
-    return Web3(provider)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for failures worth retrying: transport errors, HTTP 5xx/429, transport-kind JSON-RPC errors."""
-    import requests
-    from web3.exceptions import (
-        BadResponseFormat,
-        ContractLogicError,
-        RequestTimedOut,
-        TooManyRequests,
-        Web3RPCError,
-    )
-
-    if isinstance(exc, ContractLogicError):
-        return False
-    if isinstance(exc, (RequestTimedOut, TooManyRequests, BadResponseFormat)):
-        return True
-    if isinstance(exc, requests.HTTPError):
-        status = exc.response.status_code if exc.response is not None else 0
-        return status >= 500 or status == 429
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
-        return True
-    if isinstance(exc, Web3RPCError):
-        error = (exc.rpc_response or {}).get("error") if isinstance(exc.rpc_response, dict) else None
-        code = error.get("code") if isinstance(error, dict) else None
-        text = str(error.get("message", "") if isinstance(error, dict) else exc.message).lower()
-        if any(word in text for word in _PERMANENT_WORDS):
-            return False
-        return code in (-32603, -32005) or any(word in text for word in _TRANSIENT_WORDS)
-    return False
-
-
-def with_retry(
-    what: str,
-    fn: Callable[[], T],
-    policy: RetryPolicy = DEFAULT_RETRY,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
-) -> T:
-    """Call ``fn``; retry transient failures with full-jitter backoff within the policy's bounds."""
-    draw = (rng or random).uniform
-    started = time.monotonic()
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            elapsed = time.monotonic() - started
-            delay = draw(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
-            if attempt == policy.attempts or elapsed + delay > policy.total_timeout:
-                raise ChainError(
-                    what,
-                    f"RPC still failing after {attempt} attempts over {elapsed:.1f}s: {_short(exc)}",
-                    attempts=attempt,
-                    last_error=_short(exc),
-                ) from None
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # ---------------------------------------------------------------- artifact and contract

@@ -1,0 +1,138 @@
+"""JSON-RPC plumbing for the chain module: connections, transient-error classification, bounded retries."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+T = TypeVar("T")
+TESTER_URL = "eth-tester://"
+_TRANSIENT_WORDS = (
+    "internal error", "timeout", "timed out", "temporarily", "try again", "rate limit",
+    "too many requests", "header not found", "service unavailable", "bad gateway", "connection",
+)
+_PERMANENT_WORDS = ("revert", "nonce", "insufficient funds", "invalid", "underpriced", "intrinsic gas")
+
+
+class ChainError(Exception):
+    """An on-chain operation failed; carries what was attempted and why, and builds a one-line message."""
+
+    def __init__(self, op: str, reason: str, *, tx: str | None = None, **data: Any) -> None:
+        self.op = op
+        self.reason = reason
+        self.tx = tx
+        self.data = data
+        suffix = f" (tx {tx})" if tx else ""
+        super().__init__(f"chain {op}: {' '.join(reason.split())}{suffix}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter for transient RPC failures."""
+
+    attempts: int = 6
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    total_timeout: float = 60.0
+    receipt_timeout: float = 120.0
+    poll_interval: float = 0.2
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+
+
+_tester_lock = threading.Lock()
+_tester_w3: Any = None
+
+
+def connect(rpc_url: str) -> Web3:
+    """A Web3 for ``rpc_url``; ``eth-tester://`` is one in-process chain shared by this process."""
+    from web3 import HTTPProvider, Web3
+
+    global _tester_w3
+    if rpc_url == TESTER_URL:
+        with _tester_lock:
+            if _tester_w3 is None:
+                from web3 import EthereumTesterProvider
+
+                _tester_w3 = Web3(EthereumTesterProvider())
+            return _tester_w3  # type: ignore[no-any-return]
+    if not rpc_url.startswith(("http://", "https://")):
+        raise ChainError("connect", f"unsupported RPC URL {rpc_url!r} (use http(s)://… or {TESTER_URL})")
+    # web3's own retry is off: ours (below) is bounded in time and knows which errors are transient.
+    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": 30}, exception_retry_configuration=None)
+    return Web3(provider)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: transport errors, HTTP 5xx/429, transport-kind JSON-RPC errors."""
+    import requests
+    from web3.exceptions import (
+        BadResponseFormat,
+        ContractLogicError,
+        RequestTimedOut,
+        TooManyRequests,
+        Web3RPCError,
+    )
+
+    if isinstance(exc, ContractLogicError):
+        return False
+    if isinstance(exc, (RequestTimedOut, TooManyRequests, BadResponseFormat)):
+        return True
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else 0
+        return status >= 500 or status == 429
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, Web3RPCError):
+        error = (exc.rpc_response or {}).get("error") if isinstance(exc.rpc_response, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        text = str(error.get("message", "") if isinstance(error, dict) else exc.message).lower()
+        if any(word in text for word in _PERMANENT_WORDS):
+            return False
+        return code in (-32603, -32005) or any(word in text for word in _TRANSIENT_WORDS)
+    return False
+
+
+def with_retry(
+    what: str,
+    fn: Callable[[], T],
+    policy: RetryPolicy = DEFAULT_RETRY,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> T:
+    """Call ``fn``; retry transient failures with full-jitter backoff within the policy's bounds."""
+    draw = (rng or random).uniform
+    started = time.monotonic()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            elapsed = time.monotonic() - started
+            delay = draw(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
+            if attempt == policy.attempts or elapsed + delay > policy.total_timeout:
+                raise ChainError(
+                    what,
+                    f"RPC still failing after {attempt} attempts over {elapsed:.1f}s: {_short(exc)}",
+                    attempts=attempt,
+                    last_error=_short(exc),
+                ) from None
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
