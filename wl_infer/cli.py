@@ -167,7 +167,7 @@ def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, t
 @click.pass_obj
 def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) -> None:
     """Re-run (or re-score) a result and compare hashes: exit 0 VERIFIED, 1 MISMATCH/INVALID, 3 cannot verify."""
-    from board.errors import BoardError
+    from board.errors import Ambiguous, BoardError, NotFound, UsageError
     from wl_infer.jobs import open_pool
     from wl_infer.verify import VERIFIED, CannotVerify, verify_item
 
@@ -175,11 +175,9 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
     try:
         with open_pool(board) as pool, _progress("Verifying…"):
             v = verify_item(board, item_id, pool, mode=mode, record=not no_record, push=not no_push)
-    except CannotVerify:
-        raise
+    except (CannotVerify, NotFound, Ambiguous, UsageError):
+        raise  # a bad or unknown id keeps its own exit code
     except BoardError as e:
-        if "no wanted item" in str(e) or "invalid" in str(e):
-            raise
         raise CannotVerify(str(e)) from None
     v.on_chain = _chain_report(board, v)
 

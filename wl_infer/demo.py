@@ -97,13 +97,14 @@ def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
         steps.done(f"{len(gen.tokens or [])} tokens ({gen.finish_reason}) at {rate:.1f} tok/s → {result.evidence.output_hash}\n"
                    f"    output: {gen.output!r}")
 
-        with steps.step("carol verifies it (prefill: one forward pass over the claimed tokens)"), open_pool(boards["carol"]) as pool:
-            verdict = verify_item(boards["carol"], posted.item_id, pool, mode="auto")
-        steps.done(f"{verdict.verdict} ({verdict.mode}), attestation signed and pushed")
+        with open_pool(boards["carol"]) as pool:  # one pool: carol's model loads once for both checks
+            with steps.step("carol verifies it (prefill: one forward pass over the claimed tokens)"):
+                verdict = verify_item(boards["carol"], posted.item_id, pool, mode="auto")
+            steps.done(f"{verdict.verdict} ({verdict.mode}), attestation signed and pushed")
 
-        with steps.step("carol also regenerates it from scratch (rerun)"), open_pool(boards["carol"]) as pool:
-            rerun = verify_item(boards["carol"], posted.item_id, pool, mode="rerun")
-        steps.done(f"{rerun.verdict}: {rerun.actual}")
+            with steps.step("carol also regenerates it from scratch (rerun)"):
+                rerun = verify_item(boards["carol"], posted.item_id, pool, mode="rerun")
+            steps.done(f"{rerun.verdict}: {rerun.actual}")
 
         alice = boards["alice"]
         alice.refresh()

@@ -7,6 +7,7 @@ keeps its model loaded across jobs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -110,7 +111,7 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
             return job, [f"not available locally: {e}; posted without a pinned digest"]
     if digest is None:
         return job, [f"{job.backend} reports no digest for {job.model!r}; posted without a pinned digest"]
-    return Job(**{**job.__dict__, "model_digest": digest}), []
+    return dataclasses.replace(job, model_digest=digest), []
 
 
 def post_job(board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None) -> PostResult:

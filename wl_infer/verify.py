@@ -7,6 +7,7 @@ worker's registered key) is INVALID without running anything. Otherwise the job 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,8 +134,6 @@ def verify_item(
     record: bool = True,
     push: bool = True,
 ) -> Verdict:
-    import time
-
     if mode not in MODES:
         raise CannotVerify(f"unknown mode {mode!r}")
     if push and board.remote is not None:
