@@ -376,7 +376,7 @@ def test_corrupt_record_is_named_and_the_rest_stays_usable(tmp_path: Path) -> No
     assert code == 0, err
     for item_id in good:
         assert item_id in out
-    assert f"skipped corrupt record {bad_path}" in out and f"skipped corrupt record {liar_path}" in out
+    assert f"wl: warning: skipped {bad_path}: not valid JSON" in err and f"wl: warning: skipped {liar_path}" in err
     code, doc = wl_json(alice, "browse", "--status", "all")
     assert sorted(i["id"] for i in doc["items"]) == sorted(good)
     assert sorted(doc["corrupt"]) == sorted([bad_path, liar_path])

@@ -46,7 +46,9 @@ class WlError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"wl: error: {self.format_message()}", err=True)
+        from board.text import sanitize  # messages quote ids, paths and reasons from the board
+
+        click.echo(f"wl: error: {sanitize(self.format_message())}", err=True)
 
 
 def _plugins() -> dict[str, Any]:
@@ -129,6 +131,9 @@ def cli(ctx: click.Context, home: Path | None, as_json: bool) -> None:
     compare-and-swap so contested claims have exactly one winner.
     """
     ctx.obj = Obj(home, as_json)
+    from board.cli.output import install_warnings
+
+    install_warnings()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except BoardError as e:
-        click.echo(f"wl: error: {e}", err=True)
+        WlError(str(e)).show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("wl: interrupted", err=True)
@@ -156,5 +161,5 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
         if os.environ.get("WL_DEBUG"):
             raise
-        click.echo(f"wl: error: internal error: {type(e).__name__}: {e} (set WL_DEBUG=1 for details)", err=True)
+        WlError(f"internal error: {type(e).__name__}: {e} (set WL_DEBUG=1 for details)").show()
         sys.exit(1)
