@@ -84,7 +84,8 @@ class TreeView:
             raise BadEntry(path, f"its object is a {obj.type_name.decode()}, not a {kind.type_name.decode()}")
         return obj
 
-    def _entries(self, path: str, tree_sha: bytes) -> list[Entry]:
+    def _entries(self, path: str, tree_sha: bytes, bad: list[BadEntry] | None = None) -> list[Entry]:
+        """The folder's entries; one whose name is not UTF-8 is skipped (or collected in `bad`)."""
         tree = self._object(path or "(root)", tree_sha, Tree)
         out: list[Entry] = []
         try:
@@ -96,7 +97,11 @@ class TreeView:
                 name = e.path.decode("utf-8")
             except UnicodeDecodeError:
                 shown = e.path.decode("utf-8", "backslashreplace")
-                self._skip(f"{path}/{shown}" if path else shown, "its name is not UTF-8")
+                entry = BadEntry(f"{path}/{shown}" if path else shown, "its name is not UTF-8")
+                if bad is None:
+                    self._skip(entry.path, entry.reason)
+                else:
+                    bad.append(entry)
                 continue
             out.append((name, e.mode, e.sha))
         return out
@@ -353,11 +358,12 @@ class TreeView:
         return None
 
     def _parse_dir(self, path: str, bucket: str, tree_sha: bytes) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+        bad: list[BadEntry] = []
         try:
-            entries = self._entries(path, tree_sha)
+            entries = self._entries(path, tree_sha, bad)
         except BadEntry as e:
             return [{"skip": e.path, "reason": e.reason}]
+        rows: list[dict[str, Any]] = [{"skip": e.path, "reason": e.reason} for e in bad]
         for name, mode, sha in entries:
             if not name.endswith(".json"):
                 continue
