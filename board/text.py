@@ -20,7 +20,12 @@ _KEPT = frozenset({"\u200c", "\u200d"})
 _SAFE_ASCII = re.compile(r"[\x20-\x7e]*\Z")
 
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _escape(ch: str) -> str:
+    if ch in _NAMED:
+        return _NAMED[ch]
     cp = ord(ch)
     if cp < 0x100:
         return f"\\x{cp:02x}"
