@@ -73,7 +73,7 @@ class TreeView:
             log.warning("skipped %s: %s", path, reason)
 
     # --- safe tree access -------------------------------------------------------------------------
-    def _object(self, path: str, sha: bytes, kind: type) -> Any:
+    def _object(self, path: str, sha: bytes, kind: type[Blob] | type[Tree]) -> Any:
         try:
             obj = self.store.get(sha)
         except KeyError:
@@ -90,8 +90,8 @@ class TreeView:
         out: list[Entry] = []
         try:
             raw = list(tree.iteritems())
-        except Exception as e:  # noqa: BLE001 - malformed tree object
-            raise BadEntry(path or "(root)", f"the folder cannot be read ({type(e).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - malformed tree object
+            raise BadEntry(path or "(root)", f"the folder cannot be read ({type(exc).__name__})") from None
         for e in raw:
             try:
                 name = e.path.decode("utf-8")
