@@ -93,7 +93,7 @@ def hostile_board(tmp_path: Path) -> tuple[Path, Path, str]:
     commons = tmp_path / "commons.git"
     assert run(tmp_path, "create", str(commons), "--name", f"board {ATTACK}\nfake line")[0] == 0
     home = tmp_path / "alice"
-    assert run(home, "join", str(commons), "--handle", "alice")[0] == 0
+    assert run(home, "join", str(commons), "--handle", "alice", "--display-name", f"{ATTACK}\nfake line")[0] == 0
     code, out, _ = run(home, "--json", "post", "--title", ATTACK, "--description", f"first\r{ATTACK}\nsecond")
     assert code == 0
     item_id = json.loads(out)["id"]
@@ -126,6 +126,15 @@ def test_browse_show_and_doctor_show_board_strings_escaped(hostile_board: tuple[
     no_raw_controls(out + err)
     board_line = next(ln for ln in out.splitlines() if " board " in ln)
     assert "\\nfake line" in board_line and not any(ln.startswith("fake line") for ln in out.splitlines())
+
+
+def test_rig_show_and_join_escape_the_display_name(hostile_board: tuple[Path, Path, str]) -> None:
+    _, home, _ = hostile_board
+    code, out, err = run(home, "rig", "show")
+    assert code == 0 and out.splitlines()[0] == f"alice  {SHOWN}\\nfake line"
+    no_raw_controls(out + err)
+    code, out, _ = run(home, "--json", "rig", "show")
+    assert json.loads(out)["rig"]["display_name"] == f"{ATTACK}\nfake line"
 
 
 def test_json_output_keeps_the_exact_strings(hostile_board: tuple[Path, Path, str]) -> None:
