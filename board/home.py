@@ -65,8 +65,12 @@ def _check_value(key: str, value: Any) -> None:
 def _check_types(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     for key, kind in CONFIG_KEYS.items():
         v = data.get(key)
-        if v is not None and (not isinstance(v, kind) or (kind is not bool and isinstance(v, bool))):
-            raise ConfigError(f"{path}: {key} must be {'an integer' if kind is int else 'a string'} (got {v!r})")
+        if v is None:
+            continue
+        ok = isinstance(v, kind) or (kind is float and isinstance(v, int))
+        if not ok or (kind is not bool and isinstance(v, bool)):
+            names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+            raise ConfigError(f"{path}: {key} must be {names.get(kind, kind.__name__)} (got {v!r})")
     return data
 
 

@@ -15,23 +15,14 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from remotes import WL
+from test_board_cli import run
 
-from board.cli.main import cli
 from board.errors import ConfigError
 from board.home import Home
 from board.text import is_clean
-
-
-def run(home: Path, *args: str) -> tuple[int, str, str]:
-    res = CliRunner().invoke(cli, ["--home", str(home), *args])
-    assert "Traceback" not in res.stdout + res.stderr
-    if res.exception is not None and not isinstance(res.exception, SystemExit):
-        raise res.exception
-    return res.exit_code, res.stdout, res.stderr
 
 
 def mode_of(path: Path) -> int:

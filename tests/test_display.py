@@ -19,13 +19,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
 from hostile_git import Mallory
 from hypothesis import given
 from hypothesis import strategies as st
 from remotes import WL
+from test_board_cli import run
 
-from board.cli.main import WlError, cli
+from board.cli.main import WlError
 from board.text import is_clean, sanitize
 
 ATTACK = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\rover\bX\x9b1m\u202etxt.exe\u2066 [bold red]markup[/bold red]"
@@ -74,14 +74,6 @@ def test_error_lines_are_sanitised(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 # --- through the commands -----------------------------------------------------------------------------------
-def run(home: Path, *args: str) -> tuple[int, str, str]:
-    res = CliRunner().invoke(cli, ["--home", str(home), *args])
-    assert "Traceback" not in res.stdout + res.stderr
-    if res.exception is not None and not isinstance(res.exception, SystemExit):
-        raise res.exception
-    return res.exit_code, res.stdout, res.stderr
-
-
 def no_raw_controls(text: str) -> None:
     for ch in ("\x1b", "\r", "\b", "\x07", "\x9b", "\u202e", "\u2066"):
         assert ch not in text, (ch, text)

@@ -302,3 +302,19 @@ def test_duplicates_and_flat_entries(rigs: Rigs, tmp_path: Path) -> None:
         assert "wanted/README" not in view.skipped  # unrelated files are not items, nor errors
     finally:
         store.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_flood_of_bad_entries_prints_a_screenful_not_a_flood(rigs: Rigs, tmp_path: Path) -> None:
+    plain = json.loads(wl(rigs, "alice", "--json", "post", "--title", "plain")[1])["id"]
+    mallory = Mallory(rigs.commons, tmp_path / "mallory.git")
+    [b] = free_buckets(rigs, 1)
+    mallory.push({f"wanted/{b}/w-{b}{i:08x}.json": (GITLINK, f"{i:040x}") for i in range(1, 61)})
+    assert wl(rigs, "bob", "sync")[0] == 0
+    code, out, err = wl(rigs, "bob", "browse")
+    assert code == 0 and plain in out
+    lines = err.splitlines()
+    assert len(lines) == 21 and all(ln.startswith("wl: warning: ") for ln in lines)
+    assert "the rest are not shown" in lines[-1]
+    code, out, _ = wl(rigs, "bob", "--json", "browse")
+    assert len(json.loads(out)["corrupt"]) == 60

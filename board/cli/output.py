@@ -66,6 +66,9 @@ def warn(text: str) -> None:
     click.echo(f"wl: warning: {sanitize(text)}", err=True)
 
 
+MAX_WARNINGS = 20  # a participant can push 100,000 bad entries; nobody reads more than a screenful
+
+
 class _WarningLines(logging.Handler):
     """Prints the board readers' warnings (a skipped entry, say) once per command, as `wl: warning:` lines."""
 
@@ -76,8 +79,13 @@ class _WarningLines(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage()
-            if text not in self.seen:
-                self.seen.add(text)
+            if text in self.seen or len(self.seen) > MAX_WARNINGS:
+                return
+            self.seen.add(text)
+            if len(self.seen) > MAX_WARNINGS:
+                warn(f"more than {MAX_WARNINGS} warnings; the rest are not shown (`wl --json browse` lists "
+                     "every skipped entry under \"corrupt\")")
+            else:
                 warn(text)
         except Exception:  # noqa: BLE001 - a warning must never become the failure
             self.handleError(record)
