@@ -28,6 +28,7 @@ from board.records import Completion, Item, RecordError, Rig, check_board_meta, 
 from board.store import TREE_MODE, Store
 
 log = logging.getLogger("wl.board")
+log.addHandler(logging.NullHandler())  # a library stays quiet unless its user (the CLI) routes warnings
 
 CACHE_VERSION = 2  # bump whenever decoding becomes stricter, so rows cached by a laxer reader are re-checked
 MAX_RECORD_BYTES = {"item": 2 << 20, "completion": 20 << 20, "rig": 1 << 20, "attestation": 1 << 20}
