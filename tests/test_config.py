@@ -86,6 +86,8 @@ def test_an_unreadable_config_is_one_line_everywhere(tmp_path: Path) -> None:
     assert code == 1 and json.loads(out)["checks"][0]["name"] == "config" and json.loads(out)["ok"] is False
     code, out, err = run(home, "browse")
     assert code == 2 and out == "" and err.startswith("wl: error:") and err.count("\n") == 1
+    res = real_wl(home, "doctor")  # the real executable too: its exit status is what scripts see
+    assert res.returncode == 1 and len(res.stdout.decode().splitlines()) == 1 and res.stderr == b""
 
 
 def test_a_value_of_the_wrong_type_is_a_config_error(tmp_path: Path) -> None:

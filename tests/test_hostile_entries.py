@@ -164,7 +164,7 @@ def test_commands_keep_serving_honest_items_past_every_crafted_entry(rigs: Rigs,
 
 
 @pytest.mark.timeout(120)
-def test_real_wl_processes_warn_once_and_exit_0(rigs: Rigs, tmp_path: Path) -> None:
+def test_real_wl_processes_warn_once_and_keep_working(rigs: Rigs, tmp_path: Path) -> None:
     [job] = post_jobs(rigs.home("alice"), ["served by a real process"])
     expected = craft_everything(Mallory(rigs.commons, tmp_path / "mallory.git"), free_buckets(rigs, 8), job)
     env = {k: v for k, v in os.environ.items() if k != "WL_DEBUG"} | rigs.env
@@ -179,6 +179,8 @@ def test_real_wl_processes_warn_once_and_exit_0(rigs: Rigs, tmp_path: Path) -> N
     assert "\x1b" not in res.stdout + res.stderr
     lines = warnings_of(res.stderr)
     assert len(lines) == len(set(lines)) and len(lines) >= len([p for p in expected if p.startswith("wanted/")])
+    res = run("doctor")
+    assert res.returncode == 1 and "✗ board" in res.stdout and "internal error" not in res.stderr
     res = run("--json", "infer", "worker", "--once", "--backend", "ollama", "--poll", "0.05")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "internal error" not in res.stderr and any(

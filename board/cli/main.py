@@ -138,7 +138,9 @@ def cli(ctx: click.Context, home: Path | None, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="wl", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="wl", standalone_mode=False)
+        if isinstance(rc, int) and not isinstance(rc, bool) and rc:
+            sys.exit(rc)  # outside standalone mode click returns an Exit's code instead of exiting (wl doctor)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
