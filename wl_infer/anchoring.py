@@ -7,13 +7,21 @@ library load inside the functions, so ``wl infer verify`` on a board without a c
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from board.errors import AlreadyApplied, BoardError, NotAllowed, Unreachable, UsageError, WrongStatus
-from board.service import Board
+from board.api import (
+    AlreadyApplied,
+    Board,
+    BoardError,
+    NotAllowed,
+    UsageError,
+    WrongStatus,
+    known_addresses,
+    refresh_if_online,
+)
 from wl_infer.codec import CodecError, Evidence
+from wl_infer.errors import ChainUnavailable
 
 if TYPE_CHECKING:
     from wl_infer.chain import RetryPolicy
@@ -40,11 +48,6 @@ class NoChain(UsageError):
         )
 
 
-class Web3Missing(BoardError):
-    def __init__(self) -> None:
-        super().__init__("web3 is not installed: pip install 'wl-infer[chain]'")
-
-
 @dataclass(frozen=True)
 class ChainTarget:
     """Where to anchor, and where each part came from (flags > env > config > the board's chain.json)."""
@@ -64,17 +67,9 @@ def chain_target(board: Board, *, rpc_url: str | None = None, contract: str | No
 
 
 def _require_web3() -> None:
-    try:
-        import web3  # noqa: F401
-    except ImportError:
-        raise Web3Missing() from None
+    from wl_infer.chain import require_chain_libraries
 
-
-def _refresh(board: Board) -> None:
-    """Read the freshest board we can; offline, the local copy will do."""
-    if board.remote is not None:
-        with contextlib.suppress(Unreachable):
-            board.refresh()
+    require_chain_libraries()
 
 
 def anchor_item(
@@ -92,11 +87,11 @@ def anchor_item(
     commits nothing: the chain reports the earlier anchor and the evidence already names it.
     """
     _require_web3()
-    from board.keys import load_private_key
+    from board.api import load_private_key
     from wl_infer import chain
     from wl_infer.signing import evidence_hash
 
-    _refresh(board)
+    refresh_if_online(board)
     view = board.view()
     iid = view.resolve(item_id)
     item = view.item(iid)
@@ -170,10 +165,9 @@ def chain_status(board: Board, item_id: str) -> str | None:
     if target.rpc_url is None or target.contract is None:
         return None
     try:
-        import web3  # noqa: F401
-    except ImportError:
+        from wl_infer import chain
+    except ChainUnavailable:
         return None
-    from wl_infer import chain
 
     view = board.view()
     iid = view.resolve(item_id)
@@ -205,14 +199,7 @@ def chain_status(board: Board, item_id: str) -> str | None:
 def _addresses(view: Any, handle: str) -> set[str]:
     """Every address the worker has been registered with (a key rotation keeps earlier anchors valid)."""
     rig = view.rig(handle)
-    if rig is None:
-        return set()
-    found = {rig.address.lower()}
-    for entry in rig.extra.get("previous_addresses", []):
-        if isinstance(entry, dict) and isinstance(entry.get("address"), str):
-            found.add(entry["address"].lower())
-    found.discard("")
-    return found
+    return set() if rig is None else known_addresses(rig)
 
 
 def _quick_retry() -> RetryPolicy:
@@ -232,7 +219,7 @@ def anchor_attestation(
 ) -> dict[str, Any]:
     """Publish this rig's recorded attestation on ``item_id`` (verdict and result hash) with chain.attest."""
     _require_web3()
-    from board.keys import load_private_key
+    from board.api import load_private_key
     from wl_infer import chain
 
     view = board.view()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from wl_infer.errors import ChainUnavailable
 from wl_infer.merkle import _inner, _keccak, _leaf_node, merkle_tree, verify_proof  # noqa: F401 - re-exported
 from wl_infer.rpc import (  # noqa: F401 - re-exported: callers use wl_infer.chain as the one entry point
     DEFAULT_RETRY,
@@ -34,6 +35,18 @@ from wl_infer.rpc import (  # noqa: F401 - re-exported: callers use wl_infer.cha
 
 if TYPE_CHECKING:
     from web3 import Web3
+
+
+def require_chain_libraries() -> None:
+    """Refuse, as one typed error, to go on without the `chain` extra (web3, eth-account)."""
+    import importlib.util
+
+    for module in ("web3", "eth_account", "tenacity"):
+        if importlib.util.find_spec(module) is None:
+            raise ChainUnavailable(module)
+
+
+require_chain_libraries()
 
 T = TypeVar("T")
 

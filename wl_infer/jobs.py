@@ -17,19 +17,25 @@ from typing import Any
 
 import orjson
 
-from board import layout
-from board.errors import BoardError, RuleError, Unreachable, WrongStatus
-from board.ids import new_completion_id, new_item_id, utcnow
-from board.records import Item
-from board.service import Board, MutationResult
+from board.api import (
+    Board,
+    BoardError,
+    Item,
+    MutationResult,
+    RuleError,
+    WrongStatus,
+    blob_path,
+    claim_lease,
+    new_completion_id,
+    new_item_id,
+    refresh_if_online,
+    utcnow,
+)
 from wl_infer.backends import Backend, BackendConfig, BackendError, Generation, get_backend
-from wl_infer.codec import INLINE_LIMIT, CodecError, Evidence, Job, output_hash
+from wl_infer.codec import INLINE_LIMIT, Evidence, Job, output_hash
+from wl_infer.errors import CodecError, InferError
 
 TITLE_LIMIT = 60
-
-
-class InferError(BoardError):
-    """A runtime failure of an infer command (exit 1)."""
 
 
 class NotInference(InferError):
@@ -100,17 +106,16 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
     """Pin the model's weights digest when this machine can resolve it; warn (never fail) otherwise."""
     if job.model_digest or pool is None:
         return job, []
-    from wl_infer.models import EMBEDDED
+    from wl_infer.backends import backend_class
 
-    if job.backend == "llama-cpp" and job.model in EMBEDDED:
-        digest: str | None = "sha256:" + EMBEDDED[job.model].sha256
-    else:
-        try:
-            digest = pool.get(job.backend).resolve(job.model).digest
-        except BackendError as e:
-            return job, [f"not available locally: {e}; posted without a pinned digest"]
+    try:
+        cls = backend_class(job.backend)
+        digest = cls.known_digest(job.model) or pool.get(job.backend).resolve(job.model).digest
+    except BackendError as e:
+        return job, [f"not available locally: {e}; posted without a pinned digest"]
     if digest is None:
-        return job, [f"{job.backend} reports no digest for {job.model!r}; posted without a pinned digest"]
+        said = "did not report a digest" if cls.reports_digest else "reports no digest"
+        return job, [f"{job.backend} {said} for {job.model!r}; posted without a pinned digest"]
     return dataclasses.replace(job, model_digest=digest), []
 
 
@@ -153,9 +158,7 @@ def load_job(item: Item) -> Job:
 
 def _fresh_item(board: Board, prefix: str) -> Item:
     """Fetch first (also under --no-push: reading is not publishing); offline, use the local copy."""
-    if board.remote is not None:
-        with contextlib.suppress(Unreachable):
-            board.refresh()
+    refresh_if_online(board)
     return board.get_item(prefix)
 
 
@@ -205,7 +208,7 @@ def _save_result(board: Board, item_id: str, evidence: Evidence, blob: bytes | N
 
 def build_evidence(board: Board, item_id: str, job: Job, gen: Generation) -> tuple[Evidence, dict[str, bytes]]:
     """Evidence for a generation, signed with this rig's key; large outputs go to a content-addressed blob."""
-    from board.keys import load_private_key
+    from board.api import load_private_key
     from wl_infer.signing import sign_record
 
     me = board.require_handle()
@@ -225,7 +228,7 @@ def build_evidence(board: Board, item_id: str, job: Job, gen: Generation) -> tup
         hexdigest = ev.output_hash.removeprefix("sha256:")
         ev.output = None
         ev.output_blob = ev.output_hash
-        attachments[layout.blob_path(hexdigest)] = raw
+        attachments[blob_path(hexdigest)] = raw
     context = {"board_id": board.meta()["board_id"], "item_id": item_id}
     ev.signature = sign_record("evidence", ev.unsigned_dict(), context, load_private_key(board.home.path))
     return ev, attachments
@@ -246,7 +249,7 @@ def run_item(
     item = _fresh_item(board, prefix)
     job = load_job(item)
     me = board.require_handle()
-    lease = lease_seconds or int(board.config.get("lease", 30)) * 60
+    lease = lease_seconds or claim_lease(board.config)
     if skip_claim:
         if item.status != "claimed":
             raise WrongStatus(item.id, item.status, "claimed", "--skip-claim runs only items already claimed for this rig")

@@ -19,28 +19,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
 import orjson
 
-from board.errors import BoardError
+from board.api import BoardError
 from wl_infer.automation import (
-    BACKENDS,
-    MAX_LEASE_S,
     TICK_S,
-    EventLog,
     Filters,
+    Log,
     Poller,
     StopSignals,
     claim_item,
     decode_job,
-    resolve_lease,
     runnable_items,
-    wants_live,
 )
+from wl_infer.errors import CodecError
 
 if TYPE_CHECKING:
-    from board.records import Item
-    from board.service import Board
+    from board.api import Board, Item
     from wl_infer.codec import Job
     from wl_infer.jobs import BackendPool
 
@@ -86,6 +81,7 @@ class WorkerOptions:
     lease_s: int = 1800
     idle_exit_s: float | None = None
     push: bool = True
+    watch_lease: bool = False  # read the lease expiry back while a job runs (for a live panel)
 
 
 @dataclass
@@ -115,7 +111,7 @@ class Abandoned(Exception):
 class JobRun:
     """One job on a helper thread; the main thread may abandon it until submission has begun."""
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: Log) -> None:
         self.log = log
         self.finished = threading.Event()
         self.result: Any = None
@@ -156,7 +152,7 @@ class JobRun:
 class Worker:
     """Polls the board and runs one job at a time with one BackendPool, so models stay loaded across jobs."""
 
-    def __init__(self, board: Board, pool: BackendPool, opts: WorkerOptions, log: EventLog, stop: StopSignals) -> None:
+    def __init__(self, board: Board, pool: BackendPool, opts: WorkerOptions, log: Log, stop: StopSignals) -> None:
         self.board, self.pool, self.opts, self.log, self.stop = board, pool, opts, log, stop
         self.me = board.require_handle()
         self.stats = Stats()
@@ -173,7 +169,7 @@ class Worker:
         s = self.stats
         lease = "–"
         if s.lease_expires:
-            from board.ids import parse_time
+            from board.api import parse_time
 
             left = (parse_time(s.lease_expires) - datetime.now(UTC)).total_seconds()
             lease = f"{max(0, int(left))} s" if left > 0 else "expired"
@@ -196,7 +192,7 @@ class Worker:
     def run(self) -> int:
         """Exit status: 0, or 1 when --once took a job and it failed."""
         if self.board.view().rig(self.me) is None:
-            from board.errors import NotRegistered
+            from board.api import NotRegistered
 
             raise NotRegistered(self.me)
         self.log("started", rig=self.me, pid=os.getpid(), backend=self.opts.filters.backend,
@@ -240,14 +236,15 @@ class Worker:
 
     def try_one(self) -> str | None:
         """Claim and run the first runnable item; None when there was nothing to take."""
-        from board.ids import utcnow
+        from board.api import utcnow
 
         for item in runnable_items(self.board.view().items(), utcnow(), self.exclude):
             if self.stop.is_set():
                 return "stopped"
-            job = decode_job(item)
-            if isinstance(job, str):
-                self._skip(item.id, job, permanent=True)
+            try:
+                job = decode_job(item)
+            except CodecError as e:
+                self._skip(item.id, str(e), permanent=True)
                 continue
             if not self.opts.filters.admit(job):
                 continue
@@ -293,7 +290,7 @@ class Worker:
         )
         try:
             while not run.finished.wait(TICK_S):
-                if self.log.live:
+                if self.opts.watch_lease:
                     self._watch_lease(item_id)
                 if self.stop.is_set() and run.abandon():
                     released = self._release_fresh(item_id)
@@ -352,8 +349,7 @@ class Worker:
 
     def _release_fresh(self, item_id: str) -> bool:
         """Release through a fresh board handle: the job thread may still hold the worker's one."""
-        from board.home import Home
-        from board.service import Board
+        from board.api import Board, Home
         from wl_infer.jobs import release
 
         with Board(Home(self.board.home.path)) as b:
@@ -361,8 +357,7 @@ class Worker:
 
     def _watch_lease(self, item_id: str) -> None:
         """Lease expiry as the renewals leave it in the local clone (read from a second handle, no network)."""
-        from board.home import Home
-        from board.service import Board
+        from board.api import Board, Home
 
         try:
             if self._lease_board is None:
@@ -398,9 +393,7 @@ class Worker:
             self._resubmit(path)
 
     def _resubmit(self, path: Path) -> None:
-        from board import layout
-        from board.ids import check_item_id, new_completion_id, utcnow
-        from board.ops import lease_expired
+        from board.api import blob_path, check_item_id, lease_expired, new_completion_id, utcnow
         from wl_infer.codec import CodecError, Evidence
 
         try:
@@ -424,7 +417,7 @@ class Worker:
             return
         attachments = {}
         if evidence.output_blob and blob is not None:
-            attachments[layout.blob_path(evidence.output_blob.removeprefix("sha256:"))] = str(blob).encode("utf-8")
+            attachments[blob_path(evidence.output_blob.removeprefix("sha256:"))] = str(blob).encode("utf-8")
         try:
             if not mine:
                 self.board.mutate(self.board.new_op("claim", item_id, lease_seconds=self.opts.lease_s), push=self.opts.push)
@@ -443,51 +436,3 @@ class Worker:
         aside.mkdir(parents=True, exist_ok=True)
         os.replace(path, aside / path.name)
         self.log("unsubmittable", file=path.name, reason=reason, kept=str(aside / path.name))
-
-# --- the command -----------------------------------------------------------------------------------------------
-@click.command("worker")
-@click.option("--backend", type=BACKENDS, default=None, help="Only take jobs for this backend.")
-@click.option("--model", default=None, help="Only take jobs for this model.")
-@click.option("--once", is_flag=True, help="Run one job, then exit (exit 0 with a 'no_job' event when there is none).")
-@click.option("--max-jobs", type=click.IntRange(1, None), default=None, help="Exit after taking this many jobs.")
-@click.option("--poll", type=click.FloatRange(0.05, 3600), default=5.0, show_default=True, help="Seconds between polls when idle.")
-@click.option("--lease", type=click.IntRange(1, MAX_LEASE_S // 60), default=None, help="Claim lease in minutes, renewed while a job runs (default: config lease, else 30).")
-@click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
-@click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once no job has been found for this many seconds.")
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
-@click.pass_obj
-def worker(obj: Any, backend: str | None, model: str | None, once: bool, max_jobs: int | None, poll: float,
-           lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None) -> None:  # fmt: skip
-    """Claim → run → submit open inference jobs until stopped, keeping the model loaded.
-
-    SIGINT/SIGTERM abandon the current job and release its claim; a second signal exits at once.
-    """
-    from wl_infer.jobs import BackendPool
-    from wl_infer.settings import backend_config
-
-    board = obj.board()
-    opts = WorkerOptions(
-        filters=Filters(backend, model), once=once, max_jobs=max_jobs, poll_s=poll,
-        lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
-    )  # fmt: skip
-    pool = BackendPool(backend_config(board.home.path, board.config, threads=threads))
-    holder: list[Worker] = []
-
-    def left() -> str:
-        current = holder[0].stats.current if holder else None
-        return f"the claim on {current} is left to expire" if current else ""
-
-    def rows() -> list[tuple[str, str]]:
-        return holder[0].status_rows() if holder else []
-
-    with StopSignals(left) as stop, EventLog(wants_live(), "wl infer worker", rows) as log:
-        w = Worker(board, pool, opts, log, stop)
-        holder.append(w)
-        try:
-            status = w.run()
-        finally:
-            w.close()
-            if not w.engine_busy:
-                pool.close()
-    if status:
-        click.get_current_context().exit(status)

@@ -53,6 +53,10 @@ class OpenAIBackend(Backend):
     can_score = False
     reports_digest = False  # only some servers do; resolve() says per model
 
+    @classmethod
+    def unavailable(cls, config: BackendConfig) -> str | None:
+        return None if config.openai_base_url else "no server configured (set WL_OPENAI_BASE_URL)"
+
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)
         raw = self.config.openai_base_url or os.environ.get("WL_OPENAI_BASE_URL") or ""
