@@ -76,14 +76,13 @@ def job_title(prompt: str) -> str:
 class BackendPool:
     """One backend instance per engine name, created on first use and kept (models stay loaded)."""
 
-    def __init__(self, config: BackendConfig, factory: Callable[[str, BackendConfig], Backend] | None = None) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         self.config = config
-        self._factory = factory or (lambda name, cfg: get_backend(name, cfg))
         self._backends: dict[str, Backend] = {}
 
     def get(self, name: str) -> Backend:
         if name not in self._backends:
-            self._backends[name] = self._factory(name, self.config)
+            self._backends[name] = get_backend(name, self.config)
         return self._backends[name]
 
     def close(self) -> None:
@@ -222,16 +221,29 @@ def build_evidence(board: Board, item_id: str, job: Job, gen: Generation) -> tup
         tokens=gen.tokens,
         worker=me,
     )
-    attachments: dict[str, bytes] = {}
     raw = gen.output.encode("utf-8")
     if len(raw) > INLINE_LIMIT:
-        hexdigest = ev.output_hash.removeprefix("sha256:")
         ev.output = None
         ev.output_blob = ev.output_hash
-        attachments[blob_path(hexdigest)] = raw
+    attachments = blob_attachments(ev, raw)
     context = {"board_id": board.meta()["board_id"], "item_id": item_id}
     ev.signature = sign_record("evidence", ev.unsigned_dict(), context, load_private_key(board.home.path))
     return ev, attachments
+
+
+def blob_attachments(evidence: Evidence, raw: bytes | None) -> dict[str, bytes]:
+    """The files a `done` commit carries: the output's content-addressed blob, when it lives in one."""
+    if evidence.output_blob is None or raw is None:
+        return {}
+    return {blob_path(evidence.output_blob.removeprefix("sha256:")): raw}
+
+
+def submit_evidence(
+    board: Board, item_id: str, evidence: Evidence, attachments: dict[str, bytes], push: bool
+) -> MutationResult:
+    """The submit step of a run: one `done` commit carrying the signed evidence (and its blob)."""
+    op = board.new_op("done", item_id, evidence=evidence.encode(), completion_id=new_completion_id())
+    return board.mutate(op, attachments=attachments, push=push)
 
 
 def run_item(
@@ -271,9 +283,8 @@ def run_item(
     notify("generated", {"id": item.id, "tokens": len(gen.tokens or []), "elapsed_s": gen.elapsed_s})
     evidence, attachments = build_evidence(board, item.id, job, gen)
     saved = _save_result(board, item.id, evidence, next(iter(attachments.values()), None))
-    op = board.new_op("done", item.id, evidence=evidence.encode(), completion_id=new_completion_id())
     try:
-        mutation = board.mutate(op, attachments=attachments, push=push)
+        mutation = submit_evidence(board, item.id, evidence, attachments, push)
     except BoardError as e:
         raise ResultKept(item.id, str(e), saved) from None
     saved.unlink(missing_ok=True)
