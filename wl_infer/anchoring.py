@@ -22,6 +22,7 @@ from board.api import (
 )
 from wl_infer.codec import CodecError, Evidence
 from wl_infer.errors import ChainUnavailable
+from wl_infer.text import error_line
 
 if TYPE_CHECKING:
     from wl_infer.chain import RetryPolicy
@@ -176,7 +177,7 @@ def chain_status(board: Board, item_id: str) -> str | None:
     try:
         record = chain.read_anchor(target.rpc_url, target.contract, board_id, iid, retry=_quick_retry())
     except Exception as e:  # noqa: BLE001 - a verifier must get its verdict even when the chain is down
-        return f"unreachable ({_short(e)})"
+        return f"unreachable ({error_line(e, 160)})"
     if record is None:
         return "not anchored"
     if comp is None:
@@ -209,9 +210,6 @@ def _quick_retry() -> RetryPolicy:
     return RetryPolicy(attempts=3, base_delay=0.1, max_delay=0.5, total_timeout=5.0, receipt_timeout=5.0)
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def anchor_attestation(

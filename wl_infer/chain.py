@@ -41,11 +41,11 @@ from wl_infer.rpc import (  # noqa: F401 - re-exported: callers use wl_infer.cha
     TESTER_URL,
     ChainError,
     RetryPolicy,
-    _short,
     connect,
     is_transient,
     with_retry,
 )
+from wl_infer.text import error_line
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -190,7 +190,7 @@ def _transact(
     except Exception as exc:
         if _is_revert(exc):
             raise ChainError(op, f"the contract refused it: {decode_revert(exc)}", sender=sender) from None
-        raise ChainError(op, f"gas estimate failed: {_short(exc)}", sender=sender) from None
+        raise ChainError(op, f"gas estimate failed: {error_line(exc)}", sender=sender) from None
     tx: dict[str, Any] = dict(call, nonce=nonce, chainId=chain_id, gas=estimate * 6 // 5 + 10_000)
     tx.update(_fees(w3, op, policy))
     signed = account.sign_transaction(tx)
@@ -208,7 +208,7 @@ def _transact(
         if known is None:
             if isinstance(exc, ChainError):
                 raise
-            raise ChainError(op, f"the node refused the transaction: {_short(exc)}", tx=tx_hash) from None
+            raise ChainError(op, f"the node refused the transaction: {error_line(exc)}", tx=tx_hash) from None
 
     deadline = time.monotonic() + policy.receipt_timeout
     while True:

@@ -34,6 +34,7 @@ from board.api import (
 from wl_infer.backends import Backend, BackendConfig, BackendError, Generation, get_backend
 from wl_infer.codec import INLINE_LIMIT, Evidence, Job, output_hash
 from wl_infer.errors import CodecError, InferError
+from wl_infer.text import one_line
 
 TITLE_LIMIT = 60
 
@@ -67,10 +68,7 @@ class ResultKept(InferError):
 
 def job_title(prompt: str) -> str:
     """`infer: ` + the prompt cut to 60 characters, `...` when cut (one line)."""
-    flat = " ".join(prompt.split())
-    if len(flat) > TITLE_LIMIT:
-        flat = flat[: TITLE_LIMIT - 3] + "..."
-    return "infer: " + flat
+    return "infer: " + one_line(prompt, TITLE_LIMIT)
 
 
 class BackendPool:

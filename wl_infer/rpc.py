@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from wl_infer.errors import InferError
+from wl_infer.text import error_line, one_line
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -31,7 +32,7 @@ class ChainError(InferError):
         self.tx = tx
         self.data = data
         suffix = f" (tx {tx})" if tx else ""
-        super().__init__(f"chain {op}: {' '.join(reason.split())}{suffix}")
+        super().__init__(f"chain {op}: {one_line(reason, None)}{suffix}")
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def with_retry(
 
     def give_up(state: tenacity.RetryCallState) -> T:
         exc = state.outcome.exception() if state.outcome is not None else None
-        last = _short(exc) if exc is not None else "unknown error"
+        last = error_line(exc) if exc is not None else "unknown error"
         raise ChainError(
             what,
             f"RPC still failing after {state.attempt_number} attempts over {state.seconds_since_start:.1f}s: {last}",
@@ -132,8 +133,3 @@ def with_retry(
         retry_error_callback=give_up,
     )
     return retrying(fn)
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

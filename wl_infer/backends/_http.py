@@ -11,6 +11,9 @@ import re
 from typing import Any
 
 from wl_infer import __version__
+from wl_infer.text import one_line
+
+__all__ = ["one_line"]  # re-exported for the backends
 
 _HEX64 = re.compile(r"^(?:sha256[:-])?([0-9a-fA-F]{64})\Z")
 
@@ -51,12 +54,6 @@ def normalise_digest(value: Any) -> str | None:
         return None
     match = _HEX64.match(value.strip())
     return "sha256:" + match.group(1).lower() if match else None
-
-
-def one_line(text: Any, limit: int = 200) -> str:
-    """Collapse a message to one line of bounded length (server error bodies can be pages of HTML)."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def server_message(body: bytes | str) -> str:

@@ -13,6 +13,7 @@ import click
 
 from board.cli.main import Obj, WlError
 from board.cli.output import emit, report_push, say
+from wl_infer.text import error_line
 
 
 def public_rpc_url(url: str) -> str:
@@ -146,7 +147,7 @@ def _check(rpc: str | None, contract: str | None, chain_json: dict[str, Any] | N
         address = chain_lib.contract_address(contract, "status")
         code = chain_lib.with_retry("status", lambda: w3.eth.get_code(address), policy)  # type: ignore[arg-type]
     except Exception as e:  # noqa: BLE001 - status reports, it does not fail
-        return {"ok": False, "chain_id": None, "problem": f"unreachable: {' '.join(str(e).split())[:200]}"}
+        return {"ok": False, "chain_id": None, "problem": f"unreachable: {error_line(e)}"}
     expected = (chain_json or {}).get("chain_id")
     if expected is not None and expected != chain_id:
         return {"ok": False, "chain_id": chain_id, "problem": f"the node is chain {chain_id}, chain.json says {expected}"}
