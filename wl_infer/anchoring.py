@@ -26,6 +26,7 @@ from wl_infer.text import error_line
 
 if TYPE_CHECKING:
     from wl_infer.chain import RetryPolicy
+    from wl_infer.jobs import RunResult
 
 
 class AnchorError(BoardError):
@@ -88,10 +89,6 @@ def anchor_item(
     commits nothing: the chain reports the earlier anchor and the evidence already names it.
     """
     _require_web3()
-    from board.api import load_private_key
-    from wl_infer import chain
-    from wl_infer.signing import evidence_hash
-
     refresh_if_online(board)
     view = board.view()
     iid = view.resolve(item_id)
@@ -107,10 +104,35 @@ def anchor_item(
         ev = Evidence.decode(comp.evidence)
     except CodecError as e:
         raise AnchorError(iid, str(e)) from None
+    return anchor_evidence(board, iid, ev, comp.id, rpc_url=rpc_url, contract=contract, push=push, retry=retry)
+
+
+def anchor_result(board: Board, result: RunResult, *, push: bool = True, retry: RetryPolicy | None = None) -> dict[str, Any]:
+    """Anchor the result a run has just submitted, from what the run holds (nothing fetched or decoded)."""
+    _require_web3()
+    return anchor_evidence(board, result.item_id, result.evidence, result.completion_id, push=push, retry=retry)
+
+
+def anchor_evidence(
+    board: Board,
+    iid: str,
+    ev: Evidence,
+    completion_id: str,
+    *,
+    rpc_url: str | None = None,
+    contract: str | None = None,
+    push: bool = True,
+    retry: RetryPolicy | None = None,
+) -> dict[str, Any]:
+    """Anchor this rig's evidence for completion `completion_id` of `iid`, then record the transaction."""
+    from board.api import load_private_key
+    from wl_infer import chain
+    from wl_infer.signing import evidence_hash
+
     target = chain_target(board, rpc_url=rpc_url, contract=contract)
     if target.rpc_url is None or target.contract is None:
         raise NoChain("RPC URL" if target.rpc_url is None else "contract address")
-    board_id = view.meta()["board_id"]
+    board_id = board.meta()["board_id"]
     context = {"board_id": board_id, "item_id": iid}
     ehash = evidence_hash(ev.unsigned_dict(), context)
     try:
@@ -142,7 +164,7 @@ def anchor_item(
     }
     if previous == details:
         return out
-    op = board.new_op("anchor", iid, anchor=details, completion_id=comp.id)
+    op = board.new_op("anchor", iid, anchor=details, completion_id=completion_id)
     try:
         res = board.mutate(op, push=push)
     except AlreadyApplied:

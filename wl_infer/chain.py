@@ -47,6 +47,46 @@ from wl_infer.rpc import (  # noqa: F401 - re-exported: callers use wl_infer.cha
 )
 from wl_infer.text import error_line
 
+__all__ = [
+    "AnchorReceipt",
+    "AttestReceipt",
+    "BatchReceipt",
+    "ChainError",
+    "DEFAULT_RETRY",
+    "Deployment",
+    "OnChainAttestation",
+    "OnChainRecord",
+    "RetryPolicy",
+    "TESTER_URL",
+    "VERDICTS",
+    "VERDICT_NAMES",
+    "ZERO_ADDRESS",
+    "anchor",
+    "anchor_batch",
+    "artifact_path",
+    "attest",
+    "batch_key",
+    "batch_leaf",
+    "bytes32_to_hash",
+    "compare_with_board",
+    "connect",
+    "contract_address",
+    "decode_revert",
+    "deploy",
+    "hash_to_bytes32",
+    "is_transient",
+    "job_key",
+    "load_artifact",
+    "merkle_tree",
+    "read_anchor",
+    "read_attestations",
+    "read_root",
+    "require_chain_libraries",
+    "verify_proof",
+    "verify_proof_on_chain",
+    "with_retry",
+]
+
 if TYPE_CHECKING:
     from web3 import Web3
 
@@ -381,7 +421,7 @@ def read_attestations(
         "read attestations",
         lambda: w3.eth.get_logs(
             {"address": c.address, "fromBlock": from_block, "toBlock": "latest",
-             "topics": [_topic(w3, "Attested"), topic]}  # type: ignore[list-item]
+             "topics": [_topic(w3, "Attested"), topic]}
         ),
         retry,
     )

@@ -23,7 +23,7 @@ _ARTIFACT_NAME = "InferenceAnchor.json"
 
 def job_key(board_id: str, item_id: str) -> bytes:
     """The contract's job id: keccak256 of UTF-8 ``"<board_id>/<item_id>"``."""
-    from eth_utils import keccak
+    from eth_utils.crypto import keccak
 
     for name, value in (("board_id", board_id), ("item_id", item_id)):
         if not value or "/" in value:
@@ -33,7 +33,7 @@ def job_key(board_id: str, item_id: str) -> bytes:
 
 def batch_key(batch_id: str | bytes) -> bytes:
     """A batch id as bytes32: 32 bytes as given, or keccak256 of a UTF-8 name."""
-    from eth_utils import keccak
+    from eth_utils.crypto import keccak
 
     if isinstance(batch_id, bytes):
         if len(batch_id) != 32:
@@ -78,7 +78,7 @@ def load_artifact() -> dict[str, Any]:
 
 def contract_address(contract: str, op: str = "contract") -> str:
     """Checksummed form of a contract address, or a ChainError naming the bad value."""
-    from eth_utils import is_address, to_checksum_address
+    from eth_utils.address import is_address, to_checksum_address
 
     if not isinstance(contract, str) or not is_address(contract):
         raise ChainError(op, f"{contract!r} is not a contract address (0x + 40 hex digits)")
@@ -94,8 +94,8 @@ def _contract(w3: Web3, address: str | None = None) -> Any:
 
 def decode_revert(exc: BaseException) -> str:
     """A readable reason for a revert: custom error with arguments, Error(string), Panic, or the message."""
-    from eth_abi import decode
-    from eth_utils import keccak
+    from eth_abi.abi import decode
+    from eth_utils.crypto import keccak
 
     data = _revert_data(exc)
     if data is None or len(data) < 4:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from wl_infer.errors import CodecError
+from wl_infer.errors import CodecError as CodecError  # re-exported: the codec's error
 from wl_infer.plugins import backend_names
 
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")

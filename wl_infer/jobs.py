@@ -142,6 +142,7 @@ class RunResult:
     generation: Generation
     mutation: MutationResult
     claimed_here: bool
+    completion_id: str
 
 
 def load_job(item: Item) -> Job:
@@ -237,10 +238,11 @@ def blob_attachments(evidence: Evidence, raw: bytes | None) -> dict[str, bytes]:
 
 
 def submit_evidence(
-    board: Board, item_id: str, evidence: Evidence, attachments: dict[str, bytes], push: bool
+    board: Board, item_id: str, evidence: Evidence, attachments: dict[str, bytes], push: bool,
+    completion_id: str | None = None,
 ) -> MutationResult:
     """The submit step of a run: one `done` commit carrying the signed evidence (and its blob)."""
-    op = board.new_op("done", item_id, evidence=evidence.encode(), completion_id=new_completion_id())
+    op = board.new_op("done", item_id, evidence=evidence.encode(), completion_id=completion_id or new_completion_id())
     return board.mutate(op, attachments=attachments, push=push)
 
 
@@ -281,12 +283,13 @@ def run_item(
     notify("generated", {"id": item.id, "tokens": len(gen.tokens or []), "elapsed_s": gen.elapsed_s})
     evidence, attachments = build_evidence(board, item.id, job, gen)
     saved = _save_result(board, item.id, evidence, next(iter(attachments.values()), None))
+    completion_id = new_completion_id()
     try:
-        mutation = submit_evidence(board, item.id, evidence, attachments, push)
+        mutation = submit_evidence(board, item.id, evidence, attachments, push, completion_id)
     except BoardError as e:
         raise ResultKept(item.id, str(e), saved) from None
     saved.unlink(missing_ok=True)
-    return RunResult(item.id, job, evidence, gen, mutation, not skip_claim)
+    return RunResult(item.id, job, evidence, gen, mutation, not skip_claim, completion_id)
 
 
 def release(board: Board, item_id: str, push: bool) -> bool:

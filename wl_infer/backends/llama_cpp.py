@@ -64,7 +64,7 @@ def _import_llama() -> tuple[ModuleType, ModuleType]:
         raise BackendUnavailable("llama-cpp", INSTALL_HINT) from None
     if _log_callback is None:
 
-        @lib.llama_log_callback  # type: ignore[misc]
+        @lib.llama_log_callback  # type: ignore[untyped-decorator]
         def _collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
             if level in (2, 3):  # warn, error
                 _log_lines.append(text.decode("utf-8", "replace").strip())

@@ -37,7 +37,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._live: Any = None
 
-    def __call__(self, event: str, **data: Any) -> None:
+    def __call__(self, event: str, /, **data: Any) -> None:
         record = {"event": event, "at": _stamp(), **data}
         with self._lock:
             if self.live:

@@ -112,9 +112,9 @@ def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, t
         res = run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push)
     anchored = None
     if anchor:
-        from wl_infer.anchoring import anchor_item
+        from wl_infer.anchoring import anchor_result
 
-        anchored = anchor_item(board, res.item_id, push=not no_push)
+        anchored = anchor_result(board, res, push=not no_push)
     gen = res.generation
 
     def human() -> None:
