@@ -2,12 +2,9 @@
 
 Transactions are signed locally with an explicit nonce, chain id, fees and gas, then the same raw bytes are
 re-sent on transient RPC failures, so a retry after a dropped reply can only land the one transaction.
-``eth-tester://`` selects an in-process py-evm chain shared by the whole process (tests, demo). web3 and
-eth_account are imported inside functions so that ``wl --help`` never pays for them.
-
-Batches: a Merkle tree over arbitrary leaf bytes. A leaf node is ``keccak256(0x00 || leaf)``, an inner node
-``keccak256(0x01 || min(a, b) || max(a, b))`` (sorted pair, so a proof is just the sibling list), and an
-odd node at the end of a level is promoted unchanged. The prefixes keep leaves and inner nodes apart.
+``eth-tester://`` selects an in-process py-evm chain shared by the whole process (tests, demo). Without the
+`chain` extra, importing this module raises ChainUnavailable; web3 itself loads inside the functions.
+Batches are Merkle trees as wl_infer/merkle.py builds them.
 """
 
 from __future__ import annotations
@@ -18,11 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from wl_infer.chain_abi import (  # noqa: F401 - re-exported: callers use wl_infer.chain as the one entry point
-    _ARTIFACT_NAME,  # noqa: F401
     _contract,
     _is_revert,
-    _revert_data,
-    _show,
     artifact_path,
     batch_key,
     batch_leaf,
@@ -34,7 +28,7 @@ from wl_infer.chain_abi import (  # noqa: F401 - re-exported: callers use wl_inf
     load_artifact,
 )
 from wl_infer.errors import ChainUnavailable
-from wl_infer.merkle import _inner, _keccak, _leaf_node, merkle_tree, verify_proof  # noqa: F401 - re-exported
+from wl_infer.merkle import _inner, _leaf_node, merkle_tree, verify_proof  # noqa: F401 - re-exported
 from wl_infer.outcomes import Verdict
 from wl_infer.rpc import (  # noqa: F401 - re-exported: callers use wl_infer.chain as the one entry point
     DEFAULT_RETRY,
@@ -48,44 +42,14 @@ from wl_infer.rpc import (  # noqa: F401 - re-exported: callers use wl_infer.cha
 from wl_infer.text import error_line
 
 __all__ = [
-    "AnchorReceipt",
-    "AttestReceipt",
-    "BatchReceipt",
-    "ChainError",
-    "DEFAULT_RETRY",
-    "Deployment",
-    "OnChainAttestation",
-    "OnChainRecord",
-    "RetryPolicy",
-    "TESTER_URL",
-    "VERDICTS",
-    "VERDICT_NAMES",
-    "ZERO_ADDRESS",
-    "anchor",
-    "anchor_batch",
-    "artifact_path",
-    "attest",
-    "batch_key",
-    "batch_leaf",
-    "bytes32_to_hash",
-    "compare_with_board",
-    "connect",
-    "contract_address",
-    "decode_revert",
-    "deploy",
-    "hash_to_bytes32",
-    "is_transient",
-    "job_key",
-    "load_artifact",
-    "merkle_tree",
-    "read_anchor",
-    "read_attestations",
-    "read_root",
-    "require_chain_libraries",
-    "verify_proof",
-    "verify_proof_on_chain",
+    "AnchorReceipt", "AttestReceipt", "BatchReceipt", "ChainError", "DEFAULT_RETRY", "Deployment",
+    "OnChainAttestation", "OnChainRecord", "RetryPolicy", "TESTER_URL", "VERDICTS", "VERDICT_NAMES",
+    "ZERO_ADDRESS", "anchor", "anchor_batch", "artifact_path", "attest", "batch_key", "batch_leaf",
+    "bytes32_to_hash", "compare_with_board", "connect", "contract_address", "decode_revert", "deploy",
+    "hash_to_bytes32", "is_transient", "job_key", "load_artifact", "merkle_tree", "read_anchor",
+    "read_attestations", "read_root", "require_chain_libraries", "verify_proof", "verify_proof_on_chain",
     "with_retry",
-]
+]  # fmt: skip
 
 if TYPE_CHECKING:
     from web3 import Web3
