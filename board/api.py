@@ -11,137 +11,35 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from board.errors import (
-    AlreadyApplied as AlreadyApplied,
-)
-from board.errors import (
-    Ambiguous as Ambiguous,
-)
-from board.errors import (
-    BoardError as BoardError,
-)
-from board.errors import (
-    ConfigError as ConfigError,
-)
-from board.errors import (
-    Contention as Contention,
-)
-from board.errors import (
-    CorruptRecord as CorruptRecord,
-)
-from board.errors import (
-    InvalidId as InvalidId,
-)
-from board.errors import (
-    NotAllowed as NotAllowed,
-)
-from board.errors import (
-    NotFound as NotFound,
-)
-from board.errors import (
-    NotInitialised as NotInitialised,
-)
-from board.errors import (
-    NotRegistered as NotRegistered,
-)
-from board.errors import (
-    RemoteError as RemoteError,
-)
-from board.errors import (
-    RuleError as RuleError,
-)
-from board.errors import (
-    Unreachable as Unreachable,
-)
-from board.errors import (
-    UsageError as UsageError,
-)
-from board.errors import (
-    WrongStatus as WrongStatus,
+    AlreadyApplied,
+    Ambiguous,
+    BoardError,
+    ConfigError,
+    Contention,
+    CorruptRecord,
+    InvalidId,
+    NotAllowed,
+    NotFound,
+    NotInitialised,
+    NotRegistered,
+    RemoteError,
+    RuleError,
+    Unreachable,
+    UsageError,
+    WrongStatus,
 )
 
-if TYPE_CHECKING:
-    from board.home import (
-        Home as Home,
-    )
-    from board.home import (
-        default_home as default_home,
-    )
-    from board.ids import (
-        check_item_id as check_item_id,
-    )
-    from board.ids import (
-        fmt_time as fmt_time,
-    )
-    from board.ids import (
-        new_completion_id as new_completion_id,
-    )
-    from board.ids import (
-        new_item_id as new_item_id,
-    )
-    from board.ids import (
-        parse_time as parse_time,
-    )
-    from board.ids import (
-        utcnow as utcnow,
-    )
-    from board.keys import (
-        KeyFileError as KeyFileError,
-    )
-    from board.keys import (
-        load_private_key as load_private_key,
-    )
-    from board.layout import (
-        blob_path as blob_path,
-    )
-    from board.ops import (
-        DEFAULT_LEASE as DEFAULT_LEASE,
-    )
-    from board.ops import (
-        lease_expired as lease_expired,
-    )
-    from board.records import (
-        Completion as Completion,
-    )
-    from board.records import (
-        Item as Item,
-    )
-    from board.records import (
-        Rig as Rig,
-    )
+if TYPE_CHECKING:  # resolved lazily at run time, by __getattr__ below
+    from board.home import Home, default_home
+    from board.ids import check_item_id, fmt_time, new_completion_id, new_item_id, parse_time, utcnow
+    from board.keys import KeyFileError, load_private_key
+    from board.layout import blob_path
+    from board.ops import DEFAULT_LEASE, lease_expired
+    from board.records import Completion, Item, Rig
     from board.secp256k1 import N as SECP256K1_ORDER
-    from board.secp256k1 import (
-        SignatureError as SignatureError,
-    )
-    from board.secp256k1 import (
-        eip191_hash as eip191_hash,
-    )
-    from board.secp256k1 import (
-        recover as recover,
-    )
-    from board.secp256k1 import (
-        sign_hash as sign_hash,
-    )
-    from board.service import (
-        Board as Board,
-    )
-    from board.service import (
-        Kept as Kept,
-    )
-    from board.service import (
-        MutationResult as MutationResult,
-    )
-    from board.service import (
-        SyncReport as SyncReport,
-    )
-    from board.service import (
-        create_commons as create_commons,
-    )
-    from board.service import (
-        join as join,
-    )
-    from board.view import (
-        TreeView as TreeView,
-    )
+    from board.secp256k1 import SignatureError, eip191_hash, recover, sign_hash
+    from board.service import Board, Kept, MutationResult, SyncReport, create_commons, join
+    from board.view import TreeView
 
 # name -> (module, attribute): resolved on first access and cached in this module's namespace.
 _LAZY: dict[str, tuple[str, str]] = {

@@ -158,3 +158,14 @@ def test_the_base_path_loads_no_chain_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_board_api_declares_what_it_serves_and_loads_it_lazily() -> None:
+    code = (
+        "import sys, board.api as api\n"
+        "assert 'dulwich' not in sys.modules and 'board.service' not in sys.modules\n"
+        "missing = [n for n in api.__all__ if getattr(api, n, None) is None]\n"
+        "print(missing); sys.exit(1 if missing or 'board.service' not in sys.modules else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
