@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from board.api import BoardError, check_item_id, lease_expired, utcnow
+from board.api import BoardError
 from wl_infer.automation import Log
 from wl_infer.codec import Evidence
 from wl_infer.errors import CodecError
-from wl_infer.jobs import blob_attachments, results_dir, submit_evidence
 
 if TYPE_CHECKING:
     from board.api import Board
@@ -47,8 +46,13 @@ class SavedResults:
         self.kept: dict[str, float] = {}  # results generated here whose submission failed: id -> when to retry
         self.resubmitted = 0
 
+    def folder(self) -> Path:
+        from wl_infer.jobs import results_dir  # here: `wl infer --help` imports this module, not the board
+
+        return results_dir(self.board)
+
     def path(self, item_id: str) -> Path:
-        return results_dir(self.board) / f"{item_id}.json"
+        return self.folder() / f"{item_id}.json"
 
     def keep(self, item_id: str) -> None:
         """Submit this one again in KEPT_RETRY_S (its run generated it, but could not submit it)."""
@@ -71,7 +75,7 @@ class SavedResults:
 
         At start-up every saved result is taken; in the loop only those this process generated (`only`): a
         feeder's run sharing the home may be about to submit its own."""
-        folder = results_dir(self.board)
+        folder = self.folder()
         saved = sorted(folder.glob("*.json")) if folder.is_dir() else []
         if only is not None:
             saved = [p for p in saved if p.stem in only]
@@ -84,6 +88,9 @@ class SavedResults:
             self._resubmit(path)
 
     def _resubmit(self, path: Path) -> None:
+        from board.api import check_item_id, lease_expired, utcnow
+        from wl_infer.jobs import blob_attachments, submit_evidence
+
         try:
             record = orjson.loads(path.read_bytes())
             item_id = check_item_id(str(record["item_id"]))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from wl_infer.automation import MAX_LEASE_S, Filters, StopSignals, resolve_lease
-from wl_infer.commands.events import EventLog, wants_live
+from wl_infer.automation import MAX_LEASE_S
 from wl_infer.commands.params import BackendChoice
-from wl_infer.feeder import Feeder, FeedOptions, parse_template
+
+if TYPE_CHECKING:
+    from wl_infer.feeder import Feeder
 
 
 @click.command("feed")
@@ -31,6 +32,10 @@ def feed(obj: Any, slots: int, command: str | None, poll: float, once: bool, max
 
     SIGINT/SIGTERM stop the runs and release their claims; a second signal exits at once.
     """
+    from wl_infer.automation import Filters, StopSignals, resolve_lease
+    from wl_infer.commands.events import EventLog, wants_live
+    from wl_infer.feeder import Feeder, FeedOptions, parse_template
+
     board = obj.board()
     opts = FeedOptions(
         template=parse_template(command), slots=slots, filters=Filters(backend, model), once=once,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from wl_infer.automation import MAX_LEASE_S, Filters, StopSignals, resolve_lease
-from wl_infer.commands.events import EventLog, wants_live
+from wl_infer.automation import MAX_LEASE_S
 from wl_infer.commands.params import BackendChoice
-from wl_infer.worker import Worker, WorkerOptions
+
+if TYPE_CHECKING:
+    from wl_infer.worker import Worker
 
 
 @click.command("worker")
@@ -29,8 +30,11 @@ def worker(obj: Any, backend: str | None, model: str | None, once: bool, max_job
 
     SIGINT/SIGTERM abandon the current job and release its claim; a second signal exits at once.
     """
+    from wl_infer.automation import Filters, StopSignals, resolve_lease
+    from wl_infer.commands.events import EventLog, wants_live
     from wl_infer.jobs import BackendPool
     from wl_infer.settings import backend_config
+    from wl_infer.worker import Worker, WorkerOptions
 
     board = obj.board()
     opts = WorkerOptions(
