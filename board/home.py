@@ -28,6 +28,12 @@ CONFIG_KEYS = {
     "rpc_url": str,
     "contract": str,
     "model": str,
+    # wl_infer's per-job limits (issue 10; wl_infer/limits.py): 0 means no limit
+    "limit_ctx": int,
+    "limit_tokens": int,
+    "limit_seconds": int,
+    "limit_output_bytes": int,
+    "limit_memory_mb": int,
 }
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
 

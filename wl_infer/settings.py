@@ -19,6 +19,8 @@ def backend_config(home: Path, config: dict[str, Any], **flags: Any) -> BackendC
             return os.environ[env]
         return config.get(key)
 
+    from wl_infer.limits import resolve_limits  # issue 10: the operator's limits travel with the config
+
     threads = flags.get("threads")
     return BackendConfig(
         home=home,
@@ -26,6 +28,7 @@ def backend_config(home: Path, config: dict[str, Any], **flags: Any) -> BackendC
         openai_base_url=pick("openai_base_url", "WL_OPENAI_BASE_URL", "openai_base_url"),
         timeout=float(flags.get("timeout") or config.get("timeout") or 300.0),
         threads=int(threads) if threads else None,
+        extra={"limits": resolve_limits(config, **flags)},
     )
 
 

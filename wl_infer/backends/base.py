@@ -117,6 +117,9 @@ class Backend:
 
     def check_digest(self, job: Job) -> ModelInfo:
         """Resolve the job's model and refuse weights that differ from the pinned digest."""
+        from wl_infer.limits import check_model_name  # issue 10: a job names a model, never a path
+
+        check_model_name(self.name, job.model)
         info = self.resolve(job.model)
         if job.model_digest and info.digest != job.model_digest:
             raise DigestMismatch(self.name, job.model, job.model_digest, info.digest)

@@ -37,6 +37,7 @@ from wl_infer.backends.base import (
     ScoreResult,
 )
 from wl_infer.codec import Job
+from wl_infer.limits import checkpoint
 
 DEFAULT_N_CTX = 2048
 DEFAULT_N_BATCH = 512
@@ -445,6 +446,7 @@ class LlamaCppBackend(Backend):
 
     def generate(self, job: Job) -> Generation:
         info = self.check_digest(job)
+        _fits(self, job, info)  # issue 10: limits checked before any context is allocated
         started = time.perf_counter()
         with self._lock:
             engine = self._engine(self._settings(job, info))
@@ -477,6 +479,7 @@ class LlamaCppBackend(Backend):
         engine.reset()
         step = engine.capacity
         for start in range(0, len(prompt), step):
+            checkpoint()  # issue 10: the job's deadline, or an interrupted run
             chunk = prompt[start : start + step]
             last = start + len(chunk) == len(prompt)
             engine.decode(chunk, start, [last and i == len(chunk) - 1 for i in range(len(chunk))])
@@ -494,12 +497,14 @@ class LlamaCppBackend(Backend):
             out.append(token)
             if len(out) >= limit:
                 return out, "length"
+            checkpoint()  # issue 10: the job's deadline, or an interrupted run
             engine.decode([token], len(prompt) + len(out) - 1, [True])
 
     # prefill verification ------------------------------------------------------------------------------
 
     def score(self, job: Job, tokens: list[int], output: str) -> ScoreResult:
         info = self.check_digest(job)
+        _fits(self, job, info)  # issue 10
         started = time.perf_counter()
         with self._lock:
             engine = self._engine(self._settings(job, info))
@@ -614,6 +619,14 @@ class LlamaCppBackend(Backend):
                 next_row = logits[n - row].copy()
             row += produced
         return argmax, top, claimed, next_row
+
+
+def _fits(backend: LlamaCppBackend, job: Job, info: ModelInfo) -> None:
+    """Issue 10 hook: refuse a job that cannot fit (trained context, memory, tokens) before allocating."""
+    from wl_infer.limits import limits_of
+    from wl_infer.preflight import fit_llama
+
+    fit_llama(backend, job, info, limits_of(backend.config))
 
 
 def _meta(lib: ModuleType, model: Any, key: str) -> str | None:

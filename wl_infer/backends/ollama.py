@@ -72,7 +72,10 @@ class OllamaBackend(Backend):
                 raise BackendUnavailable(
                     self.name, "the ollama client is not installed (pip install ollama)"
                 ) from None
-            self._client = ollama.Client(host=self.host, timeout=self.config.timeout)
+            # issue 10: the reply is capped and held to the job's deadline while it is read
+            from wl_infer.bounded_http import bounded_transport
+
+            self._client = ollama.Client(host=self.host, timeout=self.config.timeout, transport=bounded_transport(self.config))
         return self._client
 
     def _unreachable(self) -> BackendUnavailable:
