@@ -38,6 +38,7 @@ from wl_infer.automation import (
     runnable_items,
     wants_live,
 )
+from wl_infer.limits import Limits, job_refusal, limit_argv, limit_options, resolve_limits
 
 if TYPE_CHECKING:
     from board.service import Board
@@ -86,6 +87,7 @@ class FeedOptions:
     lease_s: int = 1800
     idle_exit_s: float | None = None
     push: bool = True
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -195,6 +197,12 @@ class Feeder:
                 self.log("skipped", id=item.id, reason=job)
                 continue
             if not self.opts.filters.admit(job):
+                continue
+            refused = job_refusal(job, self.opts.limits)  # issue 10: what the job alone decides, before claiming
+            if refused is not None:
+                self.seen.add(item.id)
+                self.stats.skipped += 1
+                self.log("skipped", id=item.id, reason=refused)
                 continue
             res, retries = claim_item(self.board, item.id, self.opts.lease_s, self.opts.push, self.log)
             self.stats.claim_retries += retries
@@ -315,17 +323,22 @@ def _output_hash(text: bytes) -> str | None:
 @click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once nothing has run or been found for this many seconds.")
 @click.option("--backend", type=BACKENDS, default=None, help="Only dispatch jobs for this backend.")
 @click.option("--model", default=None, help="Only dispatch jobs for this model.")
+@limit_options
 @click.pass_obj
 def feed(obj: Any, slots: int, command: str | None, poll: float, once: bool, max_jobs: int | None,
          lease: int | None, lease_s: int | None, idle_exit: float | None, backend: str | None,
-         model: str | None) -> None:  # fmt: skip
+         model: str | None, **limit_flags: Any) -> None:  # fmt: skip
     """Claim open inference items under this rig's handle and start a run for each, N at a time.
 
     SIGINT/SIGTERM stop the runs and release their claims; a second signal exits at once.
     """
     board = obj.board()
+    template = parse_template(command)
+    if command is None:  # our own runs get the limits given here (a custom --command sets its own)
+        template += limit_argv(limit_flags)
     opts = FeedOptions(
-        template=parse_template(command), slots=slots, filters=Filters(backend, model), once=once,
+        limits=resolve_limits(board.config, **limit_flags),
+        template=template, slots=slots, filters=Filters(backend, model), once=once,
         max_jobs=max_jobs, poll_s=poll, lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
     )  # fmt: skip
     holder: list[Feeder] = []

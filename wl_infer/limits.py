@@ -86,13 +86,14 @@ class Limits:
             return None
         return self.max_output_bytes * JSON_ESCAPE_FACTOR + REPLY_OVERHEAD
 
-    def as_flags(self) -> list[str]:
-        """The `--limit-*` flags that reproduce these limits (for the feeder's child runs)."""
-        out: list[str] = []
-        for key, (attr, _) in CONFIG_KEYS.items():
-            value = getattr(self, attr)
-            out += [f"--{key.replace('_', '-')}", "0" if value is None else f"{value:g}" if isinstance(value, float) else str(value)]
-        return out
+
+def limit_argv(flags: dict[str, Any]) -> list[str]:
+    """The `--limit-*` arguments that pass the given flags on (the feeder's child runs)."""
+    out: list[str] = []
+    for key in CONFIG_KEYS:
+        if flags.get(key) is not None:
+            out += [f"--{key.replace('_', '-')}", f"{flags[key]:g}" if isinstance(flags[key], float) else str(flags[key])]
+    return out
 
 
 def resolve_limits(config: dict[str, Any], **flags: Any) -> Limits:
@@ -162,6 +163,15 @@ def check_job(job: Any, limits: Limits) -> None:
         raise JobRefused("its context is larger than this worker allows", limits.max_ctx, n_ctx)
     if limits.max_tokens is not None and job.max_tokens > limits.max_tokens:
         raise JobRefused("max_tokens is larger than this worker allows", limits.max_tokens, job.max_tokens)
+
+
+def job_refusal(job: Any, limits: Limits) -> str | None:
+    """Why this worker refuses the job on its own terms (None: it may claim it)."""
+    try:
+        check_job(job, limits)
+    except JobRefused as e:
+        return str(e)
+    return None
 
 
 # --- bounds of the running job ---------------------------------------------------------------------------------

@@ -38,15 +38,28 @@ def preflight(board: Board, job: Job, pool: BackendPool, limits: Limits | None =
     check_job(job, limits)
     backend = pool.get(job.backend)
     info = backend.check_digest(job)  # installed, reachable, model present, weights as pinned
-    fit(backend, job, info, limits)
+    fit(backend, job, limits, info)
 
 
-def fit(backend: Backend, job: Job, info: ModelInfo, limits: Limits) -> None:
+def fit(backend: Backend, job: Job, limits: Limits, info: ModelInfo | None = None) -> None:
     """The checks that need the model's own facts (llama-cpp: its GGUF header and vocabulary)."""
     if backend.name == "llama-cpp":
-        fit_llama(backend, job, info, limits)
+        fit_llama(backend, job, info or backend.resolve(job.model), limits)
     elif backend.name == "ollama":
         fit_ollama(backend, job, limits)
+
+
+def refusal(job: Job, pool: BackendPool) -> str | None:
+    """Why this worker never runs the job (None: it fits); for a worker choosing what to claim."""
+    from wl_infer.backends import BackendError
+
+    limits = limits_of(pool.config)
+    try:
+        check_job(job, limits)
+        fit(pool.get(job.backend), job, limits)
+    except BackendError as e:  # a limit, or options the job gets wrong: the job alone decides, so for good
+        return str(e)
+    return None
 
 
 def fit_llama(backend: Any, job: Job, info: ModelInfo, limits: Limits) -> None:

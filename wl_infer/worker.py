@@ -37,6 +37,8 @@ from wl_infer.automation import (
     runnable_items,
     wants_live,
 )
+from wl_infer.limits import limit_options
+from wl_infer.preflight import check_key, refusal
 
 if TYPE_CHECKING:
     from board.records import Item
@@ -199,6 +201,7 @@ class Worker:
             from board.errors import NotRegistered
 
             raise NotRegistered(self.me)
+        check_key(self.board)  # issue 10: a key that cannot sign fails now, not after generating
         self.log("started", rig=self.me, pid=os.getpid(), backend=self.opts.filters.backend,
                  model=self.opts.filters.model, lease_seconds=self.opts.lease_s, poll=self.opts.poll_s)  # fmt: skip
         self.resubmit_saved()
@@ -254,6 +257,9 @@ class Worker:
             problem = self.models.problem(job)
             if problem is not None:
                 self._skip(item.id, problem, permanent=False)
+                continue
+            if (refused := refusal(job, self.pool)) is not None:  # issue 10: limits before the claim, for good
+                self._skip(item.id, refused, permanent=True)
                 continue
             if not self.claim(item):
                 continue
@@ -455,9 +461,10 @@ class Worker:
 @click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
 @click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once no job has been found for this many seconds.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
+@limit_options
 @click.pass_obj
 def worker(obj: Any, backend: str | None, model: str | None, once: bool, max_jobs: int | None, poll: float,
-           lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None) -> None:  # fmt: skip
+           lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None, **limits: Any) -> None:  # fmt: skip
     """Claim → run → submit open inference jobs until stopped, keeping the model loaded.
 
     SIGINT/SIGTERM abandon the current job and release its claim; a second signal exits at once.
@@ -470,7 +477,7 @@ def worker(obj: Any, backend: str | None, model: str | None, once: bool, max_job
         filters=Filters(backend, model), once=once, max_jobs=max_jobs, poll_s=poll,
         lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
     )  # fmt: skip
-    pool = BackendPool(backend_config(board.home.path, board.config, threads=threads))
+    pool = BackendPool(backend_config(board.home.path, board.config, threads=threads, **limits))
     holder: list[Worker] = []
 
     def left() -> str:
