@@ -91,6 +91,17 @@ def test_a_token_budget_above_the_cap_is_refused_with_limit_and_value() -> None:
                               f"(limit 4096, job {2**63 - 1})")  # fmt: skip
 
 
+def test_the_operator_sets_limits_with_wl_config(rigs: Rigs) -> None:
+    iid = post_raw(rigs, {"max_tokens": 64})
+    assert rigs.wl("bob", "config", "set", "limit_tokens", "16").exit_code == 0
+    res = rigs.wl("bob", "infer", "run", iid)
+    assert res.exit_code == 1
+    assert res.stderr == "wl: error: limits: job refused: max_tokens is larger than this worker allows (limit 16, job 64)\n"
+    res = rigs.wl("bob", "infer", "run", iid, "--limit-tokens", "8")  # a flag beats the config
+    assert "(limit 8, job 64)" in res.stderr
+    assert rigs.item("alice", iid).status == "open"
+
+
 # --- before the claim, on real `wl infer run` processes ---------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_a_context_beyond_the_trained_one_is_refused_before_the_claim(rigs: Rigs) -> None:
@@ -100,8 +111,8 @@ def test_a_context_beyond_the_trained_one_is_refused_before_the_claim(rigs: Rigs
     took = time.monotonic() - started
     assert code == 1, err
     assert err.strip().splitlines() == [
-        "wl: error: limits: job refused: options.n_ctx is larger than gemma3:270m's trained context "
-        "(gemma3.context_length) (limit 32768, job 1048576)"
+        "wl: error: limits: job refused: options.n_ctx is larger than gemma3:270m's trained context, "
+        "gemma3.context_length (limit 32768, job 1048576)"
     ]
     assert rigs.item("alice", iid).status == "open"  # never claimed: the next worker is not held up either
     assert took < 30  # (timing is measured properly by tests/benchmarks/bench_bounds.py)

@@ -93,6 +93,8 @@ class RunGuard:
         head = f"interrupted by {name}"
         if finished and "result" in box:
             return f"{head} after the result for {self.item} was submitted"
+        if self._submitting:  # generated: the result is saved and its claim kept for a later submission
+            return f"{head} while submitting the result for {self.item}: {box.get('error') or 'still going'}"
         if not self.claimed:
             return f"{head} before {self.item} was claimed; nothing was claimed"
         if self.skip_claim:

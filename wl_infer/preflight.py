@@ -72,8 +72,8 @@ def fit_llama(backend: Any, job: Job, info: ModelInfo, limits: Limits) -> None:
     facts = read_facts(settings.path)
     trained = facts.context_length
     if trained is not None and n_ctx > trained:
-        raise JobRefused(f"options.n_ctx is larger than {job.model}'s trained context "
-                         f"({facts.architecture}.context_length)", trained, n_ctx)  # fmt: skip
+        raise JobRefused(f"options.n_ctx is larger than {job.model}'s trained context, "
+                         f"{facts.architecture}.context_length", trained, n_ctx)  # fmt: skip
     per_token = facts.kv_bytes_per_token()
     if limits.max_memory_mb is not None and per_token is not None:
         need = (facts.file_size + n_ctx * per_token) // MIB + 1
