@@ -2,7 +2,8 @@
 
 Bound to 127.0.0.1 on an ephemeral port, like tests/fake_servers.py, but written at the socket level so a reply
 can be as hostile as a real attacker's: `drip` sends a valid reply one byte every 2 s, `flood` answers an
-8-token job with 200 MB (chunked, no Content-Length, so only a reader that counts can stop it), `invalid`
+8-token job with 200 MB (chunked, no Content-Length, so only a reader that counts can stop it), `drip-headers`
+drips its response headers instead (which no body reader sees), `invalid`
 answers generation with bytes that are not JSON, and `digest` reports weights other than the job pinned.
 Listing (`/api/tags`, `/v1/models`) always answers honestly so the backend gets as far as generation. Every
 reply is bounded: the server stops writing when the client goes away or the server is stopped, and counts
@@ -56,6 +57,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if s.mode == "drip":
                 self._drip()
+            elif s.mode == "drip-headers":
+                self._drip_headers()
             elif s.mode == "flood":
                 self._flood()
             elif s.mode == "invalid":
@@ -86,6 +89,15 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.stopping.wait(DRIP_EVERY_S):
                 return
             self.wfile.write(body[i : i + 1])
+            self.wfile.flush()
+            self.server.sent += 1
+
+    def _drip_headers(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"X-Padding: " + b"p" * 4000 + b"\r\n"
+        for i in range(len(head)):
+            if self.server.stopping.wait(DRIP_EVERY_S):
+                return
+            self.wfile.write(head[i : i + 1])
             self.wfile.flush()
             self.server.sent += 1
 
@@ -121,7 +133,7 @@ class HostileServer:
     """One hostile server in a background thread; a context manager, so it always stops."""
 
     def __init__(self, mode: str, model: str = "tiny:1b", digest: str = "ab" * 32) -> None:
-        assert mode in ("drip", "flood", "invalid", "digest", "honest")
+        assert mode in ("drip", "drip-headers", "flood", "invalid", "digest", "honest")
         self.mode, self.model, self.digest = mode, model, digest
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -55,9 +55,10 @@ def run_process(rigs: Rigs, server: HostileServer, iid: str, *flags: str) -> tup
 
 
 @pytest.mark.timeout(60)
-def test_a_dripping_server_is_cut_off_at_the_job_deadline(rigs: Rigs) -> None:
+@pytest.mark.parametrize("mode", ["drip", "drip-headers"])
+def test_a_dripping_server_is_cut_off_at_the_job_deadline(rigs: Rigs, mode: str) -> None:
     iid = post_job(rigs)
-    with HostileServer("drip", MODEL, DIGEST.removeprefix("sha256:")) as server:
+    with HostileServer(mode, MODEL, DIGEST.removeprefix("sha256:")) as server:
         code, err, took, _ = run_process(rigs, server, iid, "--limit-seconds", "5")
     assert code == 1
     assert err.strip().splitlines() == [

@@ -9,14 +9,72 @@ replies are not asked for (and refused when sent anyway), so the cap counts the 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpcore
 import httpx
 
 from wl_infer import limits as _limits
 from wl_infer.limits import JobStopped, Limits
+
+_now = threading.local()  # the deadline of the request this thread is sending or reading, for the socket reads
+
+
+def _socket_timeout(timeout: float | None) -> float | None:
+    """A socket read or write may wait at most until the request's deadline (headers included, not only the body)."""
+    deadline = getattr(_now, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _past_deadline()
+    return left if timeout is None else min(timeout, left)
+
+
+def _past_deadline() -> JobStopped:
+    return JobStopped("the server's reply ran past the job's wall-clock deadline", getattr(_now, "deadline_s", None))
+
+
+class _DeadlineSocket(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self.inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.inner.read(max_bytes, _socket_timeout(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, _socket_timeout(timeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:  # fmt: skip
+        return _DeadlineSocket(self.inner.start_tls(ssl_context, server_hostname, _socket_timeout(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's own socket backend, each connection's reads and writes bounded by the request's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self.inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:  # fmt: skip
+        return _DeadlineSocket(self.inner.connect_tcp(host, port, _socket_timeout(timeout), local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:  # fmt: skip
+        return _DeadlineSocket(self.inner.connect_unix_socket(path, _socket_timeout(timeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
 
 
 class _BoundedStream(httpx.SyncByteStream):
@@ -26,7 +84,14 @@ class _BoundedStream(httpx.SyncByteStream):
         self.read = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.inner:
+        _now.deadline, _now.deadline_s = self.deadline, self.limits.deadline_s
+        try:
+            yield from self._chunks()
+        finally:
+            _now.deadline = None
+
+    def _chunks(self) -> Iterator[bytes]:
+        for chunk in _timeouts_at_deadline(self.inner, self.deadline):
             self.read += len(chunk)
             if self.cap is not None and self.read > self.cap:
                 raise JobStopped("the server's reply is larger than this worker reads", self.cap)
@@ -48,6 +113,9 @@ class BoundedTransport(httpx.BaseTransport):
     def __init__(self, limits: Limits, **kwargs: Any) -> None:
         self.limits = limits
         self.inner = httpx.HTTPTransport(**kwargs)
+        pool = getattr(self.inner, "_pool", None)  # httpx keeps httpcore's pool here; without it, body checks only
+        if pool is not None and isinstance(getattr(pool, "_network_backend", None), httpcore.NetworkBackend):
+            pool._network_backend = _DeadlineBackend(pool._network_backend)
 
     def _deadline(self, bounds: _limits.JobBounds | None) -> float | None:
         if bounds is not None and bounds.deadline is not None:
@@ -67,7 +135,15 @@ class BoundedTransport(httpx.BaseTransport):
             timeouts = dict(request.extensions.get("timeout") or {})
             request.extensions["timeout"] = {k: left if v is None else min(v, left)
                                              for k, v in {**dict.fromkeys(("connect", "read", "write", "pool")), **timeouts}.items()}  # fmt: skip
-        response = self.inner.handle_request(request)
+        _now.deadline, _now.deadline_s = deadline, self.limits.deadline_s
+        try:
+            response = self.inner.handle_request(request)
+        except httpx.TimeoutException:
+            if deadline is not None and time.monotonic() >= deadline - 0.01:
+                raise _past_deadline() from None
+            raise
+        finally:
+            _now.deadline = None
         cap = self.limits.reply_cap()
         try:
             encoding = response.headers.get("content-encoding", "identity").strip().lower()
@@ -88,6 +164,16 @@ class BoundedTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _timeouts_at_deadline(chunks: Any, deadline: float | None) -> Iterator[bytes]:
+    """The body's chunks; a read timing out at the deadline is the deadline's doing, and says so."""
+    try:
+        yield from chunks
+    except httpx.TimeoutException:
+        if deadline is not None and time.monotonic() >= deadline - 0.01:
+            raise _past_deadline() from None
+        raise
 
 
 def bounded_transport(config: Any) -> BoundedTransport:
