@@ -142,7 +142,9 @@ def test_a_path_model_is_refused_before_the_claim(rigs: Rigs, tmp_path: Path) ->
 
     weights = resolve_gguf(MODEL, None).path
     assert weights is not None
-    iid = post_raw(rigs, {"model": weights})
+    res = rigs.wl("alice", "infer", "post", "--prompt", "x", "--model", weights, "--backend", "llama-cpp")
+    assert res.exit_code == 1 and "is a path" in res.stderr  # `wl infer post` does not write one
+    iid = post_raw(rigs, {"model": weights})  # but anyone can write the item by hand
     res = rigs.wl("bob", "infer", "run", iid)
     assert res.exit_code == 1
     assert res.stderr.strip() == f"wl: error: limits: job refused: model {weights!r} is a path; jobs must name a registered model or tag"

@@ -115,6 +115,9 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
 
 
 def post_job(board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None) -> PostResult:
+    from wl_infer.limits import check_model_name  # issue 10: no worker runs a job that names a file
+
+    check_model_name(job.backend, job.model)
     job, warnings = pin_digest(job, pool)
     title = job_title(job.prompt)
     item_id = new_item_id(title, utcnow())

@@ -64,8 +64,15 @@ def refusal(job: Job, pool: BackendPool) -> str | None:
 
 def fit_llama(backend: Any, job: Job, info: ModelInfo, limits: Limits) -> None:
     """Trained context, memory estimate and token budget, from the GGUF header and a vocabulary-only load."""
+    import importlib.util
+
+    from wl_infer.backends.llama_cpp import INSTALL_HINT
     from wl_infer.gguf_meta import read_facts
 
+    if importlib.util.find_spec("llama_cpp") is None:  # installed? (without paying for the import)
+        from wl_infer.backends import BackendUnavailable
+
+        raise BackendUnavailable("llama-cpp", INSTALL_HINT)
     check_job(job, limits)
     settings = backend._settings(job, info)  # validates the job's options (one-line error when bad)
     n_ctx = settings.n_ctx
