@@ -85,19 +85,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.flush()
-        for i in range(len(body)):
-            if self.server.stopping.wait(DRIP_EVERY_S):
-                return
-            self.wfile.write(body[i : i + 1])
-            self.wfile.flush()
-            self.server.sent += 1
+        self._one_byte_at_a_time(body)
 
     def _drip_headers(self) -> None:
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"X-Padding: " + b"p" * 4000 + b"\r\n"
-        for i in range(len(head)):
+        self._one_byte_at_a_time(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"p" * 4000)
+
+    def _one_byte_at_a_time(self, data: bytes) -> None:
+        for i in range(len(data)):
             if self.server.stopping.wait(DRIP_EVERY_S):
                 return
-            self.wfile.write(head[i : i + 1])
+            self.wfile.write(data[i : i + 1])
             self.wfile.flush()
             self.server.sent += 1
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from hostile_servers import FLOOD_BYTES, HostileServer
-from infer_helpers import Rigs, make_rigs
+from infer_helpers import Rigs, make_rigs, wait_with_peak_rss
 from remotes import WL
 
 MODEL = "tiny:1b"
@@ -43,15 +43,12 @@ def run_process(rigs: Rigs, server: HostileServer, iid: str, *flags: str) -> tup
     started = time.monotonic()
     proc = subprocess.Popen([WL, "--home", str(rigs.home("bob")), "infer", "run", iid, *flags],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
-    assert proc.stderr is not None
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except BaseException:
+        code, peak = wait_with_peak_rss(proc)
+    finally:
         proc.kill()
-        raise
-    err = proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, time.monotonic() - started, usage.ru_maxrss
+    assert proc.stderr is not None
+    return code, proc.stderr.read(), time.monotonic() - started, peak
 
 
 @pytest.mark.timeout(60)

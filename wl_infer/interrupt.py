@@ -9,6 +9,7 @@ signal exits at once (automation.StopSignals).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -84,7 +85,11 @@ class RunGuard:
                 raise box["error"]
             result: T = box["result"]
             return result
-        raise Interrupted(signum, self._describe(signum, finished, box, release))
+        message = self._describe(signum, finished, box, release)
+        if not finished:  # the engine may still be inside a call: closing it under the thread is unsafe
+            os.write(2, f"wl: {message}\n".encode())
+            os._exit(128 + signum)
+        raise Interrupted(signum, message)
 
     def _describe(self, signum: int, finished: bool, box: dict[str, Any], release: Callable[[], bool]) -> str:
         from wl_infer.jobs import RunFailed

@@ -108,7 +108,9 @@ def resolve_limits(config: dict[str, Any], **flags: Any) -> Limits:
         try:
             number = kind(raw)
         except (TypeError, ValueError):
-            raise BackendError("limits", f"config key {key} must be a number, not {raw!r}") from None
+            from board.errors import ConfigError
+
+            raise ConfigError(f"config key {key} must be a number, not {raw!r}") from None
         values[attr] = number if number > 0 else None
     return Limits(**values)
 

@@ -4,7 +4,7 @@
 
 Each measurement is a fresh `wl infer run` process (wall clock, interpreter start included) on a local board,
 for a job asking `options.n_ctx` = 1<<20 on gemma3:270m (trained context 32,768): refused from the GGUF header
-before the claim, with nothing allocated. Peak RSS (wait4's ru_maxrss) is shown beside that of `wl --help` and
+before the claim, with nothing allocated. Peak RSS (the child's VmHWM, polled every 5 ms) is shown beside that of `wl --help` and
 of a run that really loads the model and generates 8 tokens, so "nothing allocated" can be read off.
 """
 
@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from infer_helpers import wait_with_peak_rss  # noqa: E402
 
 
 def wl(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -33,10 +35,8 @@ def measured(home: Path, *args: str) -> tuple[float, int, int]:
     env = dict(os.environ, WL_HOME=str(home))
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(BIN / "wl"), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    took = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return took, usage.ru_maxrss // 1024, proc.returncode
+    code, peak_kib = wait_with_peak_rss(proc, poll_s=0.005)
+    return time.perf_counter() - t0, peak_kib // 1024, code
 
 
 def post(home: Path, options: dict[str, object], max_tokens: int = 0) -> str:
