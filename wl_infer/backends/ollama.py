@@ -123,12 +123,15 @@ class OllamaBackend(Backend):
 
             self._version_known = True
             try:
-                with httpx.Client(base_url=self.host, timeout=min(self.config.timeout, 5.0)) as c:
+                from wl_infer.bounded_http import bounded_transport  # issue 10: a flood here is capped too
+
+                with httpx.Client(base_url=self.host, timeout=min(self.config.timeout, 5.0),
+                                  transport=bounded_transport(self.config)) as c:
                     reply = c.get("/api/version")
                     if reply.status_code == 200:
                         value = reply.json().get("version")
                         self._version = value if isinstance(value, str) else None
-            except (httpx.HTTPError, ValueError, AttributeError):
+            except (httpx.HTTPError, ValueError, AttributeError, BackendError):
                 self._version = None
         return self._version
 
