@@ -103,6 +103,7 @@ def test_description_that_is_not_json_is_refused(rigs: Rigs) -> None:
 def test_backend_failure_puts_the_item_back_to_open(rigs: Rigs, ollama: FakeOllama) -> None:
     iid = post(rigs, "alice", "--prompt", "x", "--model", MODEL)
     ollama.state.fail_status = 500
+    ollama.state.fail_paths = ("/api/generate",)  # listing works, so pre-flight passes and the claim is made
     res = rigs.wl("bob", "infer", "run", iid)
     assert res.exit_code == 1
     assert "released" in res.stderr and "Traceback" not in res.output

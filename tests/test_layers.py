@@ -21,7 +21,7 @@ OVER_LIMIT_FOR_NOW = {"wl_infer.backends.llama_cpp"}
 
 BOARD_FLOORS: dict[str, int] = {
     # 0: no board imports
-    "board": 0, "board.errors": 0, "board.secp256k1": 0, "board.store": 0,
+    "board": 0, "board.errors": 0, "board.secp256k1": 0, "board.store": 0, "board.text": 0,
     # 1: ids, home, keys
     "board.ids": 1, "board.home": 1, "board.keys": 1,
     # 2: records and paths, the remote
@@ -47,17 +47,19 @@ INFER_FLOORS: dict[str, int] = {
     "wl_infer.backends.base": 2, "wl_infer.backends._http": 2,
     # 3: the registry, the GGUF model cache
     "wl_infer.backends": 3, "wl_infer.backends.gguf": 3,
+    # 2: a job's limits, GGUF header facts, bounded HTTP replies (what every engine is held to)
+    "wl_infer.limits": 2, "wl_infer.gguf_meta": 2, "wl_infer.bounded_http": 2,
     # 4: the engines
     "wl_infer.backends.llama_cpp": 4, "wl_infer.backends.ollama": 4, "wl_infer.backends.openai": 4,
-    "wl_infer.backends.vllm": 4,
+    "wl_infer.backends.vllm": 4, "wl_infer.backends.llama_fit": 4,
     # 5: settings, the model catalogue, the chain library
     "wl_infer.settings": 5, "wl_infer.catalog": 5, "wl_infer.rpc": 5, "wl_infer.chain_abi": 5, "wl_infer.chain": 5,
     # 6: posting and running jobs, anchoring
-    "wl_infer.jobs": 6, "wl_infer.anchoring": 6,
+    "wl_infer.jobs": 6, "wl_infer.anchoring": 6, "wl_infer.preflight": 6,
     # 7: verifying, the canary, what loops share
     "wl_infer.verify": 7, "wl_infer.canary": 7, "wl_infer.automation": 7,
     # 8: audits, the feeder, a worker's pieces
-    "wl_infer.audit": 8, "wl_infer.feeder": 8, "wl_infer.jobrun": 8, "wl_infer.saved": 8,
+    "wl_infer.audit": 8, "wl_infer.feeder": 8, "wl_infer.interrupt": 8, "wl_infer.jobrun": 8, "wl_infer.saved": 8,
     # 9: the worker
     "wl_infer.worker": 9,
     # 10: the command line (the only place for click, rich and board.cli)

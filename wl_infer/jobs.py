@@ -117,6 +117,9 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
 
 
 def post_job(board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None) -> PostResult:
+    from wl_infer.limits import check_model_name  # issue 10: no worker runs a job that names a file
+
+    check_model_name(job.backend, job.model)
     job, warnings = pin_digest(job, pool)
     title = job_title(job.prompt)
     item_id = new_item_id(title, utcnow())
@@ -255,8 +258,14 @@ def run_item(
     push: bool = True,
     lease_seconds: int | None = None,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunResult:
-    """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item."""
+    """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item.
+
+    Pre-flight (key, limits, backend, model) runs before the claim; `cancel` stops the generation (a signal)."""
+    from wl_infer import limits as bounds  # issue 10: pre-flight, deadline, cancel
+    from wl_infer.preflight import preflight
+
     notify = on_event or (lambda event, data: None)
     item = _fresh_item(board, prefix)
     job = load_job(item)
@@ -267,14 +276,25 @@ def run_item(
             raise WrongStatus(item.id, item.status, "claimed", "--skip-claim runs only items already claimed for this rig")
         if item.claimed_by != me:
             raise RuleError(f"wanted item {item.id} is claimed by {item.claimed_by}, not by this rig ({me})")
-    else:
+    limits = bounds.limits_of(pool.config)
+    try:
+        preflight(board, job, pool, limits)
+    except BackendError as e:
+        if skip_claim:  # the claim exists already and belongs to whoever made it: keep it
+            raise RunFailed(item.id, e, False) from None
+        raise
+    if cancel is not None and cancel.is_set():
+        raise bounds.Cancelled()
+    if not skip_claim:
         board.mutate(board.new_op("claim", item.id, lease_seconds=lease), push=push)
         notify("claimed", {"id": item.id, "lease_seconds": lease})
     try:
         backend = pool.get(job.backend)
         notify("generating", {"id": item.id, "backend": job.backend, "model": job.model})
-        with LeaseKeeper(board.home, item.id, lease, push):
+        with LeaseKeeper(board.home, item.id, lease, push), bounds.bounded(limits, cancel):
             gen = backend.generate(job)
+        if limits.max_output_bytes is not None and len(gen.output.encode("utf-8")) > limits.max_output_bytes:
+            raise bounds.JobStopped("its output is larger than this worker submits", limits.max_output_bytes)
     except BackendError as e:
         released = False  # under --skip-claim the claim belongs to whoever claimed it: keep it
         if not skip_claim:

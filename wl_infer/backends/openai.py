@@ -83,7 +83,11 @@ class OpenAIBackend(Backend):
             headers = {"Accept": "application/json"}
             if self._api_key:
                 headers["Authorization"] = f"Bearer {self._api_key}"
-            self._client = httpx.Client(base_url=self.base_url, timeout=self.config.timeout, headers=headers)
+            # issue 10: the reply is capped and held to the job's deadline while it is read
+            from wl_infer.bounded_http import bounded_transport
+
+            self._client = httpx.Client(base_url=self.base_url, timeout=self.config.timeout, headers=headers,
+                                        transport=bounded_transport(self.config))
         return self._client
 
     def _request(

@@ -12,7 +12,7 @@ import click
 
 from board.cli.main import Obj
 from board.cli.output import emit, is_json, report_push, say
-from wl_infer.commands.params import BackendChoice
+from wl_infer.commands.params import BackendChoice, limit_options
 
 
 def _progress(label: str) -> Any:
@@ -102,14 +102,29 @@ def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_
 @click.option("--no-push", is_flag=True)
 @click.option("--anchor", is_flag=True, help="Also anchor the result hash on the board's chain.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
+@limit_options
 @click.pass_obj
-def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, threads: int | None) -> None:
-    """Claim an inference item, run it, and submit signed evidence."""
+def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, threads: int | None, **limits: Any) -> None:
+    """Claim an inference item, run it, and submit signed evidence.
+
+    Pre-flight checks (key, limits, backend, model) run before the claim. SIGINT/SIGTERM abandon the
+    generation and release the claim (not under --skip-claim), then exit 128+signum.
+    """
+    from wl_infer.interrupt import Interrupted, RunGuard
     from wl_infer.jobs import open_pool, run_item
 
     board = obj.board()
-    with open_pool(board, threads=threads) as pool, _progress("Running inference…"):
-        res = run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push)
+    guard = RunGuard(item_id, skip_claim)  # issue 10: signals handled as the worker does
+    try:
+        with open_pool(board, threads=threads, **limits) as pool, _progress("Running inference…"):
+            res = guard.run(
+                lambda cancel, on_event: run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push,
+                                                  on_event=on_event, cancel=cancel),
+                lambda: _release_fresh(board, guard.item, not no_push),
+            )
+    except Interrupted as e:
+        click.echo(f"wl: {e.message}", err=True)
+        sys.exit(e.code)
     anchored = None
     if anchor:
         from wl_infer.anchoring import anchor_result
@@ -192,6 +207,15 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
     emit(v.to_dict(), human)
     if v.verdict.exit_code:
         click.get_current_context().exit(v.verdict.exit_code)
+
+
+def _release_fresh(board: Any, item_id: str, push: bool) -> bool:
+    """Release through a new board handle (the interrupted job's thread may still hold the first)."""
+    from board.api import Board, Home
+    from wl_infer.jobs import release
+
+    with Board(Home(board.home.path)) as b:
+        return release(b, item_id, push)
 
 
 def _chain_report(board: Any, v: Any) -> str | None:
