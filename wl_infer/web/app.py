@@ -219,7 +219,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.to_thread(hub.rebuild)
+        await asyncio.to_thread(hub.sync_once)  # fetch before serving: the first page is fresh
         task = asyncio.create_task(hub.poll_loop()) if start_polling else None
         try:
             yield
