@@ -65,3 +65,36 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, every: float = 0.1
 
 def row_ids(html: str) -> list[str]:
     return re.findall(r'<tr id="row-(w-[0-9a-f]{10})"', html)
+
+
+@contextlib.contextmanager
+def running_serve(home: Path, *args: str, poll: float = 1.0) -> Iterator[str]:
+    """`wl serve` as a real process on 127.0.0.1 and a free port; stopped (SIGINT, then kill) afterwards."""
+    import os
+    import signal
+    import subprocess
+
+    from remotes import WL, free_port, wait_for_port
+
+    port = free_port()
+    env = {**os.environ, "WL_HOME": str(home)}
+    env.pop("WL_DEBUG", None)
+    proc = subprocess.Popen([WL, "serve", "--port", str(port), "--poll", str(poll), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        try:
+            wait_for_port(port, timeout=30)
+        except TimeoutError:
+            proc.kill()
+            raise AssertionError(f"wl serve did not start: {proc.communicate(timeout=10)[0]}") from None
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -56,13 +56,14 @@ def _nice_max(value: float) -> float:
 
 
 def _axis(chart: Chart, top: float) -> None:
+    """Grid lines at whole counts: one per unit up to 5, else five steps (the top is 1, 2 or 5 × 10^k)."""
     plot_h = chart.height - TOP - BOTTOM
-    for i in range(5):
-        value = top * i / 4
-        y = chart.height - BOTTOM - plot_h * i / 4
+    steps = int(top) if top <= 5 else 5
+    for i in range(steps + 1):
+        value = top * i / steps
+        y = chart.height - BOTTOM - plot_h * i / steps
         chart.grid.append(y)
-        text = f"{value:.0f}" if top >= 4 else f"{value:.1f}"
-        chart.labels.append(Label(LEFT - 6, y + 4, text, "end"))
+        chart.labels.append(Label(LEFT - 6, y + 4, f"{value:g}", "end"))
 
 
 def _x_labels(chart: Chart, labels: list[str], slot: float) -> None:

@@ -53,13 +53,22 @@
       });
   }
 
-  var source = new EventSource("/events");
-  source.addEventListener("sync", function (ev) {
-    var data;
-    try { data = JSON.parse(ev.data); } catch (e) { return; }
-    showSynced(data);
-    if (data.head && data.head !== head) { head = data.head; synced.setAttribute("data-head", head); refresh(); }
-  });
+  // One stream per open page; closed when the page is hidden, so pages kept in the back/forward cache do not
+  // hold on to the browser's few connections per host.
+  var source = null;
+  function connect() {
+    if (source) { return; }
+    source = new EventSource("/events");
+    source.addEventListener("sync", function (ev) {
+      var data;
+      try { data = JSON.parse(ev.data); } catch (e) { return; }
+      showSynced(data);
+      if (data.head && data.head !== head) { head = data.head; synced.setAttribute("data-head", head); refresh(); }
+    });
+  }
+  window.addEventListener("pagehide", function () { if (source) { source.close(); source = null; } });
+  window.addEventListener("pageshow", function () { connect(); });
+  connect();
   window.setInterval(function () { showSynced({}); }, 5000);
   document.addEventListener("focusout", function () { if (pending) { pending = false; refresh(); } });
 })();
