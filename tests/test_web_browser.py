@@ -58,9 +58,12 @@ def _no_alert(driver: Any) -> None:
 
 
 def _wait(driver: Any, check: Any, timeout: float = 15.0) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check)
+    # the live region is swapped whole, so an element found a moment ago can go stale: look again
+    ignored = (StaleElementReferenceException, NoSuchElementException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(check)
 
 
 def test_board_filter_item_and_live_update_in_chromium(rigs: Rigs, browser: Any, tmp_path: Path) -> None:
