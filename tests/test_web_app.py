@@ -142,12 +142,18 @@ def test_another_participants_corrupt_record_never_stops_the_pages(rigs: Rigs) -
     [a] = post_items(rigs, "alice", ["fine item"])
     commit_file_to_remote(rigs.commons, "wanted/ee/w-ee00000000.json", b"{not json")
     commit_file_to_remote(rigs.commons, "rigs/mallory.json", b"[]")
+    odd = {"handle": "trudy", "address": "0xnot-an-address", "registered_at": "2026-01-01T00:00:00Z",
+           "display_name": XSS_SCRIPT, "previous_addresses": 7, "canary": {"stable": "yes", "diverging": 5}}
+    commit_file_to_remote(rigs.commons, "rigs/trudy.json", orjson.dumps(odd))
     with client_for(rigs.home("alice")) as (client, _):
         page = wait_for(lambda: (p := client.get("/")).text.count("corrupt record") and p)
         assert page.status_code == 200 and a in row_ids(page.text)
         assert "wanted/ee/w-ee00000000.json" in page.text
         assert client.get("/api/items").json()["corrupt"]
         assert client.get("/rigs").status_code == 200 and client.get("/dashboard").status_code == 200
+        trudy = client.get("/rigs/trudy")
+        assert trudy.status_code == 200 and "<script>document" not in trudy.text
+        assert client.get("/api/rigs/trudy").json()["stats"]["canary_status"] == "diverging"
 
 
 def test_unknown_and_malformed_ids_are_404_pages_not_tracebacks(rigs: Rigs) -> None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -61,7 +62,7 @@ async def items(request: Request) -> Response:
 
 async def item(request: Request) -> Response:
     row = pages.find_row(request, request.path_params["item_id"])
-    return JSON(detail.build(pages.hub_of(request), row))
+    return JSON(await asyncio.to_thread(detail.build, pages.hub_of(request), row))
 
 
 async def rigs(request: Request) -> Response:

@@ -83,10 +83,9 @@ def rig_addresses(rig: Rig | None) -> set[str]:
     """A rig's current and previous signing addresses (rotated keys still vouch for what they signed)."""
     if rig is None:
         return set()
+    previous = rig.extra.get("previous_addresses")
     known = {rig.address.lower()} | {
-        str(p.get("address", "")).lower()
-        for p in rig.extra.get("previous_addresses", []) or []
-        if isinstance(p, dict)
+        str(p.get("address", "")).lower() for p in (previous if isinstance(previous, list) else []) if isinstance(p, dict)
     }
     known.discard("")
     return known
@@ -118,12 +117,15 @@ class BoardSource:
 
     # --- replication ----------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Fetch the remote (the local branch follows when nothing is pending here)."""
-        with self.lock:
-            try:
-                self.board.refresh()
-            except BoardError as e:
-                raise SourceError(str(e)) from None
+        """Fetch the remote (the local branch follows when nothing is pending here).
+
+        Through a Board of its own: the fetch may take seconds, and pages keep reading meanwhile.
+        """
+        try:
+            with Board(self.home) as board:
+                board.refresh()
+        except BoardError as e:
+            raise SourceError(str(e)) from None
 
     def head(self) -> str:
         with self.lock:

@@ -115,6 +115,17 @@ class Filters:
         return out
 
 
+def canary_of(raw: Any) -> dict[str, Any] | None:
+    """The fields of a rig's canary record that the pages show, each checked (rig records are untrusted)."""
+    if not isinstance(raw, dict):
+        return None
+    out: dict[str, Any] = {k: raw.get(k) if isinstance(raw.get(k), str) else None for k in ("at", "backend", "model")}
+    out["stable"] = raw.get("stable") is True
+    diverging = raw.get("diverging")
+    out["diverging"] = [str(d) for d in diverging[:20]] if isinstance(diverging, list) else []
+    return out
+
+
 @dataclass
 class RigStats:
     handle: str
@@ -202,9 +213,7 @@ class Index:
     def leaderboard(self) -> list[RigStats]:
         stats: dict[str, RigStats] = {}
         for handle, rig in self.state.rigs.items():
-            canary = rig.extra.get("canary")
-            stats[handle] = RigStats(handle, rig.address, rig.display_name,
-                                     canary=canary if isinstance(canary, dict) else None)
+            stats[handle] = RigStats(handle, rig.address, rig.display_name, canary=canary_of(rig.extra.get("canary")))
 
         def get(handle: str) -> RigStats:
             if handle not in stats:  # history names a rig the board no longer registers

@@ -6,6 +6,7 @@ Query parameters are validated before use; an unknown or malformed id is a 404 p
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from datetime import UTC, datetime
@@ -138,7 +139,7 @@ async def board_page(request: Request) -> Response:
 
 async def item_page(request: Request) -> Response:
     row = find_row(request, request.path_params["item_id"])
-    info = detail.build(hub_of(request), row)
+    info = await asyncio.to_thread(detail.build, hub_of(request), row)  # may read a blob, recover a signature
     return render(request, "item.html", row=row, d=info, modes=MODES,
                   message=_text(request.query_params.get("msg"), 300))
 
