@@ -134,13 +134,13 @@ def browser_latency(url: str, rigs: dict[str, Home], targets: list[str], poll: f
     try:
         for item_id in targets:
             driver.get(f"{url}/?q={item_id}")
-            WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, f"row-{item_id}"))
+            WebDriverWait(driver, 30).until(lambda d, i=item_id: d.find_element(By.ID, f"row-{i}"))
             time.sleep(random.uniform(0, poll))  # push at a random point of the server's poll cycle
             with Board(rigs["claimer"]) as b:
                 b.mutate(b.new_op("claim", item_id, lease_seconds=1800))
             t = time.perf_counter()
             WebDriverWait(driver, 60, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)).until(
-                lambda d: d.find_element(By.CSS_SELECTOR, f"#row-{item_id} td.claimer").text == "claimer")
+                lambda d, i=item_id: d.find_element(By.CSS_SELECTOR, f"#row-{i} td.claimer").text == "claimer")
             out.append(time.perf_counter() - t)
     finally:
         driver.quit()
