@@ -209,3 +209,22 @@ def test_wl_help_does_not_import_the_web_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "serve" in out.stdout and "LOADED []" in out.stdout, out.stdout + out.stderr
+
+
+def test_dashboard_charts_count_jobs_from_the_history_and_escape_model_names(rigs: Rigs) -> None:
+    hostile = '<svg onload="alert(3)">'
+    jobs = [orjson.dumps({"prompt": f"p{i}", "model": m, "seed": 1, "backend": "ollama"}).decode()
+            for i, m in enumerate(("gemma3:270m", "gemma3:270m", hostile))]
+    ids = []
+    for i, job in enumerate(jobs):
+        ids += post_items(rigs, "bob", [f"infer: p{i}"], type="inference", description=job)
+    post_items(rigs, "bob", ["not a job"])
+    with client_for(rigs.home("alice")) as (client, _):
+        data = client.get("/api/dashboard").json()
+        assert sum(data["hourly"]["series"]["posted"]) == 3  # the plain item is not an inference job
+        assert {m["model"]: m["jobs"] for m in data["models"]} == {"gemma3:270m": 2, hostile: 1}
+        page = client.get("/dashboard").text
+        assert page.count("<svg") == 1 and page.count("<rect") == 1  # one hour's bar; no verdicts or tokens yet
+        assert "<svg onload" not in page and "&lt;svg onload" in page
+        board = client.get("/?model=" + hostile).text
+        assert row_ids(board) == [ids[2]] and "<svg onload" not in board

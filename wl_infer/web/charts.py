@@ -73,16 +73,18 @@ def _x_labels(chart: Chart, labels: list[str], slot: float) -> None:
             chart.labels.append(Label(LEFT + slot * (i + 0.5), chart.height - BOTTOM + 16, text))
 
 
+def _frame(chart: Chart, peak: float, labels: list[str]) -> tuple[float, float, float]:
+    """Axis and grid for a bar chart peaking at `peak`: returns (axis top, plot height, slot width)."""
+    chart.empty = peak <= 0
+    top = _nice_max(peak)
+    _axis(chart, top)
+    return top, chart.height - TOP - BOTTOM, (chart.width - LEFT - RIGHT) / max(1, len(labels))
+
+
 def grouped(title: str, labels: list[str], series: dict[str, list[int]]) -> Chart:
     """Side-by-side bars per slot, one per series (e.g. posted / completed / verified per hour)."""
     chart = Chart(title, legend=[(f"s{i}", name) for i, name in enumerate(series)])
-    peak = max((v for values in series.values() for v in values), default=0)
-    chart.empty = peak == 0
-    top = _nice_max(peak)
-    _axis(chart, top)
-    plot_w = chart.width - LEFT - RIGHT
-    plot_h = chart.height - TOP - BOTTOM
-    slot = plot_w / max(1, len(labels))
+    top, plot_h, slot = _frame(chart, max((v for values in series.values() for v in values), default=0), labels)
     width = slot * 0.8 / max(1, len(series))
     for s, (name, values) in enumerate(series.items()):
         for i, v in enumerate(values):
@@ -99,15 +101,9 @@ def stacked(title: str, labels: list[str], series: dict[str, list[int]], classes
     """Stacked bars per slot (e.g. verdicts per hour)."""
     chart = Chart(title, legend=[(classes[name], name) for name in series])
     totals = [sum(values[i] for values in series.values()) for i in range(len(labels))]
-    peak = max(totals, default=0)
-    chart.empty = peak == 0
-    top = _nice_max(peak)
-    _axis(chart, top)
-    plot_w = chart.width - LEFT - RIGHT
-    plot_h = chart.height - TOP - BOTTOM
-    slot = plot_w / max(1, len(labels))
+    top, plot_h, slot = _frame(chart, max(totals, default=0), labels)
     for i in range(len(labels)):
-        base = chart.height - BOTTOM
+        base: float = chart.height - BOTTOM
         for name, values in series.items():
             v = values[i]
             if v <= 0:

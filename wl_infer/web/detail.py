@@ -54,6 +54,11 @@ def ago_text(seconds: float) -> str:
     return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
+def _obj(d: dict[str, Any], key: str) -> dict[str, Any]:
+    value = d.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def event_summary(e: Event) -> str:
     a = e.args
     if e.op == "post":
@@ -69,10 +74,10 @@ def event_summary(e: Event) -> str:
             h = None
         return "submitted a result" + (f" {str(h)[:23]}…" if h else "")
     if e.op == "attest":
-        rec = a.get("record") if isinstance(a.get("record"), dict) else {}
+        rec = _obj(a, "record")
         return f"attested {rec.get('verdict', '?')} ({rec.get('mode', '?')})"
     if e.op == "anchor":
-        anchor = a.get("anchor") if isinstance(a.get("anchor"), dict) else {}
+        anchor = _obj(a, "anchor")
         return f"anchored in tx {anchor.get('tx', '?')}"
     if e.op == "accept":
         return f"accepted (quality {a.get('quality', '?')})"

@@ -68,7 +68,7 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
 
 
 def _choice(value: str | None, choices: tuple[str, ...] | list[str]) -> str:
-    return value if value in choices else ""
+    return value if value is not None and value in choices else ""
 
 
 def _text(value: str | None, limit: int = 200) -> str:
