@@ -124,6 +124,13 @@ def test_live_poll_shows_another_rigs_claim(rigs: Rigs) -> None:
         assert after["head"] != before["head"] and after["synced_at"] and after["sync_error"] is None
         assert f'data-head="{after["head"]}"' in client.get("/").text
         assert hub.version > 1
+        # a commit that records no operation (hand-made) is still picked up: the board is listed again
+        from board.records import Item
+
+        sneaked = Item(id="w-abcdef0123", title="hand-written", posted_by="bob", created_at=after["synced_at"],
+                       updated_at=after["synced_at"])
+        commit_file_to_remote(rigs.commons, "wanted/ab/w-abcdef0123.json", sneaked.encode())
+        wait_for(lambda: "w-abcdef0123" in row_ids(client.get("/").text), timeout=10)
 
 
 def test_unreachable_remote_is_reported_and_the_local_copy_still_served(rigs: Rigs, tmp_path: Path) -> None:
@@ -189,6 +196,8 @@ def test_read_only_by_default_and_csrf_on_every_post(rigs: Rigs) -> None:
         done = client.post("/post", data={**job, "csrf": token}, follow_redirects=False)
         assert done.status_code == 303
         item_id = done.headers["location"].split("/")[2].split("?")[0]
+        refused = client.post(f"/items/{item_id}/verify", data={"mode": "rerun"})
+        assert refused.status_code == 403 and "CSRF" in refused.text  # refused before any engine runs
     item = rigs.item("bob", item_id)  # on the commons, as bob's fresh fetch sees it
     posted = orjson.loads(item.description)
     assert (item.type, item.posted_by, posted["seed"], posted["max_tokens"]) == ("inference", "alice", 7, 8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from wl_infer.codec import CodecError, Evidence, Job
 
 INFERENCE = "inference"
 ROTATION_OPS = ("join", "rig-update", "rotate-key")
+FULL_EVERY_S = 60.0
 
 
 class SourceError(Exception):
@@ -73,6 +75,8 @@ class State:
     corrupt: list[str]
     new_events: list[Event]
     rewritten: bool  # the new head does not descend from the previous one (history rewritten)
+    full_at: float = 0.0  # time.monotonic() of the last full listing
+    rigs_changed: bool = True  # signature checks may differ from the previous state's
 
 
 def _digest(record: dict[str, Any]) -> str:
@@ -136,26 +140,56 @@ class BoardSource:
 
     # --- reading one head -----------------------------------------------------------------------
     def read_state(self, previous: State | None) -> State:
-        """The board at its head, re-reading only items that changed since `previous`."""
+        """The board at its head, re-reading only what changed since `previous`.
+
+        When every new commit records its operation, only the items those operations name are re-read; a
+        commit without one, a rewritten history, or FULL_EVERY_S since the last full read re-lists the board
+        (so a hand-made commit is picked up within that time even before the ledger validates commits).
+        """
         with self.lock:
             head = self.board.head()
             view = self.board.view()
             meta = view.meta()
-            events, rewritten = self._events_since(head, previous.head.encode() if previous else None)
+            events, rewritten, foreign = self._events_since(head, previous.head.encode() if previous else None)
             touched = {e.item_id for e in events if e.item_id}
-            rigs = {r.handle: r for r in view.rigs()}
-            rig_change = rewritten or previous is None or any(e.op in ROTATION_OPS for e in events)
-            facts: dict[str, Facts] = {}
-            for item in view.items():
-                old = previous.facts.get(item.id) if previous and not rewritten else None
-                if old is not None and old.item == item and item.id not in touched:
-                    if rig_change and old.attestations:  # a key rotation can change what checks
-                        context = {"board_id": meta["board_id"], "item_id": item.id}
-                        old.signed = {v: self._signed(v, a, context, rigs.get(v)) for v, a in old.attestations.items()}
-                    facts[item.id] = old
-                else:
-                    facts[item.id] = self._facts(view, item, meta["board_id"], rigs)
-            return State(head.decode(), meta, facts, rigs, list(view.corrupt), events, rewritten)
+            rig_change = rewritten or previous is None or foreign > 0 or any(e.op in ROTATION_OPS for e in events)
+            rigs = {r.handle: r for r in view.rigs()} if rig_change or previous is None else previous.rigs
+            full = previous is None or rewritten or foreign > 0 or time.monotonic() - previous.full_at > FULL_EVERY_S
+            if full:
+                facts, corrupt = self._all_facts(view, meta["board_id"], rigs, previous, touched, rewritten)
+                full_at = time.monotonic()
+            else:
+                assert previous is not None
+                facts, corrupt, full_at = dict(previous.facts), list(previous.corrupt), previous.full_at
+                for item_id in sorted(touched):
+                    try:
+                        item = view.item(item_id)
+                    except BoardError as e:  # a corrupt record is listed, never fatal
+                        facts.pop(item_id, None)
+                        corrupt.append(getattr(e, "path", str(e)))
+                        continue
+                    if item is None:
+                        facts.pop(item_id, None)
+                    else:
+                        facts[item_id] = self._facts(view, item, meta["board_id"], rigs)
+            if rig_change:  # a key rotation can change which attestations check
+                for item_id, f in facts.items():
+                    if f.attestations and item_id not in touched:
+                        context = {"board_id": meta["board_id"], "item_id": item_id}
+                        f.signed = {v: self._signed(v, a, context, rigs.get(v)) for v, a in f.attestations.items()}
+            return State(head.decode(), meta, facts, rigs, corrupt, events, rewritten, full_at, rig_change)
+
+    def _all_facts(
+        self, view: Any, board_id: str, rigs: dict[str, Rig], previous: State | None, touched: set[str], rewritten: bool
+    ) -> tuple[dict[str, Facts], list[str]]:
+        facts: dict[str, Facts] = {}
+        for item in view.items():
+            old = previous.facts.get(item.id) if previous and not rewritten else None
+            if old is not None and old.item == item and item.id not in touched:
+                facts[item.id] = old
+            else:
+                facts[item.id] = self._facts(view, item, board_id, rigs)
+        return facts, list(view.corrupt)
 
     def _facts(self, view: Any, item: Item, board_id: str, rigs: dict[str, Rig]) -> Facts:
         facts = Facts(item)
@@ -194,19 +228,23 @@ class BoardSource:
             self._sig_cache[key] = signer is not None and signer.lower() in rig_addresses(rig)
         return self._sig_cache[key]
 
-    def _events_since(self, head: bytes, since: bytes | None) -> tuple[list[Event], bool]:
+    def _events_since(self, head: bytes, since: bytes | None) -> tuple[list[Event], bool, int]:
+        """The operations recorded since `since`, whether history was rewritten, and how many commits record none."""
         from board.ops import op_from_message
 
         store = self.board.store
         rewritten = since is not None and not store.is_ancestor(since, head)
         stop = None if since is None or rewritten else since
         out = []
+        foreign = 0
         for sha in store.first_parent_chain(head, stop):
             message = store.commit(sha).message.decode("utf-8", "replace")
             op = op_from_message(message)
             if op is not None:
                 out.append(Event(sha.decode(), op.op, op.by, op.at, op.id, op.args))
-        return out, rewritten
+            elif stop is not None:
+                foreign += 1
+        return out, rewritten, foreign
 
     # --- one item in full -----------------------------------------------------------------------
     def output_of(self, ev: Evidence) -> tuple[str | None, str | None]:

@@ -170,7 +170,12 @@ class Index:
 
     @classmethod
     def build(cls, state: State, previous: Index | None) -> Index:
-        rows = [make_row(f) for f in state.facts.values()]
+        reuse = previous.by_id if previous is not None else {}
+        rows = [
+            r if (r := reuse.get(i)) is not None and r.facts is f and not (state.rigs_changed and f.attestations)
+            else make_row(f)
+            for i, f in state.facts.items()
+        ]
         rows.sort(key=lambda r: (r.item.priority, r.item.created_at, r.item.id))
         if previous is None or state.rewritten:
             events = list(state.new_events)

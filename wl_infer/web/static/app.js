@@ -25,9 +25,10 @@
     synced.setAttribute("title", data.sync_error || ("fetched from the remote at " + at));
   }
 
+  // Never swap the page under someone typing or choosing in a form (search box, filters, post form).
   function editing() {
     var el = document.activeElement;
-    return !!(el && el.form && el.form.method === "post");
+    return !!(el && el.form);
   }
 
   function refresh() {
