@@ -19,9 +19,11 @@ import orjson
 
 from board.errors import BoardError
 from board.home import Home, default_home
-from board.records import Completion, Item, Rig
+from board.records import STATUSES, TYPES, Completion, Item, Rig
 from board.service import Board
-from wl_infer.codec import CodecError, Evidence, Job
+from wl_infer.codec import BACKENDS, CodecError, Evidence, Job, output_hash
+
+__all__ = ["BACKENDS", "STATUSES", "TYPES", "BoardSource", "Event", "Facts", "SourceError", "State", "output_hash"]
 
 INFERENCE = "inference"
 ROTATION_OPS = ("join", "rig-update", "rotate-key")

@@ -11,8 +11,7 @@ from typing import Any
 
 import orjson
 
-from wl_infer.codec import output_hash
-from wl_infer.web.data import INFERENCE, Event
+from wl_infer.web.data import INFERENCE, Event, output_hash
 from wl_infer.web.index import Row, parse_at
 
 SUMMARY_KEYS = (

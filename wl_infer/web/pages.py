@@ -21,14 +21,12 @@ from starlette.routing import Route
 
 from wl_infer.web import charts, detail
 from wl_infer.web.app import CSRF_COOKIE, HERE, Hub, csrf_ok
+from wl_infer.web.data import BACKENDS, STATUSES, TYPES
 from wl_infer.web.index import VERDICTS, Filters, Index, Row
 
 ID_RE = re.compile(r"^(w-)?[0-9a-f]{1,10}\Z")
 HANDLE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
-STATUSES = ("open", "claimed", "in_review", "completed", "withdrawn")
-TYPES = ("feature", "bug", "design", "rfc", "docs", "inference")
 PER_PAGE = (25, 50, 100, 200)
-BACKENDS = ("llama-cpp", "ollama", "vllm", "openai")
 MODES = ("auto", "rerun", "prefill")
 
 _env = Environment(
