@@ -237,3 +237,17 @@ def test_dashboard_charts_count_jobs_from_the_history_and_escape_model_names(rig
         assert "<svg onload" not in page and "&lt;svg onload" in page
         board = client.get("/?model=" + hostile).text
         assert row_ids(board) == [ids[2]] and "<svg onload" not in board
+
+
+def test_tokens_per_second_estimate_runs_from_the_last_claim_to_the_result() -> None:
+    from wl_infer.web.data import Event
+    from wl_infer.web.detail import claim_to_result_rate
+
+    def ev(op: str, at: str) -> Event:
+        return Event("0" * 40, op, "bob", at, "w-0123456789", {})
+
+    history = [ev("post", "2026-01-01T00:00:00Z"), ev("claim", "2026-01-01T00:00:10Z"), ev("unclaim", "2026-01-01T00:01:00Z"),
+               ev("claim", "2026-01-01T00:02:00Z"), ev("done", "2026-01-01T00:02:04Z")]
+    assert claim_to_result_rate(history, 100) == 25.0  # 100 tokens in the 4 s of the second claim
+    assert claim_to_result_rate(history[:4], 100) is None  # no result yet
+    assert claim_to_result_rate([ev("claim", "garbage"), ev("done", "2026-01-01T00:02:04Z")], 100) is None

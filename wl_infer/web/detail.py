@@ -88,6 +88,20 @@ def event_dict(e: Event) -> dict[str, Any]:
     return {"commit": e.commit, "op": e.op, "by": e.by, "at": e.at, "id": e.item_id, "summary": event_summary(e)}
 
 
+def claim_to_result_rate(events: list[Event], tokens: int | None) -> float | None:
+    """Tokens per second from the last claim to the result's commit: a lower bound (it includes model load)."""
+    claimed = done = None
+    for e in events:
+        if e.op == "claim":
+            claimed, done = parse_at(e.at), None
+        elif e.op == "done":
+            done = parse_at(e.at)
+    if not tokens or claimed is None or done is None:
+        return None
+    seconds = (done - claimed).total_seconds()
+    return round(tokens / seconds, 1) if seconds >= 1 else None
+
+
 def build(hub: Any, row: Row) -> dict[str, Any]:
     key = (hub.current.state.head, row.item.id)
     cached: dict[str, Any] | None = hub.item_cache.get(key)
@@ -126,6 +140,8 @@ def build(hub: Any, row: Row) -> dict[str, Any]:
     if not isinstance(rate, (int, float)) and isinstance(env.get("elapsed_s"), (int, float)) and f.tokens:
         rate = f.tokens / env["elapsed_s"] if env["elapsed_s"] > 0 else None
     out["tokens_per_s"] = round(float(rate), 1) if isinstance(rate, (int, float)) and rate else None
+    out["tokens_per_s_estimate"] = None if out["tokens_per_s"] else claim_to_result_rate(
+        hub.current.history.get(f.item.id, []), f.tokens)
     anchor = ev.extra.get("anchor") if ev is not None else None
     out["anchor"] = anchor if isinstance(anchor, dict) else None
     out["chain"] = source.chain()
