@@ -60,13 +60,15 @@ INFER_FLOORS: dict[str, int] = {
     "wl_infer.verify": 7, "wl_infer.canary": 7, "wl_infer.automation": 7,
     # 8: audits, the feeder, a worker's pieces
     "wl_infer.audit": 8, "wl_infer.feeder": 8, "wl_infer.interrupt": 8, "wl_infer.jobrun": 8, "wl_infer.saved": 8,
-    # 9: the worker
-    "wl_infer.worker": 9,
+    # 9: the worker; the web app (wl serve) over the same domain functions
+    "wl_infer.worker": 9, "wl_infer.web": 9, "wl_infer.web.data": 9, "wl_infer.web.charts": 9,
+    "wl_infer.web.index": 9, "wl_infer.web.detail": 9, "wl_infer.web.app": 9, "wl_infer.web.pages": 9,
+    "wl_infer.web.api": 9,
     # 10: the command line (the only place for click, rich and board.cli)
     "wl_infer.commands": 10, "wl_infer.commands.params": 10, "wl_infer.commands.events": 10,
     "wl_infer.commands.infer": 10, "wl_infer.commands.chain": 10, "wl_infer.commands.demo": 10,
     "wl_infer.commands.audit": 10, "wl_infer.commands.canary": 10, "wl_infer.commands.feed": 10,
-    "wl_infer.commands.worker": 10,
+    "wl_infer.commands.worker": 10, "wl_infer.commands.serve": 10,
 }  # fmt: skip
 
 FLOORS = {**BOARD_FLOORS, **INFER_FLOORS}
@@ -84,8 +86,6 @@ def _modules() -> dict[str, Path]:
     found = {}
     for package in ("board", "wl_infer"):
         for path in sorted((ROOT / package).rglob("*.py")):
-            if "web" in path.relative_to(ROOT / package).parts[:1]:
-                continue  # wl_infer/web/ is its own subpackage with its own floors (issue 12)
             found[_module_name(path)] = path
     return found
 
