@@ -235,7 +235,10 @@ def status(obj: Obj, item_id: str) -> None:
     from wl_infer.codec import CodecError, Evidence
     from wl_infer.jobs import load_job
 
+    from board.api import refresh_if_online
+
     board = obj.board()
+    fresh = refresh_if_online(board)  # the remote's state when it answers; say so when this is a local copy
     view = board.view()
     iid = view.resolve(item_id)
     item = view.item(iid)
@@ -249,12 +252,17 @@ def status(obj: Obj, item_id: str) -> None:
             evidence = Evidence.decode(comp.evidence).to_dict()
         except CodecError as e:
             problem = str(e)
-    atts = view.attestations(iid)
+    from wl_infer.attestations import checked_attestations
+
+    checked = checked_attestations(view, iid)
+    atts = {who: {**att, "check": check.to_dict()} for who, (att, check) in checked.items()}
     data = {"item": item.to_dict(), "job": job.to_dict(), "completion": comp.to_dict() if comp else None,
-            "evidence": evidence, "evidence_error": problem, "attestations": atts}
+            "evidence": evidence, "evidence_error": problem, "attestations": atts, "refreshed": fresh}
 
     def human() -> None:
         say(f"{item.id}  {item.title}", "bold")
+        if not fresh and board.remote is not None:
+            say("  (the remote could not be reached: this is the local copy)", "yellow")
         say(f"  Status:  {item.status}" + (f" (claimed by {item.claimed_by} until {item.claim_expires_at})" if item.claimed_by and item.status == "claimed" else ""))
         say(f"  Job:     {job.model} via {job.backend}, seed {job.seed}, max_tokens {job.max_tokens or 'default'}")
         if job.model_digest:
@@ -274,8 +282,12 @@ def status(obj: Obj, item_id: str) -> None:
             env = evidence.get("envelope") or {}
             if env:
                 say("  Envelope: " + ", ".join(f"{k}={v}" for k, v in sorted(env.items()) if not isinstance(v, dict)))
-        for who, att in sorted(atts.items()):
-            say(f"  Attested by {who}: {att.get('verdict')} ({att.get('mode')}, {att.get('at')})")
+        for who, (att, check) in sorted(checked.items()):
+            if not check.valid:  # never shown as the verifier's verdict
+                say(f"  Attestation under {who}: INVALID — {check.problem}", "red")
+                continue
+            note = f"; {check.problem}" if check.stale else ""
+            say(f"  Attested by {who}: {att.get('verdict')} ({att.get('mode')}, {att.get('at')}{note})")
 
     emit(data, human)
 
