@@ -232,10 +232,9 @@ def _chain_report(board: Any, v: Any) -> str | None:
 @click.pass_obj
 def status(obj: Obj, item_id: str) -> None:
     """The item, its job, the result (hash, output, envelope) and attestations."""
+    from board.api import refresh_if_online
     from wl_infer.codec import CodecError, Evidence
     from wl_infer.jobs import load_job
-
-    from board.api import refresh_if_online
 
     board = obj.board()
     fresh = refresh_if_online(board)  # the remote's state when it answers; say so when this is a local copy
