@@ -232,7 +232,7 @@ def _chain_report(board: Any, v: Any) -> str | None:
 @click.pass_obj
 def status(obj: Obj, item_id: str) -> None:
     """The item, its job, the result (hash, output, envelope) and attestations."""
-    from board.api import refresh_if_online
+    from board.api import refresh_if_online, sanitize
     from wl_infer.codec import CodecError, Evidence
     from wl_infer.jobs import load_job
 
@@ -259,14 +259,14 @@ def status(obj: Obj, item_id: str) -> None:
             "evidence": evidence, "evidence_error": problem, "attestations": atts, "refreshed": fresh}
 
     def human() -> None:
-        say(f"{item.id}  {item.title}", "bold")
+        say(f"{item.id}  {sanitize(item.title)}", "bold")
         if not fresh and board.remote is not None:
             say("  (the remote could not be reached: this is the local copy)", "yellow")
         say(f"  Status:  {item.status}" + (f" (claimed by {item.claimed_by} until {item.claim_expires_at})" if item.claimed_by and item.status == "claimed" else ""))
         say(f"  Job:     {job.model} via {job.backend}, seed {job.seed}, max_tokens {job.max_tokens or 'default'}")
         if job.model_digest:
             say(f"  Weights: {job.model_digest}")
-        say(f"  Prompt:  {job.prompt}")
+        say(f"  Prompt:  {sanitize(job.prompt)}")
         if comp is None:
             say("  Result:  none yet")
         elif evidence is None:
@@ -275,7 +275,8 @@ def status(obj: Obj, item_id: str) -> None:
             say(f"  Result:  {evidence['output_hash']} by {comp.completed_by} at {comp.completed_at}")
             out = evidence.get("output")
             if out is not None:
-                say(f"  Output:  {out if len(out) <= 300 else out[:300] + '…'}")
+                shown = sanitize(out if len(out) <= 300 else out[:300] + "…", keep_newlines=True)
+                say("  Output:  " + shown.replace("\n", "\n           "))
             else:
                 say(f"  Output:  in blob {evidence.get('output_blob')}")
             env = evidence.get("envelope") or {}
