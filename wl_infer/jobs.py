@@ -51,6 +51,14 @@ class BadJob(InferError):
         self.item_id = item_id
 
 
+class UnknownModel(InferError):
+    """Posting a model the backend here answers it does not have: nobody here could run the job."""
+
+    def __init__(self, backend: str, model: str, detail: str) -> None:
+        super().__init__(f"{detail}; not posted (post it anyway with --force)")
+        self.backend, self.model = backend, model
+
+
 class RunFailed(InferError):
     def __init__(self, item_id: str, error: Exception, released: bool | None) -> None:
         tail = {True: "; the claim was released", False: "; the claim is kept (its lease will expire)", None: ""}[released]
@@ -99,15 +107,45 @@ class PostResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
-    """Pin the model's weights digest when this machine can resolve it; warn (never fail) otherwise."""
+def infer_backend(model: str, pool: BackendPool | None) -> str | None:
+    """The backend a model belongs to when `--backend` is not given: the first registered backend that knows
+    it here (its own registry, e.g. the embedded GGUF, then a reachable server that lists it); None if none."""
+    from wl_infer.backends import backend_class, backend_names
+
+    names = backend_names()
+    for name in names:  # what a backend knows without asking a server: no network for the common case
+        try:
+            if backend_class(name).known_digest(model) is not None:
+                return name
+        except BackendError:
+            continue
+    if pool is None:
+        return None
+    for name in names:
+        try:
+            cls = backend_class(name)
+            if cls.unavailable(pool.config) is None:
+                pool.get(name).resolve(model)
+                return name
+        except (BackendError, ImportError):
+            continue
+    return None
+
+
+def pin_digest(job: Job, pool: BackendPool | None, *, force: bool = False) -> tuple[Job, list[str]]:
+    """Pin the model's weights digest when this machine can resolve it. A backend that answers but does not
+    have the model refuses the post (nobody here could run it) unless `force`; an unreachable one warns."""
     if job.model_digest or pool is None:
         return job, []
-    from wl_infer.backends import backend_class
+    from wl_infer.backends import ModelNotFound, backend_class
 
     try:
         cls = backend_class(job.backend)
         digest = cls.known_digest(job.model) or pool.get(job.backend).resolve(job.model).digest
+    except ModelNotFound as e:
+        if not force:
+            raise UnknownModel(job.backend, job.model, str(e)) from None
+        return job, [f"not available locally: {e}; posted anyway (--force) without a pinned digest"]
     except BackendError as e:
         return job, [f"not available locally: {e}; posted without a pinned digest"]
     if digest is None:
@@ -116,11 +154,13 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
     return dataclasses.replace(job, model_digest=digest), []
 
 
-def post_job(board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None) -> PostResult:
+def post_job(
+    board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None, force: bool = False
+) -> PostResult:
     from wl_infer.limits import check_model_name  # issue 10: no worker runs a job that names a file
 
     check_model_name(job.backend, job.model)
-    job, warnings = pin_digest(job, pool)
+    job, warnings = pin_digest(job, pool, force=force)
     title = job_title(job.prompt)
     item_id = new_item_id(title, utcnow())
     op = board.new_op(

@@ -371,5 +371,5 @@ def resolve_gguf(name_or_path: str, home: Path | None = None) -> ModelInfo:
     raise ModelNotFound(
         BACKEND,
         name_or_path,
-        hint=f"known here: {known}; register a GGUF file by path, or give a path to a .gguf file",
+        hint=f"known here: {known}; register a GGUF file with `wl infer models --add PATH --name NAME`",
     )

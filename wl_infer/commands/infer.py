@@ -61,23 +61,25 @@ def infer() -> None:
 @infer.command()
 @click.option("--prompt", required=True)
 @click.option("--model", required=True, help="e.g. gemma3:270m (the embedded default for llama-cpp).")
-@click.option("--backend", type=BackendChoice(), default=None, help="Default: config default_backend, else ollama.")
+@click.option("--backend", type=BackendChoice(), default=None, help="Default: config default_backend, else the backend that knows the model here, else ollama.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(0, None), default=0, show_default=True, help="0: the model's default.")
 @click.option("--chat", is_flag=True, help="Apply the model's chat template instead of raw completion.")
+@click.option("--force", is_flag=True, help="Post even when the backend here says it does not have the model.")
 @click.option("--no-push", is_flag=True)
 @click.pass_obj
-def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool, no_push: bool) -> None:
+def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool,
+         force: bool, no_push: bool) -> None:  # fmt: skip
     """Post an inference job."""
     from wl_infer.codec import Job
-    from wl_infer.jobs import open_pool, post_job
+    from wl_infer.jobs import infer_backend, open_pool, post_job
 
     board = obj.board()
-    backend = backend or board.config.get("default_backend") or "ollama"
-    job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend,
-              options={"chat": True} if chat else {})
     with open_pool(board, timeout=5.0) as pool:
-        res = post_job(board, job, push=not no_push, pool=pool)
+        backend = backend or board.config.get("default_backend") or infer_backend(model, pool) or "ollama"
+        job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend,
+                  options={"chat": True} if chat else {})  # fmt: skip
+        res = post_job(board, job, push=not no_push, pool=pool, force=force)
 
     def human() -> None:
         for w in res.warnings:
