@@ -340,7 +340,7 @@ def run_item(
         if not skip_claim:
             released = release(board, item.id, push)
         raise RunFailed(item.id, e, released) from None
-    notify("generated", {"id": item.id, "tokens": len(gen.tokens or []), "elapsed_s": gen.elapsed_s})
+    notify("generated", {"id": item.id, "tokens": gen.n_tokens or 0, "elapsed_s": gen.elapsed_s})
     evidence, attachments = build_evidence(board, item.id, job, gen)
     saved = _save_result(board, item.id, evidence, next(iter(attachments.values()), None))
     completion_id = new_completion_id()

@@ -238,9 +238,9 @@ class Worker:
             res = run.result
             s.done += 1
             gen = res.generation
-            if gen.tokens and gen.elapsed_s > 0:
-                s.last_rate = f"{len(gen.tokens) / gen.elapsed_s:.1f}"
-            self.log("done", id=item_id, output_hash=res.evidence.output_hash, tokens=len(gen.tokens or []),
+            if gen.n_tokens and gen.elapsed_s > 0:
+                s.last_rate = f"{gen.n_tokens / gen.elapsed_s:.1f}"
+            self.log("done", id=item_id, output_hash=res.evidence.output_hash, tokens=gen.n_tokens or 0,
                      generate_s=round(gen.elapsed_s, 3), elapsed_s=elapsed, pushed=res.mutation.pushed)  # fmt: skip
             return JobOutcome.DONE
         s.failed += 1

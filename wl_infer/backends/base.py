@@ -79,6 +79,12 @@ class Generation:
     finish_reason: str = "stop"  # "stop" (end of generation) or "length" (max_tokens reached)
     prompt_tokens: int | None = None
     elapsed_s: float = 0.0
+    completion_tokens: int | None = None  # counted by a server that returns no token ids (OpenAI's usage)
+
+    @property
+    def n_tokens(self) -> int | None:
+        """Tokens generated: the ids when known, else the server's count, else None (unknown)."""
+        return len(self.tokens) if self.tokens is not None else self.completion_tokens
 
 
 @dataclass

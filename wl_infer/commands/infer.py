@@ -137,9 +137,9 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
     def human() -> None:
         say(f"✓ Inference completed for {res.item_id}")
         say(f"  Hash: {res.evidence.output_hash}")
-        n = len(gen.tokens or [])
+        n = gen.n_tokens
         rate = f", {n / gen.elapsed_s:.1f} tok/s" if gen.elapsed_s > 0 and n else ""
-        say(f"  Tokens: {n if gen.tokens is not None else '?'} in {gen.elapsed_s:.2f}s{rate} ({gen.finish_reason})")
+        say(f"  Tokens: {n if n is not None else '?'} in {gen.elapsed_s:.2f}s{rate} ({gen.finish_reason})")
         preview = gen.output if len(gen.output) <= 200 else gen.output[:200] + "…"
         say(f"  Output: {preview}")
         report_push(res.mutation)
@@ -149,7 +149,7 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
 
     emit(
         {"ok": True, "id": res.item_id, "output_hash": res.evidence.output_hash, "output": gen.output,
-         "tokens": len(gen.tokens or []), "finish_reason": gen.finish_reason, "elapsed_s": gen.elapsed_s,
+         "tokens": gen.n_tokens or 0, "finish_reason": gen.finish_reason, "elapsed_s": gen.elapsed_s,
          "pushed": res.mutation.pushed, "local_reason": res.mutation.local_reason, "anchor": anchored},
         human,
     )
