@@ -165,6 +165,10 @@ class Backend(ABC):
             raise DigestMismatch(self.name, job.model, job.model_digest, info.digest)
         return info
 
+    def pull(self, model: str) -> ModelInfo:
+        """Fetch or assemble the model so that jobs naming it run without waiting (`wl infer models --pull`)."""
+        raise BackendError(self.name, f"cannot fetch models; {model!r} must be installed by hand")
+
     def fit(self, job: Job, limits: Limits, info: ModelInfo | None = None) -> None:
         """Refuse (JobRefused) a job that cannot fit this worker, from the model's own facts; before any work."""
         return None  # a backend that knows nothing of its models' limits takes every job the job checks allow

@@ -298,6 +298,14 @@ class LlamaCppBackend(Backend):
 
         return models.resolve_gguf(model, self.config.home)
 
+    def pull(self, model: str) -> ModelInfo:
+        """The embedded model is assembled from its package (digest-checked); a registered file is checked."""
+        from wl_infer.backends import gguf as models
+
+        if model in models.EMBEDDED:
+            return models.ensure_embedded(model, self.config.home)
+        return self.resolve(model)
+
     def list_models(self) -> list[ModelInfo]:
         from wl_infer.backends import gguf as models
 
@@ -308,7 +316,7 @@ class LlamaCppBackend(Backend):
                 ModelInfo(
                     name=name,
                     digest="sha256:" + spec.sha256,
-                    path=str(path) if path.exists() else None,
+                    path=str(path),  # where it is, or will be once assembled (size None until then)
                     size=path.stat().st_size if path.exists() else None,
                 )
             )

@@ -152,6 +152,11 @@ class OllamaBackend(Backend):
                 return ModelInfo(name=model, digest=info.digest, size=info.size)
         raise ModelNotFound(self.name, model, f"ollama pull {model}")
 
+    def pull(self, model: str) -> ModelInfo:
+        """`ollama pull` through the server, then the model as the server lists it (with its digest)."""
+        self._call("pulling the model", self._get_client().pull, model, for_model=model)
+        return self.resolve(model)
+
     def options(self, job: Job) -> dict[str, Any]:
         """The options sent with the job: fixed sampling first, then the job's own Ollama options."""
         sent: dict[str, Any] = {"temperature": 0, "seed": job.seed}

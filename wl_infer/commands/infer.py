@@ -297,11 +297,29 @@ def status(obj: Obj, item_id: str) -> None:
 @infer.command()
 @click.option("--add", "add_path", type=click.Path(exists=True, dir_okay=False), help="Register a GGUF file.")
 @click.option("--name", help="Name for --add.")
+@click.option("--pull", "pull_model", metavar="MODEL", help="Fetch or assemble MODEL now (as `ollama pull` does), digest-checked.")
+@click.option("--backend", type=BackendChoice(), default=None, help="Backend for --pull (default: the one that knows the model).")
 @click.pass_obj
-def models(obj: Obj, add_path: str | None, name: str | None) -> None:
+def models(obj: Obj, add_path: str | None, name: str | None, pull_model: str | None, backend: str | None) -> None:
     """Models each backend can run here, with digests (`--add PATH --name N` registers a GGUF)."""
     from wl_infer.catalog import list_all, register
 
+    if pull_model:
+        from wl_infer.jobs import BackendPool, infer_backend
+        from wl_infer.settings import backend_config
+
+        config = obj.home.load_config()  # no board needed: models can be fetched before `wl join`
+        pool = BackendPool(backend_config(obj.home.path, config, timeout=600.0))
+        try:
+            chosen = backend or infer_backend(pull_model, pool) or config.get("default_backend") or "ollama"
+            with _progress(f"Fetching {pull_model} ({chosen})…"):
+                info = pool.get(chosen).pull(pull_model)
+        finally:
+            pool.close()
+        emit({"ok": True, "backend": chosen, "name": info.name, "digest": info.digest, "path": info.path,
+              "size": info.size},
+             lambda: say(f"✓ {info.name} ({chosen}) {info.digest or '(no digest)'}" + (f"\n  {info.path}" if info.path else "")))  # fmt: skip
+        return
     if add_path:
         if not name:
             raise click.UsageError("--add needs --name")
@@ -317,6 +335,7 @@ def models(obj: Obj, add_path: str | None, name: str | None) -> None:
             if r["error"]:
                 say(f"{r['backend']:<10} unavailable: {r['error']}", "dim")
             else:
-                say(f"{r['backend']:<10} {r['name']:<28} {r['digest'] or '(no digest)'}")
+                where = f"  {r['path']}" if r.get("path") else ""
+                say(f"{r['backend']:<10} {r['name']:<28} {r['digest'] or '(no digest)'}{where}")
 
     emit({"models": rows}, human)
