@@ -24,8 +24,8 @@ def test_status_escapes_control_characters_in_prompt_and_output(tmp_path: Path) 
         res = rigs.wl("carol", "infer", "status", iid)
     assert res.exit_code == 0, res.output
     assert "\x1b" not in res.stdout and "\r" not in res.stdout and "\x07" not in res.stdout
-    assert "\\x1b]0;owned\\x07\\x1b[2Jhi\\rthere\\nsecond" in res.stdout  # the prompt: one line
-    assert "  Output:  dnoces\n           ereht\\rihJ2[\\x1b" in res.stdout  # the output: indented, escaped
+    assert "  Prompt:   \\x1b]0;owned\\x07\\x1b[2Jhi\\rthere\n            second" in res.stdout  # lines kept, indented
+    assert "  Output:   dnoces\n            ereht\\rihJ2[\\x1b" in res.stdout  # the output: indented, escaped
     code, data = rigs.wl_json("carol", "infer", "status", iid)
     assert code == 0 and data["job"]["prompt"] == hostile  # --json keeps the exact strings
     assert orjson.loads(orjson.dumps(data))["evidence"]["output"].startswith(hostile[::-1])

@@ -261,29 +261,45 @@ def status(obj: Obj, item_id: str) -> None:
             "evidence": evidence, "evidence_error": problem, "attestations": atts, "refreshed": fresh}
 
     def human() -> None:
+        pad = "\n" + " " * 12  # continuation lines of a multi-line value line up under its first line
+
+        def line(label: str, value: Any, style: str | None = None) -> None:
+            """`  Label:    value`, the Go labels automation scrapes (Model:, Seed:, Prompt:, Hash:, Output:)."""
+            text = sanitize("" if value is None else value, keep_newlines=True).replace("\n", pad)
+            say(f"  {label + ':':<10}{text}", style)
+
         say(f"{item.id}  {sanitize(item.title)}", "bold")
         if not fresh and board.remote is not None:
             say("  (the remote could not be reached: this is the local copy)", "yellow")
-        say(f"  Status:  {item.status}" + (f" (claimed by {item.claimed_by} until {item.claim_expires_at})" if item.claimed_by and item.status == "claimed" else ""))
-        say(f"  Job:     {job.model} via {job.backend}, seed {job.seed}, max_tokens {job.max_tokens or 'default'}")
+        held = f" (claimed by {item.claimed_by} until {item.claim_expires_at})" if item.claimed_by and item.status == "claimed" else ""
+        line("Status", item.status + held)
+        line("Model", f"{job.model} ({job.backend})")
+        line("Seed", job.seed)
+        line("Tokens", f"at most {job.max_tokens}" if job.max_tokens else "the model's default")
         if job.model_digest:
-            say(f"  Weights: {job.model_digest}")
-        say(f"  Prompt:  {sanitize(job.prompt)}")
+            line("Weights", job.model_digest)
+        if job.options:
+            line("Options", ", ".join(f"{k}={v}" for k, v in sorted(job.options.items())))
+        line("Prompt", job.prompt)
         if comp is None:
-            say("  Result:  none yet")
+            line("Result", "none yet")
         elif evidence is None:
-            say(f"  Result:  undecodable evidence: {problem}", "red")
+            line("Result", f"undecodable evidence: {problem}", "red")
         else:
-            say(f"  Result:  {evidence['output_hash']} by {comp.completed_by} at {comp.completed_at}")
+            line("Hash", evidence["output_hash"])
+            line("Worker", f"{comp.completed_by} at {comp.completed_at}")
             out = evidence.get("output")
             if out is not None:
-                shown = sanitize(out if len(out) <= 300 else out[:300] + "…", keep_newlines=True)
-                say("  Output:  " + shown.replace("\n", "\n           "))
+                line("Output", out if len(out) <= 2000 else out[:2000] + "…")
             else:
-                say(f"  Output:  in blob {evidence.get('output_blob')}")
+                line("Output", f"in blob {evidence.get('output_blob')}")
             env = evidence.get("envelope") or {}
             if env:
-                say("  Envelope: " + ", ".join(f"{k}={v}" for k, v in sorted(env.items()) if not isinstance(v, dict)))
+                say("  Envelope:")
+                for key, value in sorted(env.items()):
+                    shown = value if not isinstance(value, dict) else ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+                    text = sanitize(shown)
+                    say(f"    {sanitize(key) + ':':<20}{text if len(text) <= 80 else text[:77] + '…'}")
         for who, (att, check) in sorted(checked.items()):
             if not check.valid:  # never shown as the verifier's verdict
                 say(f"  Attestation under {who}: INVALID — {check.problem}", "red")
