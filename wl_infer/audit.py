@@ -209,12 +209,17 @@ def run_audit(
     record: bool = True,
     push: bool = True,
     on_entry: Callable[[AuditEntry], None] | None = None,
+    on_start: Callable[[int, int, Candidate], None] | None = None,
 ) -> AuditReport:
-    """Verify each selected completion (recording attestations unless told not to); one failure never stops it."""
+    """Verify each selected completion (recording attestations unless told not to); one failure never stops it.
+
+    `on_start(i, n, candidate)` before each (progress: the first one also loads the model), `on_entry` after."""
     from wl_infer.verify import verify_item
 
     report = AuditReport(plan, mode, dry_run=False)
-    for cand in plan.selected:
+    for i, cand in enumerate(plan.selected, 1):
+        if on_start is not None:
+            on_start(i, len(plan.selected), cand)
         try:
             v = verify_item(board, cand.item_id, pool, mode=mode, record=record, push=push)
             entry = AuditEntry(cand, AuditOutcome(v.verdict), v, v.reason)

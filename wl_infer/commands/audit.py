@@ -48,6 +48,11 @@ def _entry_line(e: AuditEntry) -> None:
             f"expected {d.get('expected_token')}", style)
 
 
+def _start_line(i: int, n: int, c: Any) -> None:
+    """Progress before each verification (the first also loads the model, which can take a while)."""
+    say(f"  … [{i}/{n}] {c.item_id}  {c.worker}: verifying" + (" (loading the model first)" if i == 1 else ""), "dim")
+
+
 @click.command("audit")
 @click.option("--rate", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
               help="Share of eligible completions to check.")
@@ -78,7 +83,8 @@ def audit(obj: Obj, rate: float, limit: int | None, mode: str, no_record: bool, 
     else:
         with open_pool(board) as pool:
             report = run_audit(board, pool, plan, mode=mode, record=not no_record, push=not no_push,
-                               on_entry=_entry_line if human else None)
+                               on_entry=_entry_line if human else None,
+                               on_start=_start_line if human else None)  # fmt: skip
 
     def show() -> None:
         if not plan.selected:
