@@ -133,6 +133,7 @@ def test_the_human_summary_table(rigs: Rigs) -> None:
     res = rigs.wl("carol", "infer", "audit", "--rate", "1", "--no-record")
     assert res.exit_code == 1, res.output
     assert "Audit seed " in res.stdout and "4 of 4 eligible selected" in res.stdout
+    assert "… [1/4] " in res.stdout and "(loading the model first)" in res.stdout and "… [4/4] " in res.stdout
     assert "MISMATCH (rerun)" in res.stdout
     lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
              for line in res.stdout.splitlines() if line.startswith("│")}
