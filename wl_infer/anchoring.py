@@ -177,7 +177,8 @@ def anchor_evidence(
 
 
 def chain_status(board: Board, item_id: str) -> str | None:
-    """``matches``/``differs``/``not anchored`` for the item's result; None when no chain is configured.
+    """``matches``/``differs``/``not anchored``/``anchored only by others`` for the item's result; None when
+    no chain is configured. Only the records of the claimer's registered addresses count (SPEC §9, issue 16).
 
     Never raises for a chain that cannot be read: verify reports ``unreachable (…)`` and carries on.
     """
@@ -196,14 +197,22 @@ def chain_status(board: Board, item_id: str) -> str | None:
     iid = view.resolve(item_id)
     board_id = view.meta()["board_id"]
     comp = view.completion(iid)
+    from eth_utils.address import is_address
+
+    known = _addresses(view, comp.completed_by) if comp is not None else set()
+    addresses = sorted(a for a in known if is_address(a))  # a malformed registration is simply no address
     try:
-        record = chain.read_anchor(target.rpc_url, target.contract, board_id, iid, retry=_quick_retry())
+        records = [
+            chain.read_anchor(target.rpc_url, target.contract, board_id, iid, a, retry=_quick_retry())
+            for a in addresses
+        ]
+        found = [r for r in records if r is not None]
+        if not found:
+            others = chain.anchor_count(target.rpc_url, target.contract, board_id, iid, retry=_quick_retry())
+            return "anchored only by others" if others else "not anchored"
     except Exception as e:  # noqa: BLE001 - a verifier must get its verdict even when the chain is down
         return f"unreachable ({error_line(e, 160)})"
-    if record is None:
-        return "not anchored"
-    if comp is None:
-        return "differs"
+    assert comp is not None
     try:
         ev = Evidence.decode(comp.evidence)
     except CodecError:
@@ -214,9 +223,9 @@ def chain_status(board: Board, item_id: str) -> str | None:
         ehash = evidence_hash(ev.unsigned_dict(), {"board_id": board_id, "item_id": iid})
     except EncodingError:
         return "differs"
-    if chain.compare_with_board(record, ev.output_hash, ehash, None) != "matches":
-        return "differs"
-    return "matches" if record.worker.lower() in _addresses(view, comp.completed_by) else "differs"
+    if any(chain.compare_with_board(r, ev.output_hash, ehash) == "matches" for r in found):
+        return "matches"
+    return "differs"
 
 
 def _addresses(view: Any, handle: str) -> set[str]:

@@ -44,7 +44,7 @@ from wl_infer.text import error_line
 __all__ = [
     "AnchorReceipt", "AttestReceipt", "BatchReceipt", "ChainError", "DEFAULT_RETRY", "Deployment",
     "OnChainAttestation", "OnChainRecord", "RetryPolicy", "TESTER_URL", "VERDICTS", "VERDICT_NAMES",
-    "ZERO_ADDRESS", "anchor", "anchor_batch", "artifact_path", "attest", "batch_key", "batch_leaf",
+    "ZERO_ADDRESS", "anchor", "anchor_count", "anchor_batch", "artifact_path", "attest", "batch_key", "batch_leaf",
     "bytes32_to_hash", "compare_with_board", "connect", "contract_address", "decode_revert", "deploy",
     "hash_to_bytes32", "is_transient", "job_key", "load_artifact", "merkle_tree", "read_anchor",
     "read_attestations", "read_root", "require_chain_libraries", "verify_proof", "verify_proof_on_chain",
@@ -134,15 +134,11 @@ class OnChainAttestation:
     tx: str
 
 
-def compare_with_board(
-    record: OnChainRecord | None, output_hash: str, evidence_hash: str, worker_address: str | None
-) -> str:
-    """``"matches"``, ``"differs"`` or ``"not anchored"``; a None worker address is not compared."""
+def compare_with_board(record: OnChainRecord | None, output_hash: str, evidence_hash: str) -> str:
+    """``"matches"``, ``"differs"`` or ``"not anchored"``: one worker's record against the board's hashes."""
     if record is None:
         return "not anchored"
     same = record.output_hash == output_hash and record.evidence_hash == evidence_hash
-    if worker_address is not None:
-        same = same and record.worker.lower() == worker_address.lower()
     return "matches" if same else "differs"
 
 
@@ -286,13 +282,19 @@ def deploy(rpc_url: str, private_key: bytes, *, retry: RetryPolicy = DEFAULT_RET
 
 
 def read_anchor(
-    rpc_url: str, contract: str, board_id: str, item_id: str, *, retry: RetryPolicy = DEFAULT_RETRY
+    rpc_url: str, contract: str, board_id: str, item_id: str, worker: str, *, retry: RetryPolicy = DEFAULT_RETRY
 ) -> OnChainRecord | None:
-    """The job's on-chain record, or None when it is not anchored."""
-    worker, out, ev, block = _call(rpc_url, contract, "read", "getJob", [job_key(board_id, item_id)], retry)
-    if int(worker, 16) == 0:
+    """``worker``'s on-chain record of the job, or None when that address has not anchored it."""
+    who = contract_address(worker, "read")
+    out, ev, block = _call(rpc_url, contract, "read", "getJob", [job_key(board_id, item_id), who], retry)
+    if int(block) == 0:
         return None
-    return OnChainRecord(worker, bytes32_to_hash(out), bytes32_to_hash(ev), int(block))
+    return OnChainRecord(who, bytes32_to_hash(out), bytes32_to_hash(ev), int(block))
+
+
+def anchor_count(rpc_url: str, contract: str, board_id: str, item_id: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> int:
+    """How many distinct addresses have anchored the job."""
+    return int(_call(rpc_url, contract, "read", "anchorCount", [job_key(board_id, item_id)], retry))
 
 
 def anchor(
@@ -306,7 +308,10 @@ def anchor(
     *,
     retry: RetryPolicy = DEFAULT_RETRY,
 ) -> AnchorReceipt:
-    """Anchor a job's hashes once; an identical earlier anchor by this key is reported, not repeated."""
+    """Anchor this key's hashes for a job once; an identical earlier anchor by this key is reported, not repeated.
+
+    Records are per (job, sender): another address's anchor of the same job neither blocks nor counts.
+    """
     from eth_account import Account
 
     w3 = connect(rpc_url)
@@ -317,17 +322,17 @@ def anchor(
     chain_id = with_retry("anchor", lambda: w3.eth.chain_id, retry)
 
     def existing() -> AnchorReceipt | None:
-        record = read_anchor(rpc_url, contract, board_id, item_id, retry=retry)
+        record = read_anchor(rpc_url, contract, board_id, item_id, worker, retry=retry)
         if record is None:
             return None
-        if compare_with_board(record, output_hash, evidence_hash, worker) != "matches":
+        if compare_with_board(record, output_hash, evidence_hash) != "matches":
             raise ChainError(
                 "anchor",
-                f"job {board_id}/{item_id} is already anchored by {record.worker} in block {record.block} "
+                f"job {board_id}/{item_id} is already anchored by this key ({record.worker}) in block {record.block} "
                 f"with output {record.output_hash} and evidence {record.evidence_hash}",
                 record=record,
             )
-        tx = _find_log_tx(w3, address, "Anchored", key, record.block, retry)
+        tx = _find_log_tx(w3, address, "Anchored", key, record.block, retry, worker)
         return AnchorReceipt(chain_id, address, tx, record.block, 0, already_anchored=True)
 
     found = existing()
@@ -413,14 +418,19 @@ def _topic(w3: Web3, event: str) -> str:
     raise ValueError(f"no event {event} in the ABI")
 
 
-def _find_log_tx(w3: Web3, address: str, event: str, key: bytes, block: int, policy: RetryPolicy) -> str | None:
-    """The transaction that emitted ``event`` for ``key`` in ``block``, or None if the node will not say."""
+def _find_log_tx(
+    w3: Web3, address: str, event: str, key: bytes, block: int, policy: RetryPolicy, sender: str | None = None
+) -> str | None:
+    """The transaction that emitted ``event`` for ``key`` (and ``sender``) in ``block``, or None if unknown."""
+    topics = [_topic(w3, event), "0x" + key.hex()]
+    if sender is not None:
+        topics.append("0x" + "00" * 12 + sender[2:].lower())
     try:
         logs = with_retry(
             event,
             lambda: w3.eth.get_logs(
                 {"address": address, "fromBlock": block, "toBlock": block,  # type: ignore[typeddict-item]
-                 "topics": [_topic(w3, event), "0x" + key.hex()]}
+                 "topics": topics}
             ),
             policy,
         )
