@@ -94,6 +94,16 @@ def _contract(w3: Web3, address: str | None = None, name: str = ANCHOR) -> Any:
     return w3.eth.contract(address=contract_address(address), abi=art["abi"])  # type: ignore[call-overload]
 
 
+def event_topic(event: str, name: str = ANCHOR) -> str:
+    """The topic-0 hash of an event in a contract's ABI."""
+    from eth_utils.crypto import keccak
+
+    for entry in load_artifact(name)["abi"]:
+        if entry.get("type") == "event" and entry["name"] == event:
+            return "0x" + keccak(f"{event}({','.join(i['type'] for i in entry['inputs'])})".encode()).hex()
+    raise ValueError(f"no event {event} in the {name} ABI")
+
+
 def decode_revert(exc: BaseException) -> str:
     """A readable reason for a revert: custom error with arguments, Error(string), Panic, or the message."""
     from eth_abi.abi import decode
