@@ -162,6 +162,12 @@ def anchor_evidence(
         "pushed": None,
         "local_reason": None,
     }
+    from wl_infer.bounty_board import submit_if_bounty
+
+    try:
+        out["bounty"] = submit_if_bounty(board, iid, ev.output_hash, ehash)
+    except BoardError as e:  # a bad or unreachable bounty never undoes the anchor: say why, carry on
+        out["bounty"] = {"submitted": False, "reason": str(e)}
     if previous == details:
         return out
     op = board.new_op("anchor", iid, anchor=details, completion_id=completion_id)

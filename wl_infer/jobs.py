@@ -116,15 +116,26 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
     return dataclasses.replace(job, model_digest=digest), []
 
 
-def post_job(board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None) -> PostResult:
+def post_job(
+    board: Board,
+    job: Job,
+    *,
+    push: bool = True,
+    pool: BackendPool | None = None,
+    extra: Callable[[str], dict[str, Any]] | None = None,
+) -> PostResult:
+    """Post ``job``; ``extra(item_id)``, when given, adds top-level keys to the stored job (a bounty)."""
     job, warnings = pin_digest(job, pool)
     title = job_title(job.prompt)
     item_id = new_item_id(title, utcnow())
+    description = job.encode()
+    if extra is not None:
+        description = orjson.dumps({**extra(item_id), **job.to_dict()}).decode()
     op = board.new_op(
         "post",
         item_id,
         title=title,
-        description=job.encode(),
+        description=description,
         type="inference",
         priority=2,
         effort_level="small",

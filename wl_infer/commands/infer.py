@@ -12,6 +12,13 @@ import click
 
 from board.cli.main import Obj
 from board.cli.output import emit, is_json, report_push, say
+from wl_infer.commands.bounty import (
+    bounty_maker,
+    bounty_options,
+    say_bounty,
+    say_bounty_status,
+    say_submission,
+)
 from wl_infer.commands.params import BackendChoice
 
 
@@ -66,9 +73,11 @@ def infer() -> None:
 @click.option("--max-tokens", type=click.IntRange(0, None), default=0, show_default=True, help="0: the model's default.")
 @click.option("--chat", is_flag=True, help="Apply the model's chat template instead of raw completion.")
 @click.option("--no-push", is_flag=True)
+@bounty_options
 @click.pass_obj
-def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool, no_push: bool) -> None:
-    """Post an inference job."""
+def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool, no_push: bool,
+         **bounty: Any) -> None:
+    """Post an inference job (with --bounty, escrow payment for it on the board's chain first)."""
     from wl_infer.codec import Job
     from wl_infer.jobs import open_pool, post_job
 
@@ -76,8 +85,9 @@ def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_
     backend = backend or board.config.get("default_backend") or "ollama"
     job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend,
               options={"chat": True} if chat else {})
+    escrow = bounty_maker(board, bounty)
     with open_pool(board, timeout=5.0) as pool:
-        res = post_job(board, job, push=not no_push, pool=pool)
+        res = post_job(board, job, push=not no_push, pool=pool, extra=escrow)
 
     def human() -> None:
         for w in res.warnings:
@@ -87,11 +97,14 @@ def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_
         say(f"  Seed: {res.job.seed}")
         say(f"  Prompt: {res.job.prompt}")
         report_push(res.mutation)
+        if escrow is not None:
+            say_bounty(escrow.record)
         say(f"\nNext: wl infer run {res.item_id}")
 
     emit(
         {"ok": True, "id": res.item_id, "job": res.job.to_dict(), "warnings": res.warnings,
-         "pushed": res.mutation.pushed, "local_reason": res.mutation.local_reason},
+         "pushed": res.mutation.pushed, "local_reason": res.mutation.local_reason,
+         "bounty": escrow.record if escrow is not None else None},
         human,
     )
 
@@ -128,6 +141,7 @@ def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, t
         report_push(res.mutation)
         if anchored is not None:
             say(f"  Anchored: tx {anchored['tx']} in block {anchored['block']}")
+            say_submission(anchored.get("bounty"))
         say(f"\nNext: wl infer verify {res.item_id}")
 
     emit(
@@ -226,8 +240,11 @@ def status(obj: Obj, item_id: str) -> None:
         except CodecError as e:
             problem = str(e)
     atts = view.attestations(iid)
+    from wl_infer.bounty_board import bounty_report
+
+    paid = bounty_report(board, item)
     data = {"item": item.to_dict(), "job": job.to_dict(), "completion": comp.to_dict() if comp else None,
-            "evidence": evidence, "evidence_error": problem, "attestations": atts}
+            "evidence": evidence, "evidence_error": problem, "attestations": atts, "bounty": paid}
 
     def human() -> None:
         say(f"{item.id}  {item.title}", "bold")
@@ -252,6 +269,7 @@ def status(obj: Obj, item_id: str) -> None:
                 say("  Envelope: " + ", ".join(f"{k}={v}" for k, v in sorted(env.items()) if not isinstance(v, dict)))
         for who, att in sorted(atts.items()):
             say(f"  Attested by {who}: {att.get('verdict')} ({att.get('mode')}, {att.get('at')})")
+        say_bounty_status(paid)
 
     emit(data, human)
 
