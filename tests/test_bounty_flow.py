@@ -154,3 +154,15 @@ def test_a_forged_bounty_record_is_reported_and_never_paid(rigs: Rigs, deployed:
     assert code == 0 and rigs.wl("alice", "sync").exit_code == 0
     res = rigs.wl("alice", "infer", "status", made["id"])
     assert res.exit_code == 0 and "malformed bounty record" in res.stdout and "\x1b" not in res.stdout
+
+
+def test_worker_min_bounty_takes_only_paid_work_above_the_floor(rigs: Rigs, deployed: dict[str, Any]) -> None:
+    unpaid = post(rigs, "alice", "--prompt", "what is 1+1", "--model", MODEL)
+    cheap = post(rigs, "alice", "--prompt", "what is 2+2", "--model", MODEL, "--bounty", "1gwei")
+    rich = post(rigs, "alice", "--prompt", "what is 3+3", "--model", MODEL, "--bounty", "0.01")
+    res = rigs.wl("bob", "infer", "worker", "--once", "--min-bounty", "0.005", "--poll", "0.1")
+    assert res.exit_code == 0, res.output
+    assert rigs.item("bob", rich).status == "in_review"
+    assert rigs.item("bob", cheap).status == "open" and rigs.item("bob", unpaid).status == "open"
+    res = rigs.wl("bob", "infer", "worker", "--once", "--min-bounty", "a lot")
+    assert res.exit_code == 2 and res.stderr.startswith("wl: error: amount 'a lot'")
