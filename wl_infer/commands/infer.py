@@ -75,7 +75,7 @@ def infer() -> None:
 @click.option("--no-push", is_flag=True)
 @bounty_options
 @click.pass_obj
-def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool, no_push: bool,
+def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool, no_push: bool,
          **bounty: Any) -> None:
     """Post an inference job (with --bounty, escrow payment for it on the board's chain first)."""
     from wl_infer.codec import Job
