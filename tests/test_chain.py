@@ -84,27 +84,34 @@ def _contract(address: str) -> Any:
 # ------------------------------------------------------------ artifact
 
 
-def test_artifact_is_built_from_the_committed_source() -> None:
-    art = chain.load_artifact()
-    source = (CONTRACTS / "InferenceAnchor.sol").read_bytes()
+@pytest.mark.parametrize(
+    ("name", "events"),
+    [("InferenceAnchor", {"Anchored", "Attested", "RootAnchored"}),
+     ("InferenceBounty", {"Posted", "Assigned", "Submitted", "Verdict", "Paid", "Refunded", "Withdrawn"})],
+)
+def test_artifact_is_built_from_the_committed_source(name: str, events: set[str]) -> None:
+    art = chain.load_artifact(name)
+    source = (CONTRACTS / f"{name}.sol").read_bytes()
     assert art["sourceSha256"] == hashlib.sha256(source).hexdigest(), "run `node contracts/compile.js`"
     assert art["evmVersion"] == "shanghai"
     assert art["compiler"]["version"].startswith("0.8.28+")
     assert art["bytecode"].startswith("0x60") and art["deployedBytecode"].startswith("0x60")
-    assert {e["name"] for e in art["abi"] if e["type"] == "event"} == {"Anchored", "Attested", "RootAnchored"}
+    assert {e["name"] for e in art["abi"] if e["type"] == "event"} == events
 
 
-def test_artifact_matches_source() -> None:
+@pytest.mark.parametrize("name", ["InferenceAnchor", "InferenceBounty"])
+def test_artifact_matches_source(name: str) -> None:
     if not (CONTRACTS / "node_modules" / "solc").is_dir():
         pytest.skip("contracts/node_modules/solc is absent: run `npm ci --prefix contracts` to recompile")
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not on PATH")
     out = subprocess.run(
-        [node, "compile.js", "--stdout"], cwd=CONTRACTS, capture_output=True, text=True, timeout=120, check=True
+        [node, "compile.js", "--stdout", name], cwd=CONTRACTS, capture_output=True, text=True, timeout=120,
+        check=True,
     )
     fresh = json.loads(out.stdout)
-    committed = chain.load_artifact()
+    committed = chain.load_artifact(name)
     for field in ("abi", "bytecode", "deployedBytecode", "compiler", "evmVersion", "optimizer", "sourceSha256"):
         assert fresh[field] == committed[field], f"{field} differs: run `node contracts/compile.js` and commit"
 
