@@ -182,11 +182,12 @@ def make_bounty(
     return {**rec.to_dict(), "gas_used": receipt.gas_used, "block": receipt.block}
 
 
-def _checked(board: Board, item_id: str) -> tuple[Any, Any, BountyRecord, str, str, str]:
+def _checked(board: Board, item_id: str, refresh: bool = True) -> tuple[Any, Any, BountyRecord, str, str, str]:
     """(view, item, record, rpc, contract, board_id) for an item whose bounty binds to its poster's address."""
     from wl_infer import bounty
 
-    refresh_if_online(board)
+    if refresh:
+        refresh_if_online(board)
     view = board.view()
     iid = view.resolve(item_id)
     item = view.item(iid)
@@ -237,7 +238,7 @@ def submit_if_bounty(board: Board, iid: str, output_hash: str, evidence_hash: st
     item = view.item(iid)
     if item is None or bounty_of(item) is None:
         return None
-    _, item, rec, rpc, contract, _ = _checked(board, iid)
+    _, item, rec, rpc, contract, _ = _checked(board, iid, refresh=False)  # the caller has just fetched
     me = Account.from_key(_key(board)).address
     on_chain: OnChainBounty | None = _chain_call(iid, bounty.read_bounty, rpc, contract, rec.bounty_id)
     if on_chain is None:
@@ -321,7 +322,7 @@ def bounty_report(board: Board, item: Any) -> dict[str, Any] | None:
         from wl_infer import bounty
         from wl_infer.anchoring import _quick_retry
 
-        _, _, rec, rpc, contract, _ = _checked(board, item.id)
+        _, _, rec, rpc, contract, _ = _checked(board, item.id, refresh=False)  # status reads the local copy
         on_chain = bounty.read_bounty(rpc, contract, rec.bounty_id, retry=_quick_retry())
         if on_chain is None:
             report["problem"] = "not escrowed on chain"

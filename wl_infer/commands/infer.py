@@ -221,7 +221,7 @@ def _chain_report(board: Any, v: Any) -> str | None:
 @click.argument("item_id")
 @click.pass_obj
 def status(obj: Obj, item_id: str) -> None:
-    """The item, its job, the result (hash, output, envelope) and attestations."""
+    """The item, its job, the result (hash, output, envelope), attestations and its bounty, if any."""
     from wl_infer.codec import CodecError, Evidence
     from wl_infer.jobs import load_job
 
