@@ -7,8 +7,9 @@ pragma solidity 0.8.28;
 ///         dispute within a challenge window. Every bounty ends in exactly one payout (worker: bounty + stake)
 ///         or one refund (poster: bounty; a disputed worker's stake goes to the disputing verifiers).
 /// @dev A bounty id is keccak256(abi.encode(jobId, poster)), so nobody can occupy another poster's bounty.
-///      Only the poster can name the worker (from the board's accepted claim), and only that address can
-///      submit and be paid, so a front-runner who copies the job id or the result gets nothing.
+///      Only the poster can name the worker (from the board's accepted claim), once; only that address can
+///      submit and be paid, so a front-runner who copies the job id or the result gets nothing, and only the
+///      named worker can release the bounty back to Open (so the poster cannot re-point it).
 ///      Funds move by pull payment: resolutions credit balances, `withdraw` sends them. There is no owner.
 contract InferenceBounty {
     /// Verdicts as `wl infer verify` prints them (same numbers as InferenceAnchor).
@@ -63,6 +64,7 @@ contract InferenceBounty {
         address[] verifiers
     );
     event Assigned(bytes32 indexed bountyId, address indexed worker);
+    event Released(bytes32 indexed bountyId, address indexed worker);
     event Submitted(bytes32 indexed bountyId, address indexed worker, bytes32 outputHash, bytes32 evidenceHash);
     event Verdict(bytes32 indexed bountyId, address indexed verifier, uint8 verdict, bytes32 resultHash);
     event Paid(bytes32 indexed bountyId, address indexed worker, uint256 amount);
@@ -127,13 +129,24 @@ contract InferenceBounty {
         if (worker != address(0)) _assign(bountyId, b, worker);
     }
 
-    /// The poster names (or, before a submission, re-names) the board's accepted claimer.
+    /// The poster names the board's accepted claimer, once: only that worker can give the bounty back
+    /// (`release`), so a worker who was named can run the job knowing the payout cannot be re-pointed.
     function assign(bytes32 bountyId, address worker) external {
         Bounty storage b = _get(bountyId);
         if (msg.sender != b.poster) revert NotPoster(msg.sender);
-        if (b.state != State.Open && b.state != State.Assigned) revert WrongState(b.state);
+        if (b.state != State.Open) revert WrongState(b.state);
         if (block.timestamp >= b.deadline) revert DeadlinePassed(b.deadline);
         _assign(bountyId, b, worker);
+    }
+
+    /// The named worker gives the bounty back before submitting (it abandoned the claim): Open again.
+    function release(bytes32 bountyId) external {
+        Bounty storage b = _get(bountyId);
+        if (b.state != State.Assigned) revert WrongState(b.state);
+        if (msg.sender != b.worker) revert NotWorker(msg.sender, b.worker);
+        b.worker = address(0);
+        b.state = State.Open;
+        emit Released(bountyId, msg.sender);
     }
 
     /// The named worker stakes exactly `stake` and submits its hashes before the deadline.

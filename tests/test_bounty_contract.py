@@ -223,16 +223,18 @@ def test_no_result_by_the_deadline_refunds_the_poster_once(net: Net) -> None:
     net.advance(2 * HOUR + 1)
     with _refused("DeadlinePassed"):  # too late to submit
         bounty.submit(net.url, net.contract, p.worker, p.bid, OUT, EV, stake=STAKE)
-    with _refused("DeadlinePassed"):  # and too late to re-assign
+    with _refused("WrongState"):  # the poster cannot re-point an assigned bounty
         bounty.assign(net.url, net.contract, p.poster, p.bid, Account.from_key(net.key()).address)
     bounty.refund(net.url, net.contract, p.worker, p.bid)  # anyone may trigger it; the poster is credited
     assert _state(net, p.bid).state == "refunded"
     assert _credit(net, p.poster) == AMOUNT and _credit(net, p.worker) == 0
     with _refused("WrongState"):
         bounty.refund(net.url, net.contract, p.poster, p.bid)
-    # an unassigned bounty is refunded the same way
+    # an unassigned bounty is refunded the same way, and cannot be assigned any more
     q = _post(net, deadline=HOUR, assign=False)
     net.advance(HOUR + 1)
+    with _refused("DeadlinePassed"):
+        bounty.assign(net.url, net.contract, q.poster, q.bid, Account.from_key(net.key()).address)
     bounty.refund(net.url, net.contract, q.poster, q.bid)
     assert _credit(net, q.poster) == AMOUNT
 
@@ -261,6 +263,23 @@ def test_a_front_runner_can_neither_submit_nor_be_paid_nor_block_the_bounty(net:
     bounty.finalize(net.url, net.contract, attacker, mine.bounty_id)  # even finalized by the attacker...
     assert _credit(net, worker) == AMOUNT + STAKE  # ...the worker is the one paid
     assert _credit(net, attacker) == 0
+
+
+def test_only_the_named_worker_can_release_the_bounty_for_another(net: Net) -> None:
+    p = _post(net)
+    second = net.key()
+    with _refused("WrongState"):  # assigned once: the poster cannot re-point it...
+        bounty.assign(net.url, net.contract, p.poster, p.bid, Account.from_key(second).address)
+    with _refused("NotWorker"):  # ...nor release it for the worker
+        bounty.release(net.url, net.contract, p.poster, p.bid)
+    bounty.release(net.url, net.contract, p.worker, p.bid)  # the worker gives up its claim
+    assert _state(net, p.bid).state == "open" and _state(net, p.bid).worker is None
+    bounty.assign(net.url, net.contract, p.poster, p.bid, Account.from_key(second).address)
+    with _refused("NotWorker"):  # the first worker is no longer the one to be paid
+        bounty.submit(net.url, net.contract, p.worker, p.bid, OUT, EV, stake=STAKE)
+    bounty.submit(net.url, net.contract, second, p.bid, OUT, EV, stake=STAKE)
+    with _refused("WrongState"):  # nobody releases a submitted result
+        bounty.release(net.url, net.contract, second, p.bid)
 
 
 def test_posting_is_validated(net: Net) -> None:

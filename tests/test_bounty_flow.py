@@ -74,19 +74,24 @@ def test_a_paid_job_from_post_to_withdraw(rigs: Rigs, deployed: dict[str, Any]) 
     assert on_chain is not None and on_chain.state == "open" and on_chain.amount == 10 * MILLI
     assert _status(rigs, iid)["state"] == "open"
 
-    # bob runs before alice has named him: the result stands, the bounty waits
-    code, ran = rigs.wl_json("bob", "infer", "run", iid, "--anchor")
-    assert code == 0, ran
-    assert ran["anchor"]["bounty"]["submitted"] is False and "wl chain assign" in ran["anchor"]["bounty"]["reason"]
+    # bob would run before alice has named him: refused before anything runs or is revealed
+    res = rigs.wl("bob", "infer", "run", iid, "--anchor")
+    assert res.exit_code == 1 and "is open, not assigned to this rig" in res.stderr and res.stderr.count("\n") == 1
+    assert rigs.item("bob", iid).status == "open"
+    assert rigs.wl("bob", "claim", iid).exit_code == 0
     res = rigs.wl("carol", "chain", "assign", iid)  # only the poster names the worker
     assert res.exit_code == 1 and res.stderr.startswith("wl: error: carol may not assign") and res.stderr.count("\n") == 1
     code, assigned = rigs.wl_json("alice", "chain", "assign", iid)
     assert code == 0 and assigned["worker"] == "bob" and assigned["address"] == address_of(rigs.home("bob"))
     assert rigs.wl_json("alice", "chain", "assign", iid)[1]["already_assigned"] is True
+    res = rigs.wl("carol", "infer", "run", iid, "--skip-claim")  # carol is not the one assigned either
+    assert res.exit_code == 1 and "not assigned to this rig" in res.stderr
 
+    code, ran = rigs.wl_json("bob", "infer", "run", iid, "--skip-claim", "--anchor")
+    assert code == 0, ran
+    assert ran["anchor"]["bounty"]["submitted"] and ran["anchor"]["bounty"]["stake"] == MILLI
     code, anchored = rigs.wl_json("bob", "infer", "anchor", iid)
-    assert code == 0 and anchored["bounty"]["submitted"] and anchored["bounty"]["stake"] == MILLI
-    assert rigs.wl_json("bob", "infer", "anchor", iid)[1]["bounty"]["already_submitted"] is True
+    assert code == 0 and anchored["bounty"]["already_submitted"] is True
     state = _status(rigs, iid)
     assert state["state"] == "submitted" and 3500 < state["window_left_s"] <= 3600
     assert "challenge window left" in rigs.wl("carol", "infer", "status", iid).stdout
@@ -143,7 +148,9 @@ def test_a_forged_bounty_record_is_reported_and_never_paid(rigs: Rigs, deployed:
     iid = made["id"]
     report = _status(rigs, iid)
     assert "not an address registered for carol" in report["problem"]
-    code, ran = rigs.wl_json("bob", "infer", "run", iid, "--anchor")
+    res = rigs.wl("bob", "infer", "run", iid, "--anchor")  # a run checks the record first: refused, one line
+    assert res.exit_code != 0 and "not an address registered for carol" in res.stderr and res.stderr.count("\n") == 1
+    code, ran = rigs.wl_json("bob", "infer", "run", iid, "--anchor", "--unpaid")
     assert code == 0 and ran["anchor"]["bounty"]["submitted"] is False
     assert "not an address registered for carol" in ran["anchor"]["bounty"]["reason"]
     res = rigs.wl("carol", "chain", "assign", iid)

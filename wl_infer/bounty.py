@@ -129,6 +129,14 @@ def assign(
                  [key, contract_address(worker, "assign bounty")], key, retry)
 
 
+def release(
+    rpc_url: str, contract: str, private_key: bytes, bid: str | bytes, *, retry: RetryPolicy = DEFAULT_RETRY
+) -> TxReceipt:
+    """The named worker gives the bounty back (it will not deliver); the poster may name someone else."""
+    key = _key_bytes(bid)
+    return _send(rpc_url, contract, private_key, "release bounty", "release", [key], key, retry)
+
+
 def submit(
     rpc_url: str,
     contract: str,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from board.api import Board, NotAllowed, UsageError, WrongStatus, known_addresses, refresh_if_online
+from board.api import Board, BoardError, NotAllowed, UsageError, WrongStatus, known_addresses, refresh_if_online
 from wl_infer.anchoring import AnchorError, NoChain, chain_target
 
 if TYPE_CHECKING:
@@ -226,6 +226,39 @@ def assign_claimer(board: Board, item_id: str) -> dict[str, Any]:
     receipt = _chain_call(item.id, bounty.assign, rpc, contract, _key(board), rec.bounty_id, worker)
     return {"item_id": item.id, "worker": claimer, "address": worker, "tx": receipt.tx, "block": receipt.block,
             "gas_used": receipt.gas_used, "already_assigned": False}
+
+
+class NotAssigned(BoardError):
+    """A bounty job this rig would run before its poster named it the worker on chain."""
+
+
+def require_assigned(board: Board, item_id: str) -> None:
+    """Before a run reveals its output: a bounty job must be assigned on chain to this rig (else refuse)."""
+    from eth_account import Account
+
+    from wl_infer import bounty
+
+    item = None
+    for attempt in range(2):  # the local copy first: a bounty is written at post time and never changes
+        try:
+            item = board.view().item(board.view().resolve(item_id))
+            break
+        except BoardError:
+            if attempt == 0:
+                refresh_if_online(board)
+    if item is None or bounty_of(item) is None:
+        return  # no such item (the run reports it) or no bounty: nothing to check
+    iid = item.id
+    _, item, rec, rpc, contract, _ = _checked(board, iid)
+    on_chain = _chain_call(iid, bounty.read_bounty, rpc, contract, rec.bounty_id)
+    me = Account.from_key(_key(board)).address
+    if on_chain is not None and on_chain.state == "assigned" and (on_chain.worker or "").lower() == me.lower():
+        return
+    state = on_chain.state if on_chain is not None else "not escrowed"
+    raise NotAssigned(
+        f"the bounty on {iid} is {state}, not assigned to this rig: `wl claim {iid}`, ask the poster to run "
+        f"`wl chain assign {iid}`, then `wl infer run {iid} --skip-claim --anchor` (or pass --unpaid)"
+    )
 
 
 def submit_if_bounty(board: Board, iid: str, output_hash: str, evidence_hash: str) -> dict[str, Any] | None:

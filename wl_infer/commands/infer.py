@@ -115,12 +115,18 @@ def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, m
 @click.option("--no-push", is_flag=True)
 @click.option("--anchor", is_flag=True, help="Also anchor the result hash on the board's chain.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
+@click.option("--unpaid", is_flag=True, help="Run a bounty job even though its bounty is not assigned to this rig.")
 @click.pass_obj
-def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, threads: int | None) -> None:
+def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, threads: int | None,
+        unpaid: bool) -> None:
     """Claim an inference item, run it, and submit signed evidence."""
     from wl_infer.jobs import open_pool, run_item
 
     board = obj.board()
+    if not unpaid:
+        from wl_infer.bounty_board import require_assigned
+
+        require_assigned(board, item_id)  # never reveal a paid result before the payout is bound to this rig
     with open_pool(board, threads=threads) as pool, _progress("Running inference…"):
         res = run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push)
     anchored = None
