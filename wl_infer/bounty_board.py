@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from board.api import Board, BoardError, NotAllowed, UsageError, WrongStatus, known_addresses, refresh_if_online
+from board.api import (
+    Board,
+    BoardError,
+    NotAllowed,
+    UsageError,
+    WrongStatus,
+    known_addresses,
+    refresh_if_online,
+)
 from wl_infer.anchoring import AnchorError, NoChain, chain_target
 
 if TYPE_CHECKING:
