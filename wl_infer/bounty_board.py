@@ -257,7 +257,7 @@ def require_assigned(board: Board, item_id: str) -> None:
     if item is None or bounty_of(item) is None:
         return  # no such item (the run reports it) or no bounty: nothing to check
     iid = item.id
-    _, item, rec, rpc, contract, _ = _checked(board, iid)
+    _, item, rec, rpc, contract, _ = _checked(board, iid, refresh=False)  # the run fetches next anyway
     on_chain = _chain_call(iid, bounty.read_bounty, rpc, contract, rec.bounty_id)
     me = Account.from_key(_key(board)).address
     if on_chain is not None and on_chain.state == "assigned" and (on_chain.worker or "").lower() == me.lower():
