@@ -87,7 +87,9 @@ def test_deploy_commits_chain_json_that_every_rig_finds(rigs: Rigs, deployed: di
     assert deployed["deployed_by"] == {"handle": "alice", "address": alice}
     with rigs.board("carol") as b:
         on_board = b.view().chain()
-    assert on_board == {k: deployed[k] for k in ("chain_id", "contract", "deployed_by", "tx", "block", "rpc_url")}
+    keys = ("chain_id", "contract", "deployed_by", "tx", "block", "rpc_url", "bounty_contract", "bounty_tx")
+    assert on_board == {k: deployed[k] for k in keys}
+    assert deployed["bounty_contract"] != deployed["contract"]
     code, status = rigs.wl_json("carol", "chain", "status", "--check")
     assert code == 0
     assert (status["contract"], status["contract_from"], status["rpc_url_from"]) == (
@@ -96,6 +98,7 @@ def test_deploy_commits_chain_json_that_every_rig_finds(rigs: Rigs, deployed: di
     res = rigs.wl("carol", "chain", "status")
     assert f"Board anchors on chain {deployed['chain_id']} at {deployed['contract']}" in res.stdout
     assert "Deployed by alice" in res.stdout
+    assert f"Bounties escrowed at {deployed['bounty_contract']}" in res.stdout
 
 
 def test_a_second_deploy_is_refused_unless_replace(rigs: Rigs, deployed: dict[str, Any]) -> None:

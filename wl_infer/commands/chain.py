@@ -130,6 +130,8 @@ def status(obj: Obj, check: bool) -> None:
             who = f"{by.get('handle')} ({by.get('address')})" if isinstance(by, dict) else str(by)
             say(f"Board anchors on chain {cj.get('chain_id')} at {cj.get('contract')}")
             say(f"  Deployed by {who} in tx {cj.get('tx')}" + (f", block {cj['block']}" if "block" in cj else ""))
+            if cj.get("bounty_contract"):
+                say(f"  Bounties escrowed at {cj.get('bounty_contract')} (InferenceBounty)")
         say(f"  RPC URL:  {target.rpc_url or '(none)'} [{data['rpc_url_from']}]")
         say(f"  Contract: {target.contract or '(none)'} [{data['contract_from']}]")
         result = data["check"]
