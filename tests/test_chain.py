@@ -442,3 +442,14 @@ def test_artifact_path_is_found_without_the_working_directory(tmp_path: Path) ->
         assert chain.artifact_path() == CONTRACTS / "InferenceAnchor.json"
     finally:
         os.chdir(old)
+
+
+def test_revert_data_holding_quote_bytes_is_decoded() -> None:
+    """eth-tester quotes the revert bytes as b"…" when they contain a ' (as a random address may)."""
+    from eth_abi.abi import encode
+    from eth_utils import keccak
+
+    address = "0x" + "c7e44c70e212ded46bc5bdfa15b03d1b62276f87"  # holds 0x27 (') and "b'" in its bytes
+    data = keccak(text="DuplicateVerifier(address)")[:4] + encode(["address"], [address])
+    exc = Exception(f"execution reverted: {data!r}")
+    assert chain.decode_revert(exc).startswith("DuplicateVerifier(verifier=")

@@ -7,6 +7,7 @@ library load inside the functions, so ``wl infer verify`` on a board without a c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,9 @@ from wl_infer.text import error_line
 if TYPE_CHECKING:
     from wl_infer.chain import RetryPolicy
     from wl_infer.jobs import RunResult
+
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 
 
 class AnchorError(BoardError):
@@ -203,10 +207,8 @@ def chain_status(board: Board, item_id: str) -> str | None:
     iid = view.resolve(item_id)
     board_id = view.meta()["board_id"]
     comp = view.completion(iid)
-    from eth_utils.address import is_address
-
     known = _addresses(view, comp.completed_by) if comp is not None else set()
-    addresses = sorted(a for a in known if is_address(a))  # a malformed registration is simply no address
+    addresses = sorted(a for a in known if _ADDRESS.match(a))  # a malformed registration is simply no address
     try:
         records = [
             chain.read_anchor(target.rpc_url, target.contract, board_id, iid, a, retry=_quick_retry())

@@ -58,6 +58,13 @@ class OnChainBounty:
         return self.submitted_at + self.window if self.state == "submitted" else None
 
 
+def address_of_key(private_key: bytes) -> str:
+    """The checksummed address of a private key (the poster, worker or verifier a transaction comes from)."""
+    from eth_account import Account
+
+    return str(Account.from_key(private_key).address)
+
+
 def bounty_id(board_id: str, item_id: str, poster: str) -> bytes:
     """The contract's bounty id for ``poster``'s bounty on the job."""
     from eth_abi.abi import encode

@@ -183,9 +183,7 @@ def make_bounty(
         item_id, bounty.post, rpc, contract, _key(board), board_id, item_id, amount=amount, deadline=now + deadline,
         window=window, stake=stake, verifiers=[a for _, a in named], threshold=threshold,
     )
-    from eth_account import Account
-
-    rec = BountyRecord(receipt.chain_id, receipt.contract, receipt.bounty_id, Account.from_key(_key(board)).address,
+    rec = BountyRecord(receipt.chain_id, receipt.contract, receipt.bounty_id, bounty.address_of_key(_key(board)),
                        amount, stake, now + deadline, window, threshold, tuple(named), receipt.tx)
     return {**rec.to_dict(), "gas_used": receipt.gas_used, "block": receipt.block}
 
@@ -242,8 +240,6 @@ class NotAssigned(BoardError):
 
 def require_assigned(board: Board, item_id: str) -> None:
     """Before a run reveals its output: a bounty job must be assigned on chain to this rig (else refuse)."""
-    from eth_account import Account
-
     from wl_infer import bounty
 
     item = None
@@ -259,7 +255,7 @@ def require_assigned(board: Board, item_id: str) -> None:
     iid = item.id
     _, item, rec, rpc, contract, _ = _checked(board, iid, refresh=False)  # the run fetches next anyway
     on_chain = _chain_call(iid, bounty.read_bounty, rpc, contract, rec.bounty_id)
-    me = Account.from_key(_key(board)).address
+    me = bounty.address_of_key(_key(board))
     if on_chain is not None and on_chain.state == "assigned" and (on_chain.worker or "").lower() == me.lower():
         return
     state = on_chain.state if on_chain is not None else "not escrowed"
@@ -271,8 +267,6 @@ def require_assigned(board: Board, item_id: str) -> None:
 
 def submit_if_bounty(board: Board, iid: str, output_hash: str, evidence_hash: str) -> dict[str, Any] | None:
     """Stake and submit this rig's result when the item has a bounty assigned to this rig; None otherwise."""
-    from eth_account import Account
-
     from wl_infer import bounty
 
     view = board.view()
@@ -280,7 +274,7 @@ def submit_if_bounty(board: Board, iid: str, output_hash: str, evidence_hash: st
     if item is None or bounty_of(item) is None:
         return None
     _, item, rec, rpc, contract, _ = _checked(board, iid, refresh=False)  # the caller has just fetched
-    me = Account.from_key(_key(board)).address
+    me = bounty.address_of_key(_key(board))
     on_chain: OnChainBounty | None = _chain_call(iid, bounty.read_bounty, rpc, contract, rec.bounty_id)
     if on_chain is None:
         raise BadBounty(f"the bounty on {iid} is not escrowed on chain ({rec.bounty_id})")
@@ -298,8 +292,6 @@ def submit_if_bounty(board: Board, iid: str, output_hash: str, evidence_hash: st
 
 def attest_bounty(board: Board, item_id: str) -> dict[str, Any] | None:
     """Send this rig's recorded verdict to the bounty (dispute or confirm) when it is a named verifier."""
-    from eth_account import Account
-
     from wl_infer import bounty
 
     view = board.view()
@@ -308,7 +300,7 @@ def attest_bounty(board: Board, item_id: str) -> dict[str, Any] | None:
     if item is None or bounty_of(item) is None:
         return None
     _, item, rec, rpc, contract, _ = _checked(board, iid)
-    me = Account.from_key(_key(board)).address
+    me = bounty.address_of_key(_key(board))
     if me.lower() not in {a.lower() for _, a in rec.verifiers}:
         return None
     att = view.attestations(iid).get(board.require_handle())
@@ -324,8 +316,6 @@ def attest_bounty(board: Board, item_id: str) -> dict[str, Any] | None:
 def settle(board: Board, item_id: str | None, how: str) -> dict[str, Any]:
     """``withdraw``: finalize ITEM's bounty if its window has passed, then withdraw this rig's credit.
     ``refund``: refund ITEM's bounty after its deadline, then withdraw (the poster's credit)."""
-    from eth_account import Account
-
     from wl_infer import bounty
 
     out: dict[str, Any] = {"item_id": None, "resolved": None, "withdrawn": 0, "tx": None}
@@ -342,7 +332,7 @@ def settle(board: Board, item_id: str | None, how: str) -> dict[str, Any]:
             raise AnchorError(item.id, f"the bounty is {state}: nothing to {how} yet")
     else:
         rpc, contract = _target(board)
-    me = Account.from_key(_key(board)).address
+    me = bounty.address_of_key(_key(board))
     owed = _chain_call(item_id or "", bounty.credit_of, rpc, contract, me)
     if owed:
         receipt, owed = _chain_call(item_id or "", bounty.withdraw, rpc, contract, _key(board))

@@ -149,7 +149,8 @@ def _revert_data(exc: BaseException) -> bytes | None:
             return None
     # eth-tester puts the raw revert bytes into the message as a Python bytes literal.
     text = str(exc.args[0]) if exc.args else ""
-    start = text.find("b'") if "b'" in text else text.find('b"')
+    found = [i for i in (text.find("b'"), text.find('b"')) if i >= 0]
+    start = min(found) if found else -1  # the first literal: the payload itself may hold the other quote
     if start >= 0:
         try:
             value = ast.literal_eval(text[start:])
