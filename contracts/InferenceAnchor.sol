@@ -2,18 +2,19 @@
 pragma solidity 0.8.28;
 
 /// @title InferenceAnchor
-/// @notice Public, append-only record of wl-infer results: per job the worker's output hash and
-///         evidence hash (set once), verifiers' attestations as events, and Merkle roots of batches.
-/// @dev A job id is keccak256(utf8("<board_id>/<item_id>")), computed off chain.
+/// @notice Public, append-only record of wl-infer results: per job and per worker address the output hash
+///         and evidence hash (set once), verifiers' attestations as events, and Merkle roots of batches.
+/// @dev A job id is keccak256(utf8("<board_id>/<item_id>")), computed off chain and public as soon as the
+///      item is posted, so a record is keyed by (job, msg.sender): nobody can occupy another worker's slot.
+///      Readers look up the record of the address the board registers for the job's claimer.
 contract InferenceAnchor {
     /// Verdicts as `wl infer verify` prints them; 0 is reserved so an unset value is never a verdict.
     uint8 public constant VERIFIED = 1;
     uint8 public constant MISMATCH = 2;
     uint8 public constant INVALID = 3;
 
-    /// One storage record per job: worker and block share a slot, so an anchor writes three slots.
+    /// One storage record per (job, worker): block and hashes, so an anchor writes three slots.
     struct Job {
-        address worker;
         uint64 blockNumber;
         bytes32 outputHash;
         bytes32 evidenceHash;
@@ -26,7 +27,10 @@ contract InferenceAnchor {
         bytes32 root;
     }
 
-    mapping(bytes32 => Job) private _jobs;
+    mapping(bytes32 => mapping(address => Job)) private _jobs;
+
+    /// Number of distinct workers that anchored each job (so a reader can tell "only by others").
+    mapping(bytes32 => uint256) public anchorCount;
     mapping(bytes32 => Batch) private _batches;
 
     /// Number of attestations emitted per job (all verifiers, all verdicts).
@@ -36,7 +40,7 @@ contract InferenceAnchor {
     event Attested(bytes32 indexed jobId, address indexed verifier, uint8 verdict, bytes32 resultHash);
     event RootAnchored(bytes32 indexed batchId, address indexed submitter, bytes32 root);
 
-    /// The job already has a record; records are never overwritten.
+    /// The caller already anchored this job; records are never overwritten.
     error AlreadyAnchored(bytes32 jobId, address worker, uint256 blockNumber);
     /// The batch already has a root; roots are never overwritten.
     error RootAlreadyAnchored(bytes32 batchId, bytes32 root);
@@ -45,12 +49,14 @@ contract InferenceAnchor {
     /// Verdict outside VERIFIED..INVALID.
     error InvalidVerdict(uint8 verdict);
 
-    /// Record the caller as the worker of `jobId` with its output and evidence hashes, once.
+    /// Record the caller's output and evidence hashes for `jobId`, once per caller.
     function anchor(bytes32 jobId, bytes32 outputHash, bytes32 evidenceHash) external {
         if (outputHash == bytes32(0) || evidenceHash == bytes32(0)) revert ZeroHash();
-        Job storage job = _jobs[jobId];
-        if (job.worker != address(0)) revert AlreadyAnchored(jobId, job.worker, job.blockNumber);
-        job.worker = msg.sender;
+        Job storage job = _jobs[jobId][msg.sender];
+        if (job.blockNumber != 0) revert AlreadyAnchored(jobId, msg.sender, job.blockNumber);
+        unchecked {
+            anchorCount[jobId] += 1;
+        }
         job.blockNumber = uint64(block.number);
         job.outputHash = outputHash;
         job.evidenceHash = evidenceHash;
@@ -77,19 +83,19 @@ contract InferenceAnchor {
         emit RootAnchored(batchId, msg.sender, root);
     }
 
-    /// Read a job record back; worker is the zero address when the job is not anchored.
-    function getJob(bytes32 jobId)
+    /// Read `worker`'s record of `jobId` back; blockNumber is 0 when that worker has not anchored it.
+    function getJob(bytes32 jobId, address worker)
         external
         view
-        returns (address worker, bytes32 outputHash, bytes32 evidenceHash, uint256 blockNumber)
+        returns (bytes32 outputHash, bytes32 evidenceHash, uint256 blockNumber)
     {
-        Job storage job = _jobs[jobId];
-        return (job.worker, job.outputHash, job.evidenceHash, job.blockNumber);
+        Job storage job = _jobs[jobId][worker];
+        return (job.outputHash, job.evidenceHash, job.blockNumber);
     }
 
-    /// True once `jobId` has a record.
-    function isAnchored(bytes32 jobId) external view returns (bool) {
-        return _jobs[jobId].worker != address(0);
+    /// True once `worker` has a record of `jobId`.
+    function isAnchored(bytes32 jobId, address worker) external view returns (bool) {
+        return _jobs[jobId][worker].blockNumber != 0;
     }
 
     /// Read a batch back; submitter is the zero address when the batch is not anchored.

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// Compile InferenceAnchor.sol with the pinned solc-js and write the committed artifact.
+// Compile the contracts with the pinned solc-js and write the committed artifacts.
 //
-//   node compile.js            write InferenceAnchor.json next to this file
-//   node compile.js --stdout   print the artifact instead (used by the tests to compare)
-//   node compile.js --check    exit 1 when the committed artifact differs from a fresh build
+//   node compile.js                  write InferenceAnchor.json and InferenceBounty.json next to this file
+//   node compile.js --stdout [NAME]  print one artifact instead (default InferenceAnchor; used by the tests)
+//   node compile.js --check          exit 1 when a committed artifact differs from a fresh build
 //
 // solc-js is a pure-JS/wasm compiler, so nothing is downloaded at compile time.
 'use strict';
@@ -13,16 +13,16 @@ const path = require('path');
 const crypto = require('crypto');
 const solc = require('solc');
 
-const SOURCE_NAME = 'InferenceAnchor.sol';
-const CONTRACT_NAME = 'InferenceAnchor';
+const CONTRACTS = ['InferenceAnchor', 'InferenceBounty'];
 // shanghai: the newest fork both py-evm (eth-tester) and Hardhat run, and that public chains accept.
 const EVM_VERSION = 'shanghai';
 const OPTIMIZER = { enabled: true, runs: 200 };
 
 const here = __dirname;
-const artifactPath = path.join(here, `${CONTRACT_NAME}.json`);
+const artifactPath = (name) => path.join(here, `${name}.json`);
 
-function build() {
+function build(CONTRACT_NAME) {
+  const SOURCE_NAME = `${CONTRACT_NAME}.sol`;
   const source = fs.readFileSync(path.join(here, SOURCE_NAME), 'utf8');
   const input = {
     language: 'Solidity',
@@ -58,23 +58,31 @@ function render(artifact) {
 }
 
 function main(argv) {
-  const text = render(build());
-  if (argv.includes('--stdout')) {
-    process.stdout.write(text);
+  const at = argv.indexOf('--stdout');
+  if (at >= 0) {
+    const name = argv[at + 1] || CONTRACTS[0];
+    if (!CONTRACTS.includes(name)) throw new Error(`unknown contract ${name} (expected ${CONTRACTS.join(', ')})`);
+    process.stdout.write(render(build(name)));
     return 0;
   }
-  if (argv.includes('--check')) {
-    const committed = fs.existsSync(artifactPath) ? fs.readFileSync(artifactPath, 'utf8') : '';
-    if (committed !== text) {
-      process.stderr.write(`${path.basename(artifactPath)} is stale: run \`node compile.js\` and commit it\n`);
-      return 1;
+  let status = 0;
+  for (const name of CONTRACTS) {
+    const text = render(build(name));
+    const file = artifactPath(name);
+    if (argv.includes('--check')) {
+      const committed = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+      if (committed !== text) {
+        process.stderr.write(`${path.basename(file)} is stale: run \`node compile.js\` and commit it\n`);
+        status = 1;
+      } else {
+        process.stdout.write(`${path.basename(file)} is up to date\n`);
+      }
+      continue;
     }
-    process.stdout.write(`${path.basename(artifactPath)} is up to date\n`);
-    return 0;
+    fs.writeFileSync(file, text);
+    process.stdout.write(`wrote ${path.basename(file)} (solc ${solc.version()}, evm ${EVM_VERSION})\n`);
   }
-  fs.writeFileSync(artifactPath, text);
-  process.stdout.write(`wrote ${path.basename(artifactPath)} (solc ${solc.version()}, evm ${EVM_VERSION})\n`);
-  return 0;
+  return status;
 }
 
 try {

@@ -239,3 +239,35 @@ class FlakyProxy:
                 self.wfile.write(payload)
 
         return Handler
+
+
+def compile_solidity(source: str, name: str, timeout: float = 120.0) -> tuple[list[dict[str, object]], str]:
+    """Compile one contract from ``source`` with the pinned solc-js in contracts/node_modules (tests only)."""
+    script = (
+        "const solc = require('solc'); let src = ''; process.stdin.on('data', d => src += d);"
+        "process.stdin.on('end', () => { const input = {language: 'Solidity', sources: {'T.sol': {content: src}},"
+        "settings: {evmVersion: 'shanghai', optimizer: {enabled: true, runs: 200},"
+        "outputSelection: {'*': {'*': ['abi', 'evm.bytecode.object']}}}};"
+        "process.stdout.write(solc.compile(JSON.stringify(input))); });"
+    )
+    done = subprocess.run(
+        ["node", "-e", script], input=source, cwd=CONTRACTS, capture_output=True, text=True, timeout=timeout,
+        check=True,
+    )
+    out = json.loads(done.stdout)
+    errors = [e["formattedMessage"] for e in out.get("errors", []) if e.get("severity") == "error"]
+    if errors:
+        raise RuntimeError("solc: " + "\n".join(errors))
+    contract = out["contracts"]["T.sol"][name]
+    return contract["abi"], "0x" + contract["evm"]["bytecode"]["object"]
+
+
+def solc_missing_reason() -> str | None:
+    """Why a test contract cannot be compiled here, or None when it can."""
+    import shutil
+
+    if shutil.which("node") is None:
+        return "node is not on PATH"
+    if not (CONTRACTS / "node_modules" / "solc").is_dir():
+        return "contracts/node_modules/solc is absent: run `npm ci --prefix contracts`"
+    return None

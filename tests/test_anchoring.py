@@ -87,7 +87,9 @@ def test_deploy_commits_chain_json_that_every_rig_finds(rigs: Rigs, deployed: di
     assert deployed["deployed_by"] == {"handle": "alice", "address": alice}
     with rigs.board("carol") as b:
         on_board = b.view().chain()
-    assert on_board == {k: deployed[k] for k in ("chain_id", "contract", "deployed_by", "tx", "block", "rpc_url")}
+    keys = ("chain_id", "contract", "deployed_by", "tx", "block", "rpc_url", "bounty_contract", "bounty_tx")
+    assert on_board == {k: deployed[k] for k in keys}
+    assert deployed["bounty_contract"] != deployed["contract"]
     code, status = rigs.wl_json("carol", "chain", "status", "--check")
     assert code == 0
     assert (status["contract"], status["contract_from"], status["rpc_url_from"]) == (
@@ -96,6 +98,7 @@ def test_deploy_commits_chain_json_that_every_rig_finds(rigs: Rigs, deployed: di
     res = rigs.wl("carol", "chain", "status")
     assert f"Board anchors on chain {deployed['chain_id']} at {deployed['contract']}" in res.stdout
     assert "Deployed by alice" in res.stdout
+    assert f"Bounties escrowed at {deployed['bounty_contract']}" in res.stdout
 
 
 def test_a_second_deploy_is_refused_unless_replace(rigs: Rigs, deployed: dict[str, Any]) -> None:
@@ -127,7 +130,7 @@ def test_anchor_records_the_transaction_in_the_evidence_and_never_twice(rigs: Ri
     context = {"board_id": _board_id(rigs), "item_id": iid}
     assert verify_signature("evidence", ev.to_dict(), context, address_of(rigs.home("bob")))  # anchor is outside
     assert first["evidence_hash"] == evidence_hash(ev.unsigned_dict(), context)
-    record = chain.read_anchor(TESTER, deployed["contract"], context["board_id"], iid)
+    record = chain.read_anchor(TESTER, deployed["contract"], context["board_id"], iid, address_of(rigs.home("bob")))
     assert record is not None and record.worker == address_of(rigs.home("bob"))
     assert (record.output_hash, record.evidence_hash) == (ev.output_hash, first["evidence_hash"])
     with rigs.board("alice") as b:
@@ -161,6 +164,23 @@ def test_an_unanchored_result_is_reported_as_not_anchored(rigs: Rigs, deployed: 
     iid = _ran(rigs)
     res = rigs.wl("carol", "infer", "verify", iid)
     assert res.exit_code == 0 and "on-chain: not anchored" in res.stdout
+
+
+def test_a_front_runners_anchor_is_anchored_only_by_others(rigs: Rigs, deployed: dict[str, Any]) -> None:
+    """carol copies bob's hashes onto the chain before bob anchors: verify does not credit her record."""
+    iid = _ran(rigs)
+    comp = _completion(rigs, iid)
+    ev = Evidence.decode(comp.evidence)
+    board_id = _board_id(rigs)
+    ehash = evidence_hash(ev.unsigned_dict(), {"board_id": board_id, "item_id": iid})
+    chain.anchor(TESTER, deployed["contract"], load_private_key(rigs.home("carol")), board_id, iid, ev.output_hash,
+                 ehash)
+    code, verdict = rigs.wl_json("alice", "infer", "verify", iid, "--no-record")
+    assert code == 0 and verdict["on_chain"] == "anchored only by others"
+    code, data = rigs.wl_json("bob", "infer", "anchor", iid)  # bob's own slot is still free
+    assert code == 0 and data["already_anchored"] is False
+    code, verdict = rigs.wl_json("alice", "infer", "verify", iid, "--no-record")
+    assert code == 0 and verdict["on_chain"] == "matches"
 
 
 def test_without_a_chain_verify_says_nothing_and_anchor_explains(rigs: Rigs) -> None:
@@ -209,8 +229,9 @@ def test_only_the_worker_may_anchor_its_result(rigs: Rigs, deployed: dict[str, A
     res = rigs.wl("carol", "infer", "anchor", iid)
     assert res.exit_code == 1
     assert res.stderr.strip() == f"wl: error: carol may not anchor the result of wanted item {iid}: only its worker (bob) may"
-    chain_id = deployed["contract"]
-    assert chain.read_anchor(TESTER, chain_id, _board_id(rigs), iid) is None
+    board_id = _board_id(rigs)
+    for rig in ("bob", "carol"):
+        assert chain.read_anchor(TESTER, deployed["contract"], board_id, iid, address_of(rigs.home(rig))) is None
     open_id = post(rigs, "alice", "--prompt", "x", "--model", MODEL)
     res = rigs.wl("bob", "infer", "anchor", open_id)
     assert res.exit_code == 1 and 'has status "open"' in res.stderr
@@ -222,8 +243,9 @@ def test_flags_and_environment_beat_chain_json(rigs: Rigs, deployed: dict[str, A
     code, data = rigs.wl_json("bob", "infer", "anchor", iid, "--contract", other)
     assert code == 0 and data["contract"] == other
     board_id = _board_id(rigs)
-    assert chain.read_anchor(TESTER, deployed["contract"], board_id, iid) is None
-    assert chain.read_anchor(TESTER, other, board_id, iid) is not None
+    bob = address_of(rigs.home("bob"))
+    assert chain.read_anchor(TESTER, deployed["contract"], board_id, iid, bob) is None
+    assert chain.read_anchor(TESTER, other, board_id, iid, bob) is not None
     assert rigs.wl_json("carol", "infer", "verify", iid, "--no-record")[1]["on_chain"] == "not anchored"
     code, verdict = rigs.wl_json("carol", "infer", "verify", iid, "--no-record", env={"WL_CONTRACT": other})
     assert verdict["on_chain"] == "matches"

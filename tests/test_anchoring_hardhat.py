@@ -139,3 +139,29 @@ def test_wl_infer_anchor_survives_a_flaky_rpc(rigs: Rigs, deployed: dict[str, An
     assert _anchored_events(hardhat_url, deployed["contract"], _board_id(rigs), iid) == 1
     res = rigs.wl("carol", "infer", "verify", iid)
     assert res.exit_code == 0 and "on-chain: matches" in res.stdout, res.output
+
+
+def test_a_bounty_paid_over_json_rpc_with_time_travel(rigs: Rigs, deployed: dict[str, Any], hardhat_url: str) -> None:
+    """post --bounty, claim, assign, run --anchor (stake and submit), confirm, then withdraw after the window."""
+    assert deployed["bounty_contract"].startswith("0x")
+    code, posted = rigs.wl_json("alice", "infer", "post", "--prompt", "what is 1+1", "--model", MODEL,
+                                "--bounty", "0.5", "--stake", "0.05", "--verifiers", "carol", "--challenge-window", "10m")
+    assert code == 0, posted
+    iid = posted["id"]
+    assert rigs.wl("bob", "claim", iid).exit_code == 0
+    assert rigs.wl_json("alice", "chain", "assign", iid)[0] == 0
+    bob = address_of(rigs.home("bob"))
+    before = int(str(rpc(hardhat_url, "eth_getBalance", [bob, "latest"])), 16)
+    code, ran = rigs.wl_json("bob", "infer", "run", iid, "--skip-claim", "--anchor")
+    assert code == 0 and ran["anchor"]["bounty"]["submitted"] and ran["anchor"]["bounty"]["stake"] == 5 * 10**16
+    assert rigs.wl("carol", "infer", "verify", iid).exit_code == 0
+    assert rigs.wl_json("carol", "chain", "attest", iid)[1]["bounty"]["verdict"] == "VERIFIED"
+    res = rigs.wl("bob", "chain", "withdraw", iid)
+    assert res.exit_code == 1 and "WindowOpen" in res.stderr
+    rpc(hardhat_url, "evm_increaseTime", [601])
+    rpc(hardhat_url, "evm_mine")
+    code, paid = rigs.wl_json("bob", "chain", "withdraw", iid)
+    assert code == 0 and paid["withdrawn"] == 55 * 10**16
+    after = int(str(rpc(hardhat_url, "eth_getBalance", [bob, "latest"])), 16)
+    assert 5 * 10**17 - 10**16 < after - before <= 5 * 10**17  # the bounty, less gas; the stake came back
+    assert rigs.wl_json("bob", "chain", "withdraw")[1]["withdrawn"] == 0

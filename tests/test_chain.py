@@ -84,27 +84,34 @@ def _contract(address: str) -> Any:
 # ------------------------------------------------------------ artifact
 
 
-def test_artifact_is_built_from_the_committed_source() -> None:
-    art = chain.load_artifact()
-    source = (CONTRACTS / "InferenceAnchor.sol").read_bytes()
+@pytest.mark.parametrize(
+    ("name", "events"),
+    [("InferenceAnchor", {"Anchored", "Attested", "RootAnchored"}),
+     ("InferenceBounty", {"Posted", "Assigned", "Released", "Submitted", "Verdict", "Paid", "Refunded", "Withdrawn"})],
+)
+def test_artifact_is_built_from_the_committed_source(name: str, events: set[str]) -> None:
+    art = chain.load_artifact(name)
+    source = (CONTRACTS / f"{name}.sol").read_bytes()
     assert art["sourceSha256"] == hashlib.sha256(source).hexdigest(), "run `node contracts/compile.js`"
     assert art["evmVersion"] == "shanghai"
     assert art["compiler"]["version"].startswith("0.8.28+")
     assert art["bytecode"].startswith("0x60") and art["deployedBytecode"].startswith("0x60")
-    assert {e["name"] for e in art["abi"] if e["type"] == "event"} == {"Anchored", "Attested", "RootAnchored"}
+    assert {e["name"] for e in art["abi"] if e["type"] == "event"} == events
 
 
-def test_artifact_matches_source() -> None:
+@pytest.mark.parametrize("name", ["InferenceAnchor", "InferenceBounty"])
+def test_artifact_matches_source(name: str) -> None:
     if not (CONTRACTS / "node_modules" / "solc").is_dir():
         pytest.skip("contracts/node_modules/solc is absent: run `npm ci --prefix contracts` to recompile")
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not on PATH")
     out = subprocess.run(
-        [node, "compile.js", "--stdout"], cwd=CONTRACTS, capture_output=True, text=True, timeout=120, check=True
+        [node, "compile.js", "--stdout", name], cwd=CONTRACTS, capture_output=True, text=True, timeout=120,
+        check=True,
     )
     fresh = json.loads(out.stdout)
-    committed = chain.load_artifact()
+    committed = chain.load_artifact(name)
     for field in ("abi", "bytecode", "deployedBytecode", "compiler", "evmVersion", "optimizer", "sourceSha256"):
         assert fresh[field] == committed[field], f"{field} differs: run `node contracts/compile.js` and commit"
 
@@ -140,41 +147,72 @@ def test_anchor_read_back_and_second_anchor(deployed: chain.Deployment, worker_k
     worker = Account.from_key(worker_key).address
     first = anchor(TESTER_URL, deployed.contract, worker_key, BOARD, "w-0000000001", OUT, EV)
     assert not first.already_anchored and first.gas_used > 0 and first.tx
-    record = read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000001")
+    record = read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000001", worker)
     assert record == OnChainRecord(worker, OUT, EV, first.block)
 
     again = anchor(TESTER_URL, deployed.contract, worker_key, BOARD, "w-0000000001", OUT, EV)
     assert again.already_anchored and again.block == first.block and again.tx == first.tx
 
-    with pytest.raises(ChainError, match="already anchored by") as info:
+    with pytest.raises(ChainError, match="already anchored by this key") as info:
         anchor(TESTER_URL, deployed.contract, worker_key, BOARD, "w-0000000001", OUT, "sha256:" + "33" * 32)
     assert info.value.data["record"] == record
     assert "\n" not in str(info.value)
-    with pytest.raises(ChainError, match="already anchored by"):
-        anchor(TESTER_URL, deployed.contract, _key(), BOARD, "w-0000000001", OUT, EV)  # someone else's copy
-    assert read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000001") == record
+    assert read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000001", worker) == record
+    assert chain.anchor_count(TESTER_URL, deployed.contract, BOARD, "w-0000000001") == 1
+
+
+def test_a_front_runner_cannot_occupy_the_workers_slot(deployed: chain.Deployment) -> None:
+    """The job id is public once posted: an attacker anchors garbage first; the worker still anchors."""
+    worker_key, attacker_key = _key(), _key()
+    worker, attacker = Account.from_key(worker_key).address, Account.from_key(attacker_key).address
+    item = "w-frontrun01"
+    garbage = "sha256:" + "66" * 32
+    receipt = _raw_call(
+        deployed.contract, attacker_key, "anchor",
+        [job_key(BOARD, item), chain.hash_to_bytes32(garbage), chain.hash_to_bytes32(garbage)],
+    )
+    assert receipt["status"] == 1  # the attacker got in first...
+    assert read_anchor(TESTER_URL, deployed.contract, BOARD, item, worker) is None
+    honest = anchor(TESTER_URL, deployed.contract, worker_key, BOARD, item, OUT, EV)
+    assert not honest.already_anchored  # ...and the worker's own slot was still free
+    assert read_anchor(TESTER_URL, deployed.contract, BOARD, item, worker) == OnChainRecord(
+        worker, OUT, EV, honest.block
+    )
+    garbage_record = read_anchor(TESTER_URL, deployed.contract, BOARD, item, attacker)
+    assert garbage_record is not None and garbage_record.output_hash == garbage
+    assert chain.anchor_count(TESTER_URL, deployed.contract, BOARD, item) == 2
+    # the attacker copying the honest hashes gets its own record, never the worker's
+    copied = anchor(TESTER_URL, deployed.contract, _key(), BOARD, item, OUT, EV)
+    assert not copied.already_anchored
+    assert read_anchor(TESTER_URL, deployed.contract, BOARD, item, worker) == OnChainRecord(
+        worker, OUT, EV, honest.block
+    )
 
 
 def test_contract_itself_refuses_a_second_anchor(deployed: chain.Deployment, worker_key: bytes) -> None:
+    worker = Account.from_key(worker_key).address
     anchor(TESTER_URL, deployed.contract, worker_key, BOARD, "w-0000000002", OUT, EV)
     key = job_key(BOARD, "w-0000000002")
     c = _contract(deployed.contract)
-    w3: Any = chain.connect(TESTER_URL)
-    sender = w3.eth.accounts[1]
     with pytest.raises(Exception) as info:  # eth_call: web3 or eth-tester revert type
-        c.functions.anchor(key, b"\x01" * 32, b"\x02" * 32).call({"from": sender})
+        c.functions.anchor(key, b"\x01" * 32, b"\x02" * 32).call({"from": worker})
     assert chain.decode_revert(info.value).startswith("AlreadyAnchored(jobId=0x" + key.hex())
 
-    receipt = _raw_call(deployed.contract, _key(), "anchor", [key, b"\x01" * 32, b"\x02" * 32])
+    again_key = _key()
+    ok = _raw_call(deployed.contract, again_key, "anchor", [key, b"\x01" * 32, b"\x02" * 32])
+    assert ok["status"] == 1
+    receipt = _raw_call(deployed.contract, again_key, "anchor", [key, b"\x03" * 32, b"\x04" * 32])
     assert receipt["status"] == 0  # mined and reverted: nothing overwritten
-    record = read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000002")
+    record = read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000002", worker)
     assert record is not None and record.output_hash == OUT and record.evidence_hash == EV
+    other = read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000002", Account.from_key(again_key).address)
+    assert other is not None and other.output_hash == "sha256:" + "01" * 32
 
 
 def test_zero_hash_is_refused(deployed: chain.Deployment, worker_key: bytes) -> None:
     with pytest.raises(ChainError, match="ZeroHash"):
         anchor(TESTER_URL, deployed.contract, worker_key, BOARD, "w-0000000003", OUT, "sha256:" + "00" * 32)
-    assert read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000003") is None
+    assert read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000003", Account.from_key(worker_key).address) is None
 
 
 def test_bad_hash_strings_are_refused_before_sending(deployed: chain.Deployment, worker_key: bytes) -> None:
@@ -185,23 +223,22 @@ def test_bad_hash_strings_are_refused_before_sending(deployed: chain.Deployment,
 def test_compare_with_board_outcomes(deployed: chain.Deployment, worker_key: bytes) -> None:
     worker = Account.from_key(worker_key).address
     anchor(TESTER_URL, deployed.contract, worker_key, BOARD, "w-0000000005", OUT, EV)
-    record = read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000005")
-    assert compare_with_board(record, OUT, EV, worker) == "matches"
-    assert compare_with_board(record, OUT, EV, worker.lower()) == "matches"
-    assert compare_with_board(record, OUT, EV, None) == "matches"
-    assert compare_with_board(record, "sha256:" + "44" * 32, EV, worker) == "differs"
-    assert compare_with_board(record, OUT, "sha256:" + "44" * 32, worker) == "differs"
-    assert compare_with_board(record, OUT, EV, Account.from_key(_key()).address) == "differs"
-    missing = read_anchor(TESTER_URL, deployed.contract, BOARD, "w-ffffffffff")
+    record = read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000005", worker.lower())
+    assert record is not None and record.worker == worker
+    assert compare_with_board(record, OUT, EV) == "matches"
+    assert compare_with_board(record, "sha256:" + "44" * 32, EV) == "differs"
+    assert compare_with_board(record, OUT, "sha256:" + "44" * 32) == "differs"
+    assert read_anchor(TESTER_URL, deployed.contract, BOARD, "w-0000000005", Account.from_key(_key()).address) is None
+    missing = read_anchor(TESTER_URL, deployed.contract, BOARD, "w-ffffffffff", worker)
     assert missing is None
-    assert compare_with_board(missing, OUT, EV, worker) == "not anchored"
+    assert compare_with_board(missing, OUT, EV) == "not anchored"
 
 
 def test_bad_or_empty_contract_address_is_a_chain_error(worker_key: bytes) -> None:
     with pytest.raises(ChainError, match="is not a contract address"):
         anchor(TESTER_URL, "0x1234", worker_key, BOARD, "w-0000000008", OUT, EV)
     with pytest.raises(ChainError, match="no InferenceAnchor contract at"):
-        read_anchor(TESTER_URL, "0x" + "12" * 20, BOARD, "w-0000000008")
+        read_anchor(TESTER_URL, "0x" + "12" * 20, BOARD, "w-0000000008", Account.from_key(worker_key).address)
 
 
 def test_anchor_found_on_chain_is_reported_not_repeated(deployed: chain.Deployment) -> None:
@@ -405,3 +442,14 @@ def test_artifact_path_is_found_without_the_working_directory(tmp_path: Path) ->
         assert chain.artifact_path() == CONTRACTS / "InferenceAnchor.json"
     finally:
         os.chdir(old)
+
+
+def test_revert_data_holding_quote_bytes_is_decoded() -> None:
+    """eth-tester quotes the revert bytes as b"…" when they contain a ' (as a random address may)."""
+    from eth_abi.abi import encode
+    from eth_utils import keccak
+
+    address = "0x" + "c7e44c70e212ded46bc5bdfa15b03d1b62276f87"  # holds 0x27 (') and "b'" in its bytes
+    data = keccak(text="DuplicateVerifier(address)")[:4] + encode(["address"], [address])
+    exc = Exception(f"execution reverted: {data!r}")
+    assert chain.decode_revert(exc).startswith("DuplicateVerifier(verifier=")

@@ -85,9 +85,10 @@ def test_deploy_anchor_read_attest_over_json_rpc(hardhat_url: str) -> None:
     worker = _funded_key(hardhat_url)
     receipt = chain.anchor(hardhat_url, deployment.contract, worker, BOARD, "w-0000000001", OUT, EV)
     assert not receipt.already_anchored and receipt.gas_used > 0
-    record = chain.read_anchor(hardhat_url, deployment.contract, BOARD, "w-0000000001")
-    assert record == chain.OnChainRecord(Account.from_key(worker).address, OUT, EV, receipt.block)
-    assert chain.compare_with_board(record, OUT, EV, Account.from_key(worker).address) == "matches"
+    worker_address = Account.from_key(worker).address
+    record = chain.read_anchor(hardhat_url, deployment.contract, BOARD, "w-0000000001", worker_address)
+    assert record == chain.OnChainRecord(worker_address, OUT, EV, receipt.block)
+    assert chain.compare_with_board(record, OUT, EV) == "matches"
 
     again = chain.anchor(hardhat_url, deployment.contract, worker, BOARD, "w-0000000001", OUT, EV)
     assert again.already_anchored and again.tx == receipt.tx and again.block == receipt.block
@@ -99,7 +100,7 @@ def test_deploy_anchor_read_attest_over_json_rpc(hardhat_url: str) -> None:
     c = w3.eth.contract(address=deployment.contract, abi=chain.load_artifact()["abi"])
     with pytest.raises(Exception) as info:
         c.functions.anchor(chain.job_key(BOARD, "w-0000000001"), b"\x01" * 32, b"\x02" * 32).call(
-            {"from": Account.from_key(deployer).address}
+            {"from": worker_address}
         )
     assert chain.decode_revert(info.value).startswith("AlreadyAnchored(")
 
@@ -132,7 +133,7 @@ def test_flaky_rpc_is_survived_and_the_anchor_lands_once(hardhat_url: str, contr
     assert not receipt.already_anchored
     assert _anchored_events(hardhat_url, contract, item) == 1
     assert _nonce(hardhat_url, key) == 1  # exactly one transaction was mined from this key
-    record = chain.read_anchor(hardhat_url, contract, BOARD, item)
+    record = chain.read_anchor(hardhat_url, contract, BOARD, item, Account.from_key(key).address)
     assert record is not None and record.block == receipt.block
 
 
@@ -167,5 +168,5 @@ def test_unreachable_node_is_a_chain_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused every time
     started = time.monotonic()
     with pytest.raises(ChainError, match="still failing after 6 attempts"):
-        chain.read_anchor(url, "0x" + "11" * 20, BOARD, "w-0000000001", retry=FAST)
+        chain.read_anchor(url, "0x" + "11" * 20, BOARD, "w-0000000001", "0x" + "22" * 20, retry=FAST)
     assert time.monotonic() - started < 20

@@ -54,8 +54,9 @@ INFER_FLOORS: dict[str, int] = {
     "wl_infer.backends.vllm": 4, "wl_infer.backends.llama_fit": 4,
     # 5: settings, the model catalogue, the chain library
     "wl_infer.settings": 5, "wl_infer.catalog": 5, "wl_infer.rpc": 5, "wl_infer.chain_abi": 5, "wl_infer.chain": 5,
+    "wl_infer.bounty": 5,
     # 6: posting and running jobs, anchoring
-    "wl_infer.jobs": 6, "wl_infer.anchoring": 6, "wl_infer.preflight": 6,
+    "wl_infer.jobs": 6, "wl_infer.anchoring": 6, "wl_infer.preflight": 6, "wl_infer.bounty_board": 6,
     # 7: verifying, the canary, what loops share
     "wl_infer.verify": 7, "wl_infer.canary": 7, "wl_infer.automation": 7,
     # 8: audits, the feeder, a worker's pieces
@@ -68,7 +69,7 @@ INFER_FLOORS: dict[str, int] = {
     "wl_infer.commands": 10, "wl_infer.commands.params": 10, "wl_infer.commands.events": 10,
     "wl_infer.commands.infer": 10, "wl_infer.commands.chain": 10, "wl_infer.commands.demo": 10,
     "wl_infer.commands.audit": 10, "wl_infer.commands.canary": 10, "wl_infer.commands.feed": 10,
-    "wl_infer.commands.worker": 10, "wl_infer.commands.serve": 10,
+    "wl_infer.commands.worker": 10, "wl_infer.commands.serve": 10, "wl_infer.commands.bounty": 10,
 }  # fmt: skip
 
 FLOORS = {**BOARD_FLOORS, **INFER_FLOORS}
@@ -144,14 +145,15 @@ def test_modules_stay_small(name: str) -> None:
 
 
 def test_the_chain_libraries_are_imported_only_by_chain_code() -> None:
-    chain_code = {"wl_infer.chain", "wl_infer.chain_abi", "wl_infer.rpc", "wl_infer.merkle"}
+    chain_code = {"wl_infer.chain", "wl_infer.chain_abi", "wl_infer.rpc", "wl_infer.merkle", "wl_infer.bounty"}
     users = {n for n in MODULES if any(t.split(".")[0] in CHAIN_LIBRARIES for t in _imports(MODULES[n]))}
     assert users <= chain_code, sorted(users - chain_code)
 
 
 def test_the_base_path_loads_no_chain_library() -> None:
     """Importing every module outside the chain code (engines' own libraries aside) pulls in none of them."""
-    skip = {"wl_infer.chain", "wl_infer.chain_abi", "wl_infer.rpc", "wl_infer.merkle", "wl_infer.backends.vllm"}
+    skip = {"wl_infer.chain", "wl_infer.chain_abi", "wl_infer.rpc", "wl_infer.merkle", "wl_infer.bounty",
+            "wl_infer.backends.vllm"}
     names = sorted(n for n in MODULES if n not in skip)
     code = (
         f"import importlib, sys\nfor n in {names!r}: importlib.import_module(n)\n"

@@ -7,6 +7,7 @@ library load inside the functions, so ``wl infer verify`` on a board without a c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,9 @@ from wl_infer.text import error_line
 if TYPE_CHECKING:
     from wl_infer.chain import RetryPolicy
     from wl_infer.jobs import RunResult
+
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 
 
 class AnchorError(BoardError):
@@ -162,6 +166,12 @@ def anchor_evidence(
         "pushed": None,
         "local_reason": None,
     }
+    from wl_infer.bounty_board import submit_if_bounty
+
+    try:
+        out["bounty"] = submit_if_bounty(board, iid, ev.output_hash, ehash)
+    except BoardError as e:  # a bad or unreachable bounty never undoes the anchor: say why, carry on
+        out["bounty"] = {"submitted": False, "reason": str(e)}
     if previous == details:
         return out
     op = board.new_op("anchor", iid, anchor=details, completion_id=completion_id)
@@ -177,7 +187,8 @@ def anchor_evidence(
 
 
 def chain_status(board: Board, item_id: str) -> str | None:
-    """``matches``/``differs``/``not anchored`` for the item's result; None when no chain is configured.
+    """``matches``/``differs``/``not anchored``/``anchored only by others`` for the item's result; None when
+    no chain is configured. Only the records of the claimer's registered addresses count (SPEC §9, issue 16).
 
     Never raises for a chain that cannot be read: verify reports ``unreachable (…)`` and carries on.
     """
@@ -196,14 +207,20 @@ def chain_status(board: Board, item_id: str) -> str | None:
     iid = view.resolve(item_id)
     board_id = view.meta()["board_id"]
     comp = view.completion(iid)
+    known = _addresses(view, comp.completed_by) if comp is not None else set()
+    addresses = sorted(a for a in known if _ADDRESS.match(a))  # a malformed registration is simply no address
     try:
-        record = chain.read_anchor(target.rpc_url, target.contract, board_id, iid, retry=_quick_retry())
+        records = [
+            chain.read_anchor(target.rpc_url, target.contract, board_id, iid, a, retry=_quick_retry())
+            for a in addresses
+        ]
+        found = [r for r in records if r is not None]
+        if not found:
+            others = chain.anchor_count(target.rpc_url, target.contract, board_id, iid, retry=_quick_retry())
+            return "anchored only by others" if others else "not anchored"
     except Exception as e:  # noqa: BLE001 - a verifier must get its verdict even when the chain is down
         return f"unreachable ({error_line(e, 160)})"
-    if record is None:
-        return "not anchored"
-    if comp is None:
-        return "differs"
+    assert comp is not None
     try:
         ev = Evidence.decode(comp.evidence)
     except CodecError:
@@ -214,9 +231,9 @@ def chain_status(board: Board, item_id: str) -> str | None:
         ehash = evidence_hash(ev.unsigned_dict(), {"board_id": board_id, "item_id": iid})
     except EncodingError:
         return "differs"
-    if chain.compare_with_board(record, ev.output_hash, ehash, None) != "matches":
-        return "differs"
-    return "matches" if record.worker.lower() in _addresses(view, comp.completed_by) else "differs"
+    if any(chain.compare_with_board(r, ev.output_hash, ehash) == "matches" for r in found):
+        return "matches"
+    return "differs"
 
 
 def _addresses(view: Any, handle: str) -> set[str]:

@@ -97,9 +97,22 @@ def decode_job(item: Item) -> Job:
 class Filters:
     backend: str | None = None
     model: str | None = None
+    min_bounty: int | None = None  # wei: only items whose recorded bounty is at least this
 
     def admit(self, job: Job) -> bool:
         return (self.backend is None or job.backend == self.backend) and (self.model is None or job.model == self.model)
+
+    def pays_enough(self, item: Item) -> bool:
+        """With a minimum bounty, only items carrying a well-formed bounty record of at least that much."""
+        if self.min_bounty is None:
+            return True
+        from wl_infer.bounty_board import BadBounty, bounty_of
+
+        try:
+            rec = bounty_of(item)
+        except BadBounty:
+            return False
+        return rec is not None and rec.amount >= self.min_bounty
 
 class Poller:
     """Fetches the board once per poll, reports going offline and back once each, and publishes local commits

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from wl_infer.chain_abi import (  # noqa: F401 - re-exported: callers use wl_infer.chain as the one entry point
     _contract,
@@ -23,6 +23,7 @@ from wl_infer.chain_abi import (  # noqa: F401 - re-exported: callers use wl_inf
     bytes32_to_hash,
     contract_address,
     decode_revert,
+    event_topic,
     hash_to_bytes32,
     job_key,
     load_artifact,
@@ -36,6 +37,7 @@ from wl_infer.rpc import (  # noqa: F401 - re-exported: callers use wl_infer.cha
     ChainError,
     RetryPolicy,
     connect,
+    fees,
     is_transient,
     with_retry,
 )
@@ -44,7 +46,7 @@ from wl_infer.text import error_line
 __all__ = [
     "AnchorReceipt", "AttestReceipt", "BatchReceipt", "ChainError", "DEFAULT_RETRY", "Deployment",
     "OnChainAttestation", "OnChainRecord", "RetryPolicy", "TESTER_URL", "VERDICTS", "VERDICT_NAMES",
-    "ZERO_ADDRESS", "anchor", "anchor_batch", "artifact_path", "attest", "batch_key", "batch_leaf",
+    "ZERO_ADDRESS", "anchor", "anchor_batch", "anchor_count", "artifact_path", "attest", "batch_key", "batch_leaf",
     "bytes32_to_hash", "compare_with_board", "connect", "contract_address", "decode_revert", "deploy",
     "hash_to_bytes32", "is_transient", "job_key", "load_artifact", "merkle_tree", "read_anchor",
     "read_attestations", "read_root", "require_chain_libraries", "verify_proof", "verify_proof_on_chain",
@@ -66,13 +68,10 @@ def require_chain_libraries() -> None:
 
 require_chain_libraries()
 
-T = TypeVar("T")
-
 VERDICTS: dict[str, int] = {Verdict.VERIFIED: 1, Verdict.MISMATCH: 2, Verdict.INVALID: 3}
 VERDICT_NAMES = {v: k for k, v in VERDICTS.items()}
 ZERO_ADDRESS = "0x" + "00" * 20
 _TESTER_FUNDING_WEI = 10 * 10**18
-_FALLBACK_PRIORITY_FEE = 10**9  # 1 gwei, when the node cannot suggest one
 
 
 @dataclass(frozen=True)
@@ -134,15 +133,11 @@ class OnChainAttestation:
     tx: str
 
 
-def compare_with_board(
-    record: OnChainRecord | None, output_hash: str, evidence_hash: str, worker_address: str | None
-) -> str:
-    """``"matches"``, ``"differs"`` or ``"not anchored"``; a None worker address is not compared."""
+def compare_with_board(record: OnChainRecord | None, output_hash: str, evidence_hash: str) -> str:
+    """``"matches"``, ``"differs"`` or ``"not anchored"``: one worker's record against the board's hashes."""
     if record is None:
         return "not anchored"
     same = record.output_hash == output_hash and record.evidence_hash == evidence_hash
-    if worker_address is not None:
-        same = same and record.worker.lower() == worker_address.lower()
     return "matches" if same else "differs"
 
 
@@ -171,7 +166,7 @@ def _fund_on_tester(w3: Web3, address: str) -> None:
 
 
 def _transact(
-    rpc_url: str, private_key: bytes, to: str | None, data: str, op: str, policy: RetryPolicy
+    rpc_url: str, private_key: bytes, to: str | None, data: str, op: str, policy: RetryPolicy, value: int = 0
 ) -> _Sent:
     """Build, sign once, send (re-sending the same bytes on transient errors) and wait for the receipt."""
     from eth_account import Account
@@ -184,7 +179,7 @@ def _transact(
         _fund_on_tester(w3, sender)
     chain_id = with_retry(op, lambda: w3.eth.chain_id, policy)
     nonce = with_retry(op, lambda: w3.eth.get_transaction_count(sender, "pending"), policy)
-    call: dict[str, Any] = {"from": sender, "data": data, "value": 0}
+    call: dict[str, Any] = {"from": sender, "data": data, "value": value}
     if to is not None:
         call["to"] = w3.to_checksum_address(to)
     try:
@@ -196,7 +191,7 @@ def _transact(
             raise ChainError(op, f"the contract refused it: {decode_revert(exc)}", sender=sender) from None
         raise ChainError(op, f"gas estimate failed: {error_line(exc)}", sender=sender) from None
     tx: dict[str, Any] = dict(call, nonce=nonce, chainId=chain_id, gas=estimate * 6 // 5 + 10_000)
-    tx.update(_fees(w3, op, policy))
+    tx.update(fees(w3, op, policy))
     signed = account.sign_transaction(tx)
     raw = bytes(signed.raw_transaction)
     tx_hash = "0x" + bytes(signed.hash).hex()
@@ -231,22 +226,6 @@ def _transact(
     return _Sent(chain_id, tx_hash, int(receipt["blockNumber"]), int(receipt["gasUsed"]), address, receipt)
 
 
-def _fees(w3: Web3, op: str, policy: RetryPolicy) -> dict[str, int]:
-    """EIP-1559 fees (2 x base fee + tip) when the chain has a base fee, else a legacy gas price."""
-    block = with_retry(op, lambda: w3.eth.get_block("latest"), policy)
-    base = block.get("baseFeePerGas")
-    if base is None:
-        return {"gasPrice": with_retry(op, lambda: w3.eth.gas_price, policy)}
-    tip: int
-    try:
-        tip = with_retry(op, lambda: w3.eth.max_priority_fee, policy)
-    except ChainError:
-        raise
-    except Exception:  # noqa: BLE001 - nodes without eth_maxPriorityFeePerGas
-        tip = _FALLBACK_PRIORITY_FEE
-    return {"maxFeePerGas": 2 * int(base) + int(tip), "maxPriorityFeePerGas": int(tip)}
-
-
 def _call(rpc_url: str, contract: str, op: str, fn: str, args: Sequence[Any], policy: RetryPolicy) -> Any:
     """A view call; empty output means there is no InferenceAnchor at that address on this chain."""
     from web3.exceptions import BadFunctionCallOutput
@@ -264,12 +243,14 @@ def _call(rpc_url: str, contract: str, op: str, fn: str, args: Sequence[Any], po
 # ---------------------------------------------------------------- public operations
 
 
-def deploy(rpc_url: str, private_key: bytes, *, retry: RetryPolicy = DEFAULT_RETRY) -> Deployment:
-    """Deploy InferenceAnchor from the given key."""
+def deploy(
+    rpc_url: str, private_key: bytes, *, name: str = "InferenceAnchor", retry: RetryPolicy = DEFAULT_RETRY
+) -> Deployment:
+    """Deploy a committed contract (InferenceAnchor by default, or InferenceBounty) from the given key."""
     from eth_account import Account
 
     w3 = connect(rpc_url)
-    sent = _transact(rpc_url, private_key, None, load_artifact()["bytecode"], "deploy", retry)
+    sent = _transact(rpc_url, private_key, None, load_artifact(name)["bytecode"], "deploy", retry)
     if not sent.contract_address:
         raise ChainError("deploy", "the receipt names no contract address", tx=sent.tx)
     code = with_retry("deploy", lambda: w3.eth.get_code(sent.contract_address), retry)  # type: ignore[arg-type]
@@ -286,13 +267,19 @@ def deploy(rpc_url: str, private_key: bytes, *, retry: RetryPolicy = DEFAULT_RET
 
 
 def read_anchor(
-    rpc_url: str, contract: str, board_id: str, item_id: str, *, retry: RetryPolicy = DEFAULT_RETRY
+    rpc_url: str, contract: str, board_id: str, item_id: str, worker: str, *, retry: RetryPolicy = DEFAULT_RETRY
 ) -> OnChainRecord | None:
-    """The job's on-chain record, or None when it is not anchored."""
-    worker, out, ev, block = _call(rpc_url, contract, "read", "getJob", [job_key(board_id, item_id)], retry)
-    if int(worker, 16) == 0:
+    """``worker``'s on-chain record of the job, or None when that address has not anchored it."""
+    who = contract_address(worker, "read")
+    out, ev, block = _call(rpc_url, contract, "read", "getJob", [job_key(board_id, item_id), who], retry)
+    if int(block) == 0:
         return None
-    return OnChainRecord(worker, bytes32_to_hash(out), bytes32_to_hash(ev), int(block))
+    return OnChainRecord(who, bytes32_to_hash(out), bytes32_to_hash(ev), int(block))
+
+
+def anchor_count(rpc_url: str, contract: str, board_id: str, item_id: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> int:
+    """How many distinct addresses have anchored the job."""
+    return int(_call(rpc_url, contract, "read", "anchorCount", [job_key(board_id, item_id)], retry))
 
 
 def anchor(
@@ -306,7 +293,10 @@ def anchor(
     *,
     retry: RetryPolicy = DEFAULT_RETRY,
 ) -> AnchorReceipt:
-    """Anchor a job's hashes once; an identical earlier anchor by this key is reported, not repeated."""
+    """Anchor this key's hashes for a job once; an identical earlier anchor by this key is reported, not repeated.
+
+    Records are per (job, sender): another address's anchor of the same job neither blocks nor counts.
+    """
     from eth_account import Account
 
     w3 = connect(rpc_url)
@@ -317,17 +307,17 @@ def anchor(
     chain_id = with_retry("anchor", lambda: w3.eth.chain_id, retry)
 
     def existing() -> AnchorReceipt | None:
-        record = read_anchor(rpc_url, contract, board_id, item_id, retry=retry)
+        record = read_anchor(rpc_url, contract, board_id, item_id, worker, retry=retry)
         if record is None:
             return None
-        if compare_with_board(record, output_hash, evidence_hash, worker) != "matches":
+        if compare_with_board(record, output_hash, evidence_hash) != "matches":
             raise ChainError(
                 "anchor",
-                f"job {board_id}/{item_id} is already anchored by {record.worker} in block {record.block} "
+                f"job {board_id}/{item_id} is already anchored by this key ({record.worker}) in block {record.block} "
                 f"with output {record.output_hash} and evidence {record.evidence_hash}",
                 record=record,
             )
-        tx = _find_log_tx(w3, address, "Anchored", key, record.block, retry)
+        tx = _find_log_tx(w3, address, "Anchored", key, record.block, retry, worker)
         return AnchorReceipt(chain_id, address, tx, record.block, 0, already_anchored=True)
 
     found = existing()
@@ -385,7 +375,7 @@ def read_attestations(
         "read attestations",
         lambda: w3.eth.get_logs(
             {"address": c.address, "fromBlock": from_block, "toBlock": "latest",
-             "topics": [_topic(w3, "Attested"), topic]}
+             "topics": [event_topic("Attested"), topic]}
         ),
         retry,
     )
@@ -405,22 +395,19 @@ def read_attestations(
     return out
 
 
-def _topic(w3: Web3, event: str) -> str:
-    for entry in load_artifact()["abi"]:
-        if entry.get("type") == "event" and entry["name"] == event:
-            sig = f"{event}({','.join(i['type'] for i in entry['inputs'])})"
-            return "0x" + bytes(w3.keccak(text=sig)).hex()
-    raise ValueError(f"no event {event} in the ABI")
-
-
-def _find_log_tx(w3: Web3, address: str, event: str, key: bytes, block: int, policy: RetryPolicy) -> str | None:
-    """The transaction that emitted ``event`` for ``key`` in ``block``, or None if the node will not say."""
+def _find_log_tx(
+    w3: Web3, address: str, event: str, key: bytes, block: int, policy: RetryPolicy, sender: str | None = None
+) -> str | None:
+    """The transaction that emitted ``event`` for ``key`` (and ``sender``) in ``block``, or None if unknown."""
+    topics = [event_topic(event), "0x" + key.hex()]
+    if sender is not None:
+        topics.append("0x" + "00" * 12 + sender[2:].lower())
     try:
         logs = with_retry(
             event,
             lambda: w3.eth.get_logs(
                 {"address": address, "fromBlock": block, "toBlock": block,  # type: ignore[typeddict-item]
-                 "topics": [_topic(w3, event), "0x" + key.hex()]}
+                 "topics": topics}
             ),
             policy,
         )

@@ -15,7 +15,8 @@ from wl_infer.rpc import ChainError
 if TYPE_CHECKING:
     from web3 import Web3
 
-_ARTIFACT_NAME = "InferenceAnchor.json"
+ANCHOR = "InferenceAnchor"
+BOUNTY = "InferenceBounty"
 
 
 # ---------------------------------------------------------------- encoding helpers
@@ -61,18 +62,19 @@ def batch_leaf(board_id: str, item_id: str, output_hash: str, evidence_hash: str
 # ---------------------------------------------------------------- artifact and contract
 
 
-def artifact_path() -> Path:
+def artifact_path(name: str = ANCHOR) -> Path:
     """The committed artifact: ``contracts/`` beside the package (checkout or editable install)."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "contracts" / _ARTIFACT_NAME, here / _ARTIFACT_NAME):
+    file = f"{name}.json"
+    for candidate in (here.parent / "contracts" / file, here / file):
         if candidate.is_file():
             return candidate
-    raise ChainError("load artifact", f"{_ARTIFACT_NAME} not found beside {here}")
+    raise ChainError("load artifact", f"{file} not found beside {here}")
 
 
-def load_artifact() -> dict[str, Any]:
-    """ABI, bytecode, compiler and EVM version of InferenceAnchor, as compiled by contracts/compile.js."""
-    data: dict[str, Any] = json.loads(artifact_path().read_text(encoding="utf-8"))
+def load_artifact(name: str = ANCHOR) -> dict[str, Any]:
+    """ABI, bytecode, compiler and EVM version of a contract (InferenceAnchor by default), from compile.js."""
+    data: dict[str, Any] = json.loads(artifact_path(name).read_text(encoding="utf-8"))
     return data
 
 
@@ -85,11 +87,21 @@ def contract_address(contract: str, op: str = "contract") -> str:
     return str(to_checksum_address(contract))
 
 
-def _contract(w3: Web3, address: str | None = None) -> Any:
-    art = load_artifact()
+def _contract(w3: Web3, address: str | None = None, name: str = ANCHOR) -> Any:
+    art = load_artifact(name)
     if address is None:
         return w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
     return w3.eth.contract(address=contract_address(address), abi=art["abi"])  # type: ignore[call-overload]
+
+
+def event_topic(event: str, name: str = ANCHOR) -> str:
+    """The topic-0 hash of an event in a contract's ABI."""
+    from eth_utils.crypto import keccak
+
+    for entry in load_artifact(name)["abi"]:
+        if entry.get("type") == "event" and entry["name"] == event:
+            return "0x" + keccak(f"{event}({','.join(i['type'] for i in entry['inputs'])})".encode()).hex()
+    raise ValueError(f"no event {event} in the {name} ABI")
 
 
 def decode_revert(exc: BaseException) -> str:
@@ -106,7 +118,7 @@ def decode_revert(exc: BaseException) -> str:
         ("Error", ["string"], ["reason"]),
         ("Panic", ["uint256"], ["code"]),
     ]
-    for entry in load_artifact()["abi"]:
+    for entry in load_artifact(ANCHOR)["abi"] + load_artifact(BOUNTY)["abi"]:
         if entry.get("type") == "error":
             known.append((entry["name"], [i["type"] for i in entry["inputs"]], [i["name"] for i in entry["inputs"]]))
     for name, types, names in known:
@@ -137,7 +149,8 @@ def _revert_data(exc: BaseException) -> bytes | None:
             return None
     # eth-tester puts the raw revert bytes into the message as a Python bytes literal.
     text = str(exc.args[0]) if exc.args else ""
-    start = text.find("b'") if "b'" in text else text.find('b"')
+    found = [i for i in (text.find("b'"), text.find('b"')) if i >= 0]
+    start = min(found) if found else -1  # the first literal: the payload itself may hold the other quote
     if start >= 0:
         try:
             value = ast.literal_eval(text[start:])

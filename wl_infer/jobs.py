@@ -155,19 +155,29 @@ def pin_digest(job: Job, pool: BackendPool | None, *, force: bool = False) -> tu
 
 
 def post_job(
-    board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None, force: bool = False
+    board: Board,
+    job: Job,
+    *,
+    push: bool = True,
+    pool: BackendPool | None = None,
+    force: bool = False,
+    extra: Callable[[str], dict[str, Any]] | None = None,
 ) -> PostResult:
+    """Post ``job``; ``extra(item_id)``, when given, adds top-level keys to the stored job (a bounty)."""
     from wl_infer.limits import check_model_name  # issue 10: no worker runs a job that names a file
 
     check_model_name(job.backend, job.model)
     job, warnings = pin_digest(job, pool, force=force)
     title = job_title(job.prompt)
     item_id = new_item_id(title, utcnow())
+    description = job.encode()
+    if extra is not None:
+        description = orjson.dumps({**extra(item_id), **job.to_dict()}).decode()
     op = board.new_op(
         "post",
         item_id,
         title=title,
-        description=job.encode(),
+        description=description,
         type="inference",
         priority=2,
         effort_level="small",

@@ -48,9 +48,7 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
-
-
-
+_FALLBACK_PRIORITY_FEE = 10**9  # 1 gwei, when the node cannot suggest one
 
 _tester_lock = threading.Lock()
 _tester_w3: Any = None
@@ -133,3 +131,19 @@ def with_retry(
         retry_error_callback=give_up,
     )
     return retrying(fn)
+
+
+def fees(w3: Web3, op: str, policy: RetryPolicy) -> dict[str, int]:
+    """EIP-1559 fees (2 x base fee + tip) when the chain has a base fee, else a legacy gas price."""
+    block = with_retry(op, lambda: w3.eth.get_block("latest"), policy)
+    base = block.get("baseFeePerGas")
+    if base is None:
+        return {"gasPrice": with_retry(op, lambda: w3.eth.gas_price, policy)}
+    tip: int
+    try:
+        tip = with_retry(op, lambda: w3.eth.max_priority_fee, policy)
+    except ChainError:
+        raise
+    except Exception:  # noqa: BLE001 - nodes without eth_maxPriorityFeePerGas
+        tip = _FALLBACK_PRIORITY_FEE
+    return {"maxFeePerGas": 2 * int(base) + int(tip), "maxPriorityFeePerGas": int(tip)}

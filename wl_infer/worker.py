@@ -169,7 +169,7 @@ class Worker:
             except CodecError as e:
                 self._skip(item.id, str(e), permanent=True)
                 continue
-            if not self.opts.filters.admit(job):
+            if not self.opts.filters.admit(job) or not self.opts.filters.pays_enough(item):
                 continue
             problem = self.models.problem(job)
             if problem is not None:

@@ -1,6 +1,6 @@
 """Seconds that `--anchor` adds to `wl infer run`, against a local Hardhat node on 127.0.0.1.
 
-    python tests/benchmarks/bench_anchor.py [--backend llama-cpp|fake] [--repeats 5] [--max-tokens 16]
+    python tests/benchmarks/bench_anchor.py [--backend llama-cpp|fake] [--repeats 5] [--max-tokens 16] [--bounty]
 
 Setup: a bare commons on disk (a real push per commit), one rig that posts and runs, its key funded from
 Hardhat's dev account, and `wl chain deploy` to the node. Then, interleaved (plain, anchored, plain, …) so
@@ -8,6 +8,14 @@ machine load hits both alike, fresh `wl --json infer run ID [--anchor]` processe
 backend is llama-cpp with the embedded gemma3:270m (real generation); `--backend fake` uses the Ollama fake
 from tests/fake_servers.py instead. Also times `anchor_item` in-process (the chain and board work alone,
 without interpreter start or the web3 import).
+
+With --bounty: the seconds a bounty adds to `wl infer run --anchor`. Every job is claimed first (`wl claim`),
+bounty jobs are posted with `--bounty 0.01` and assigned by the poster (`wl chain assign`), then interleaved
+`wl infer run ID --skip-claim --anchor` on plain and bounty jobs: the difference is the bounty read-back, the
+checks against the board and the stake-and-submit transaction. Measured here (fake backend, load average 8-13
+on 2 shared cores, so noise dominates): 7 runs each, medians 5.99 s vs 8.26 s (+2.27 s) while the bounty check
+still fetched the board a second time; after reading the copy the run fetches anyway, 5 runs each, medians
+4.06 s vs 4.03 s (-0.03 s: below the noise; each run is 2.8-5.8 s either way).
 
 Measured here (2 shared cores, load average 6-10, so wall times are noisy): fake backend, 7 runs each:
 median 3.37 s plain vs 4.82 s with --anchor, +1.45 s (web3 import ~0.55 s, anchor_item in-process ~0.20 s);
@@ -59,6 +67,7 @@ def main() -> None:
     ap.add_argument("--backend", choices=["llama-cpp", "fake"], default="llama-cpp")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--bounty", action="store_true", help="Measure what a bounty adds to run --anchor instead.")
     args = ap.parse_args()
     os.environ.setdefault("WL_MODEL_CACHE", str(Path.home() / ".cache" / "wl-infer-test-models"))
     root = Path(tempfile.mkdtemp(prefix="wl-bench-anchor-"))
@@ -77,6 +86,9 @@ def main() -> None:
         joined = wl(env, "join", str(root / "commons.git"), "--handle", "bench")
         fund(url, str(joined["address"]))
         deployed = wl(env, "chain", "deploy", "--rpc-url", url)
+        if args.bounty:
+            bounty_overhead(env, model, backend, args.repeats, args.max_tokens)
+            return
         ids = [
             str(wl(env, "infer", "post", "--prompt", f"Count to ten, take {i}.", "--model", model,
                    "--backend", backend, "--max-tokens", str(args.max_tokens))["id"])
@@ -109,6 +121,41 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
+
+
+def bounty_overhead(env: dict[str, str], model: str, backend: str, repeats: int, max_tokens: int) -> None:
+    """Interleaved run --skip-claim --anchor on claimed plain jobs and claimed, assigned bounty jobs."""
+    def job(i: int, paid: bool) -> str:
+        extra = ["--bounty", "0.01", "--challenge-window", "1h"] if paid else []
+        iid = str(wl(env, "infer", "post", "--prompt", f"Count to ten, take {i}.", "--model", model,
+                     "--backend", backend, "--max-tokens", str(max_tokens), *extra)["id"])
+        wl(env, "claim", iid)
+        if paid:
+            wl(env, "chain", "assign", iid)
+        return iid
+
+    def timed(iid: str, paid: bool) -> float:
+        started = time.perf_counter()
+        data = wl(env, "infer", "run", iid, "--skip-claim", "--anchor")
+        elapsed = time.perf_counter() - started
+        submitted = (data["anchor"] or {}).get("bounty")  # type: ignore[union-attr]
+        assert bool(submitted and submitted["submitted"]) == paid, data
+        return elapsed
+
+    timed(job(-1, False), False)  # warm
+    timed(job(-2, True), True)
+    plain, paid = [], []
+    for i in range(repeats):
+        plain.append(timed(job(i, False), False))
+        paid.append(timed(job(i, True), True))
+    p, b = statistics.median(plain), statistics.median(paid)
+    print(json.dumps({
+        "backend": backend, "model": model, "max_tokens": max_tokens, "node": "hardhat (automine) on 127.0.0.1",
+        "repeats": repeats, "run_anchor_s": [round(x, 3) for x in plain],
+        "run_anchor_bounty_s": [round(x, 3) for x in paid], "median_run_anchor_s": round(p, 3),
+        "median_run_anchor_bounty_s": round(b, 3), "bounty_overhead_s": round(b - p, 3),
+        "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
+    }, indent=2))
 
 
 def web3_import_cost(repeats: int) -> list[float]:

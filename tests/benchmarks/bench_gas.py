@@ -1,5 +1,7 @@
 """Gas used by InferenceAnchor: deploy, one anchor, one attestation, and per job for 100 single anchors
-against one Merkle batch of 100. Runs on the in-process chain, and on a local Hardhat node when installed.
+against one Merkle batch of 100; and by InferenceBounty: deploy, post-with-bounty (two verifiers), assign,
+submit (with stake), a confirmation, a dispute (threshold 1: refund and slash in the same transaction),
+finalize, withdraw and refund. Runs on the in-process chain, and on a local Hardhat node when installed.
 
     .venv/bin/python tests/benchmarks/bench_gas.py
 """
@@ -18,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from eth_account import Account  # noqa: E402
 
 from tests.chain_helpers import fund, hardhat_missing_reason, hardhat_node  # noqa: E402
-from wl_infer import chain  # noqa: E402
+from wl_infer import bounty, chain  # noqa: E402
 
 JOBS = 100
 BOARD = "0123456789abcdef"
@@ -78,6 +80,59 @@ def measure(url: str, network: str) -> Figures:
     )
 
 
+def _advance(url: str, seconds: int) -> None:
+    from tests.chain_helpers import rpc
+
+    if url == chain.TESTER_URL:
+        tester = chain.connect(url).provider.ethereum_tester  # type: ignore[attr-defined]
+        tester.time_travel(bounty.chain_time(url) + seconds)
+        tester.mine_blocks(1)
+    else:
+        rpc(url, "evm_increaseTime", [seconds])
+        rpc(url, "evm_mine")
+
+
+def measure_bounty(url: str) -> dict[str, int]:
+    """One bounty paid out, one disputed, one refunded: the gas of each step."""
+    gas: dict[str, int] = {}
+    gas["deploy"] = chain.deploy(url, _key(url), name="InferenceBounty").gas_used
+    contract = chain.deploy(url, _key(url), name="InferenceBounty").contract
+    poster, worker = _key(url), _key(url)
+    verifiers = [_key(url), _key(url)]
+    named = [Account.from_key(v).address for v in verifiers]
+    out, ev = _hashes(1)
+
+    def posted(item: str, window: int = 3600) -> str:
+        receipt = bounty.post(url, contract, poster, BOARD, item, amount=10**16, deadline=bounty.chain_time(url) + 7200,
+                              window=window, stake=10**15, verifiers=named, threshold=1)
+        gas.setdefault("post with bounty (2 verifiers)", receipt.gas_used)
+        return receipt.bounty_id
+
+    paid = posted("w-paid000001")
+    gas["assign"] = bounty.assign(url, contract, poster, paid, Account.from_key(worker).address).gas_used
+    gas["submit (with stake)"] = bounty.submit(url, contract, worker, paid, out, ev, stake=10**15).gas_used
+    gas["confirm (VERIFIED)"] = bounty.attest(url, contract, verifiers[0], paid, "VERIFIED", out).gas_used
+    disputed = posted("w-dispute0001")
+    bounty.assign(url, contract, poster, disputed, Account.from_key(worker).address)
+    bounty.submit(url, contract, worker, disputed, out, ev, stake=10**15)
+    gas["dispute (MISMATCH: refund + slash)"] = bounty.attest(
+        url, contract, verifiers[1], disputed, "MISMATCH", "sha256:" + "99" * 32).gas_used
+    _advance(url, 3601)
+    gas["finalize (payout credited)"] = bounty.finalize(url, contract, worker, paid).gas_used
+    gas["withdraw"] = bounty.withdraw(url, contract, worker)[0].gas_used
+    late = posted("w-refund00001")
+    _advance(url, 7201)
+    gas["refund (after the deadline)"] = bounty.refund(url, contract, poster, late).gas_used
+    gas["withdraw (poster, two credits)"] = bounty.withdraw(url, contract, poster)[0].gas_used
+    return gas
+
+
+def report_bounty(network: str, gas: dict[str, int]) -> None:
+    print(f"\n== InferenceBounty on {network} ==")
+    for step, used in gas.items():
+        print(f"{step:<38} {used:>10,} gas")
+
+
 def report(f: Figures) -> None:
     print(f"\n== {f.network} ==")
     print(f"deploy                         {f.deploy:>10,} gas")
@@ -92,12 +147,14 @@ def report(f: Figures) -> None:
 
 def main() -> int:
     report(measure(chain.TESTER_URL, "eth-tester (py-evm, in process)"))
+    report_bounty("eth-tester", measure_bounty(chain.TESTER_URL))
     reason = hardhat_missing_reason()
     if reason is not None:
         print(f"\n(Hardhat skipped: {reason})")
         return 0
     with hardhat_node() as url:
         report(measure(url, f"Hardhat node ({url})"))
+        report_bounty(f"Hardhat node ({url})", measure_bounty(url))
     return 0
 
 

@@ -13,6 +13,9 @@ import click
 
 from board.cli.main import Obj, WlError
 from board.cli.output import emit, report_push, say
+from wl_infer.commands.bounty import assign as bounty_assign
+from wl_infer.commands.bounty import refund as bounty_refund
+from wl_infer.commands.bounty import withdraw as bounty_withdraw
 from wl_infer.text import error_line
 
 
@@ -40,7 +43,7 @@ def chain() -> None:
 @click.option("--no-push", is_flag=True, help="Commit chain.json locally only; `wl sync` publishes it later.")
 @click.pass_obj
 def deploy(obj: Obj, rpc_url: str | None, replace: bool, hide_rpc: bool, no_push: bool) -> None:
-    """Deploy InferenceAnchor with this rig's key and record it in the board's chain.json."""
+    """Deploy InferenceAnchor and InferenceBounty with this rig's key and record both in chain.json."""
     from board.api import load_private_key, refresh_if_online
     from wl_infer import chain as chain_lib
 
@@ -57,13 +60,17 @@ def deploy(obj: Obj, rpc_url: str | None, replace: bool, hide_rpc: bool, no_push
             f"this board already anchors on chain {existing.get('chain_id')} at {existing.get('contract')} "
             "(chain.json); pass --replace to deploy a new contract and point the board at it"
         )
-    dep = chain_lib.deploy(rpc, load_private_key(board.home.path))
+    key = load_private_key(board.home.path)
+    dep = chain_lib.deploy(rpc, key)
+    escrow = chain_lib.deploy(rpc, key, name="InferenceBounty")
     record: dict[str, Any] = {
         "chain_id": dep.chain_id,
         "contract": dep.contract,
         "deployed_by": {"handle": me, "address": dep.deployed_by},
         "tx": dep.tx,
         "block": dep.block,
+        "bounty_contract": escrow.contract,
+        "bounty_tx": escrow.tx,
     }
     if not hide_rpc:
         record["rpc_url"] = public_rpc_url(rpc)
@@ -72,10 +79,11 @@ def deploy(obj: Obj, rpc_url: str | None, replace: bool, hide_rpc: bool, no_push
     def human() -> None:
         say(f"✓ Deployed InferenceAnchor at {dep.contract}")
         say(f"  Chain: {dep.chain_id}, tx {dep.tx} in block {dep.block} ({dep.gas_used:,} gas)")
+        say(f"✓ Deployed InferenceBounty at {escrow.contract} (tx {escrow.tx}, {escrow.gas_used:,} gas)")
         say("  Recorded in chain.json: every rig finds it after `wl sync`")
         report_push(res)
 
-    emit({"ok": True, **record, "gas_used": dep.gas_used, "pushed": res.pushed, "local_reason": res.local_reason},
+    emit({"ok": True, **record, "gas_used": dep.gas_used, "bounty_gas_used": escrow.gas_used, "pushed": res.pushed, "local_reason": res.local_reason},
          human)
 
 
@@ -122,6 +130,8 @@ def status(obj: Obj, check: bool) -> None:
             who = f"{by.get('handle')} ({by.get('address')})" if isinstance(by, dict) else str(by)
             say(f"Board anchors on chain {cj.get('chain_id')} at {cj.get('contract')}")
             say(f"  Deployed by {who} in tx {cj.get('tx')}" + (f", block {cj['block']}" if "block" in cj else ""))
+            if cj.get("bounty_contract"):
+                say(f"  Bounties escrowed at {cj.get('bounty_contract')} (InferenceBounty)")
         say(f"  RPC URL:  {target.rpc_url or '(none)'} [{data['rpc_url_from']}]")
         say(f"  Contract: {target.contract or '(none)'} [{data['contract_from']}]")
         result = data["check"]
@@ -162,12 +172,23 @@ def _check(rpc: str | None, contract: str | None, chain_json: dict[str, Any] | N
 @click.option("--contract", help="Override the contract address.")
 @click.pass_obj
 def attest(obj: Obj, item_id: str, rpc_url: str | None, contract: str | None) -> None:
-    """Publish this rig's recorded verdict on ITEM_ID (from `wl infer verify`) on the chain."""
+    """Publish this rig's recorded verdict on ITEM_ID (from `wl infer verify`) on the chain; a named verifier
+    of its bounty also confirms (VERIFIED) or disputes (MISMATCH, INVALID) it within the challenge window."""
     from wl_infer.anchoring import anchor_attestation
+    from wl_infer.bounty_board import attest_bounty
 
-    res = anchor_attestation(obj.board(), item_id, rpc_url=rpc_url, contract=contract)
-    emit({"ok": True, **res},
-         lambda: say(f"✓ Attested {res['verdict']} for {res['item_id']}: tx {res['tx']} in block {res['block']}"))
+    board = obj.board()
+    res = anchor_attestation(board, item_id, rpc_url=rpc_url, contract=contract)
+    res["bounty"] = attest_bounty(board, item_id)
+
+    def human() -> None:
+        say(f"✓ Attested {res['verdict']} for {res['item_id']}: tx {res['tx']} in block {res['block']}")
+        sent = res["bounty"]
+        if sent is not None:
+            what = "Confirmed" if sent["verdict"] == "VERIFIED" else "Disputed"
+            say(f"✓ {what} the bounty ({sent['verdict']}): tx {sent['tx']}")
+
+    emit({"ok": True, **res}, human)
 
 
 @click.command()
@@ -196,3 +217,8 @@ def anchor(obj: Obj, item_id: str, rpc_url: str | None, contract: str | None, no
             say(f"  ⚠ recorded locally, not pushed: {res['local_reason']}. Run `wl sync` to publish.", "yellow")
 
     emit({"ok": True, **res}, human)
+
+
+chain.add_command(bounty_assign)
+chain.add_command(bounty_withdraw)
+chain.add_command(bounty_refund)

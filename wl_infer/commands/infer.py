@@ -12,6 +12,13 @@ import click
 
 from board.cli.main import Obj
 from board.cli.output import emit, is_json, report_push, say
+from wl_infer.commands.bounty import (
+    bounty_maker,
+    bounty_options,
+    say_bounty,
+    say_bounty_status,
+    say_submission,
+)
 from wl_infer.commands.params import BackendChoice, limit_options
 
 
@@ -67,10 +74,11 @@ def infer() -> None:
 @click.option("--chat", is_flag=True, help="Apply the model's chat template instead of raw completion.")
 @click.option("--force", is_flag=True, help="Post even when the backend here says it does not have the model.")
 @click.option("--no-push", is_flag=True)
+@bounty_options
 @click.pass_obj
-def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool,
-         force: bool, no_push: bool) -> None:  # fmt: skip
-    """Post an inference job."""
+def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool,
+         force: bool, no_push: bool, **bounty: Any) -> None:  # fmt: skip
+    """Post an inference job (with --bounty, escrow payment for it on the board's chain first)."""
     from wl_infer.codec import Job
     from wl_infer.jobs import infer_backend, open_pool, post_job
 
@@ -79,7 +87,8 @@ def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_
         backend = backend or board.config.get("default_backend") or infer_backend(model, pool) or "ollama"
         job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend,
                   options={"chat": True} if chat else {})  # fmt: skip
-        res = post_job(board, job, push=not no_push, pool=pool, force=force)
+        escrow = bounty_maker(board, bounty)
+        res = post_job(board, job, push=not no_push, pool=pool, force=force, extra=escrow)
 
     def human() -> None:
         for w in res.warnings:
@@ -89,11 +98,14 @@ def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_
         say(f"  Seed: {res.job.seed}")
         say(f"  Prompt: {res.job.prompt}")
         report_push(res.mutation)
+        if escrow is not None:
+            say_bounty(escrow.record)
         say(f"\nNext: wl infer run {res.item_id}")
 
     emit(
         {"ok": True, "id": res.item_id, "job": res.job.to_dict(), "warnings": res.warnings,
-         "pushed": res.mutation.pushed, "local_reason": res.mutation.local_reason},
+         "pushed": res.mutation.pushed, "local_reason": res.mutation.local_reason,
+         "bounty": escrow.record if escrow is not None else None},
         human,
     )
 
@@ -104,9 +116,11 @@ def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_
 @click.option("--no-push", is_flag=True)
 @click.option("--anchor", is_flag=True, help="Also anchor the result hash on the board's chain.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
+@click.option("--unpaid", is_flag=True, help="Run a bounty job even though its bounty is not assigned to this rig.")
 @limit_options
 @click.pass_obj
-def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, threads: int | None, **limits: Any) -> None:
+def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, threads: int | None,
+        unpaid: bool, **limits: Any) -> None:  # fmt: skip
     """Claim an inference item, run it, and submit signed evidence.
 
     Pre-flight checks (key, limits, backend, model) run before the claim. SIGINT/SIGTERM abandon the
@@ -116,6 +130,10 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
     from wl_infer.jobs import open_pool, run_item
 
     board = obj.board()
+    if not unpaid:
+        from wl_infer.bounty_board import require_assigned
+
+        require_assigned(board, item_id)  # never reveal a paid result before the payout is bound to this rig
     guard = RunGuard(item_id, skip_claim)  # issue 10: signals handled as the worker does
     try:
         with open_pool(board, threads=threads, **limits) as pool, _progress("Running inference…"):
@@ -145,6 +163,7 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
         report_push(res.mutation)
         if anchored is not None:
             say(f"  Anchored: tx {anchored['tx']} in block {anchored['block']}")
+            say_submission(anchored.get("bounty"))
         say(f"\nNext: wl infer verify {res.item_id}")
 
     emit(
@@ -233,7 +252,7 @@ def _chain_report(board: Any, v: Any) -> str | None:
 @click.argument("item_id")
 @click.pass_obj
 def status(obj: Obj, item_id: str) -> None:
-    """The item, its job, the result (hash, output, envelope) and attestations."""
+    """The item, its job, the result (hash, output, envelope), attestations and its bounty, if any."""
     from board.api import refresh_if_online, sanitize
     from wl_infer.codec import CodecError, Evidence
     from wl_infer.jobs import load_job
@@ -254,11 +273,14 @@ def status(obj: Obj, item_id: str) -> None:
         except CodecError as e:
             problem = str(e)
     from wl_infer.attestations import checked_attestations
+    from wl_infer.bounty_board import bounty_report
 
     checked = checked_attestations(view, iid)
     atts = {who: {**att, "check": check.to_dict()} for who, (att, check) in checked.items()}
+    paid = bounty_report(board, item)
     data = {"item": item.to_dict(), "job": job.to_dict(), "completion": comp.to_dict() if comp else None,
-            "evidence": evidence, "evidence_error": problem, "attestations": atts, "refreshed": fresh}
+            "evidence": evidence, "evidence_error": problem, "attestations": atts, "refreshed": fresh,
+            "bounty": paid}  # fmt: skip
 
     def human() -> None:
         pad = "\n" + " " * 12  # continuation lines of a multi-line value line up under its first line
@@ -306,6 +328,7 @@ def status(obj: Obj, item_id: str) -> None:
                 continue
             note = f"; {check.problem}" if check.stale else ""
             say(f"  Attested by {who}: {att.get('verdict')} ({att.get('mode')}, {att.get('at')}{note})")
+        say_bounty_status(paid)
 
     emit(data, human)
 

@@ -23,10 +23,13 @@ if TYPE_CHECKING:
 @click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
 @click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once no job has been found for this many seconds.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
+@click.option("--min-bounty", metavar="AMOUNT", default=None,
+              help="Only take jobs whose recorded bounty is at least AMOUNT (0.01, 5gwei, …); then `wl infer anchor`.")
 @limit_options
 @click.pass_obj
 def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_jobs: int | None, poll: float,
-           lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None, **limits: Any) -> None:  # fmt: skip
+           lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None,
+           min_bounty: str | None, **limits: Any) -> None:  # fmt: skip
     """Claim → run → submit open inference jobs until stopped, keeping the model loaded.
 
     SIGINT/SIGTERM abandon the current job and release its claim; a second signal exits at once.
@@ -38,8 +41,13 @@ def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_
     from wl_infer.worker import Worker, WorkerOptions
 
     board = obj.board()
+    floor = None
+    if min_bounty is not None:
+        from wl_infer.bounty_board import parse_amount
+
+        floor = parse_amount(min_bounty)
     opts = WorkerOptions(
-        filters=Filters(backend, model), once=once, max_jobs=max_jobs, poll_s=poll,
+        filters=Filters(backend, model, floor), once=once, max_jobs=max_jobs, poll_s=poll,
         lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
     )  # fmt: skip
     pool = BackendPool(backend_config(board.home.path, board.config, threads=threads, **limits))
