@@ -32,6 +32,8 @@ from board.records import EFFORTS, SEVERITIES, TYPES, Completion, Item, Rig, dum
 
 DEFAULT_LEASE = 30 * 60
 TRAILER = "Wl-Op: "
+# Operations the ledger applies itself (board/ledger.py): they restore or re-publish state, not lifecycle.
+LEDGER_OPS = ("repair", "republish", "checkpoint")
 
 
 @dataclass
@@ -58,7 +60,8 @@ class Op:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Op:
         op, by, at = d.get("op"), d.get("by"), d.get("at")
-        if not isinstance(op, str) or op not in RULES or not isinstance(by, str) or not isinstance(at, str):
+        known = isinstance(op, str) and (op in RULES or op in LEDGER_OPS)
+        if not known or not isinstance(by, str) or not isinstance(at, str):
             raise ValueError("not a wl operation")
         item_id = d.get("id")
         if item_id is not None:
@@ -442,4 +445,7 @@ RULES: dict[str, Callable[[View, Op, datetime], Applied]] = {
 
 def apply(view: View, op: Op, now: datetime) -> Applied:
     """Check the operation's precondition on this state and return the file changes it makes."""
-    return RULES[op.op](view, op, now)
+    rule = RULES.get(op.op)
+    if rule is None:
+        raise RuleError(f"{op.op} is applied by the ledger, not by the lifecycle rules")
+    return rule(view, op, now)

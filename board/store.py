@@ -20,6 +20,7 @@ ORIGIN_MAIN = b"refs/remotes/origin/main"
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
 LOOSE_LIMIT = 2000  # pack loose objects once this many have piled up
+TREE_CACHE = 8192
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Store:
         # dulwich types ids as NewTypes (ObjectID, Ref); this module is the boundary where plain bytes go in.
         self.objects: Any = self.repo.object_store
         self._refs: Any = self.repo.refs
+        self._trees: dict[bytes, Tree] = {}  # trees are immutable: parsed once, reused by every validation
 
     @classmethod
     def init_bare(cls, path: Path) -> Store:
@@ -72,12 +74,27 @@ class Store:
     def force_ref(self, name: bytes, new: bytes) -> None:
         self._refs[name] = new
 
+    def remove_ref(self, name: bytes) -> None:
+        if self.ref(name) is not None:
+            self._refs.remove_if_equals(name, None)
+
     # --- reading ----------------------------------------------------------------------------------
     def get(self, sha: bytes) -> ShaFile:
         return self.objects[sha]
 
     def has(self, sha: bytes) -> bool:
         return sha in self.objects
+
+    def tree(self, sha: bytes) -> Tree:
+        tree = self._trees.get(sha)
+        if tree is None:
+            obj = self.objects[sha]
+            if not isinstance(obj, Tree):
+                raise KeyError(sha)
+            if len(self._trees) >= TREE_CACHE:
+                self._trees.clear()
+            self._trees[sha] = tree = obj
+        return tree
 
     def commit(self, sha: bytes) -> Commit:
         obj = self.objects[sha]
@@ -93,8 +110,7 @@ class Store:
         for part in path.split("/"):
             if mode != TREE_MODE:
                 return None
-            tree = self.objects[sha]
-            assert isinstance(tree, Tree)
+            tree = self.tree(sha)
             try:
                 mode, sha = tree[part.encode()]
             except KeyError:
@@ -116,9 +132,8 @@ class Store:
             if entry is None or entry[0] != TREE_MODE:
                 return []
             tree_id = entry[1]
-        tree = self.objects[tree_id]
-        assert isinstance(tree, Tree)
-        return [(e.path.decode(), e.mode, e.sha) for e in tree.iteritems()]
+        tree = self.tree(tree_id)
+        return [(e.path.decode("utf-8", "replace"), e.mode, e.sha) for e in tree.iteritems()]
 
     def blob_text(self, sha: bytes) -> bytes:
         blob = self.objects[sha]
@@ -156,8 +171,7 @@ class Store:
     ) -> bytes | None:
         tree: Any = Tree()
         if tree_id is not None:
-            old = self.objects[tree_id]
-            assert isinstance(old, Tree)
+            old = self.tree(tree_id)
             for entry in old.iteritems():
                 tree.add(entry.path, entry.mode, entry.sha)
         groups: dict[str, dict[str, bytes | None]] = {}
@@ -198,12 +212,33 @@ class Store:
         when: float | None = None,
     ) -> bytes:
         """Write a commit applying `changes` (path → bytes, or None to delete) on top of parent."""
-        base_tree = self.tree_id(parent) if parent else None
-        tree_id = self._update_tree(base_tree, changes, new)
+        tree_id = self.build_tree(self.tree_id(parent) if parent else None, changes, new)
+        return self.commit_tree(parent, tree_id, message, author, new, when)
+
+    def build_tree(self, base: bytes | None, changes: dict[str, bytes | None], new: NewObjects) -> bytes:
+        """The tree `changes` make of `base`; its new objects go to `new` (written only by commit_tree/save)."""
+        tree_id = self._update_tree(base, changes, new)
         if tree_id is None:
             empty = Tree()
             new.add(empty)
             tree_id = empty.id
+        return tree_id
+
+    def save(self, new: NewObjects) -> None:
+        for obj in new.objects:
+            if obj.id not in self.objects:
+                self.objects.add_object(obj)
+
+    def commit_tree(
+        self,
+        parent: bytes | None,
+        tree_id: bytes,
+        message: str,
+        author: str,
+        new: NewObjects,
+        when: float | None = None,
+    ) -> bytes:
+        """Write a commit of an already built tree (and every object in `new`)."""
         c: Any = Commit()
         c.tree = tree_id
         c.parents = [parent] if parent else []
@@ -214,9 +249,7 @@ class Store:
         c.encoding = b"UTF-8"
         c.message = message.encode()
         new.add(c)
-        for obj in new.objects:
-            if obj.id not in self.objects:
-                self.objects.add_object(obj)
+        self.save(new)
         return c.id
 
     def maintain(self) -> None:
