@@ -33,8 +33,7 @@ class KeyMismatch(BoardError):
 class Chain:
     store: Store
     board_id: str
-    key: bytes
-    address: str
+    keys: dict[str, bytes]  # lowercase address → private key: the home's key and a pending rotation's
     head: bytes | None
     tree: bytes
     at: str
@@ -42,10 +41,13 @@ class Chain:
     commits: list[bytes] = field(default_factory=list)
 
     @classmethod
-    def on(cls, store: Store, state: State, key: bytes, head: bytes | None, tree: bytes | None = None) -> Chain:
+    def on(
+        cls, store: Store, state: State, keys: list[bytes], head: bytes | None, tree: bytes | None = None
+    ) -> Chain:
         from board.secp256k1 import address_of
 
-        return cls(store, state.board_id, key, address_of(key), head, tree or state.tree.encode(), state.at)
+        by_address = {address_of(k).lower(): k for k in keys}
+        return cls(store, state.board_id, by_address, head, tree or state.tree.encode(), state.at)
 
     def view(self) -> TreeView:
         return TreeView(self.store, self.tree)
@@ -57,15 +59,16 @@ class Chain:
         self.at = op.at
 
     def _sign_commit(self, op: Op, tree: bytes) -> bytes:
-        if op.op != "join":
-            try:
-                expected = registered_signer(self.view(), op)
-            except Exception:  # noqa: BLE001 - not registered: the rules report it
-                expected = self.address
-            if expected.lower() != self.address.lower():
-                raise KeyMismatch(op.by, self.address, expected)
+        first = next(iter(self.keys))
+        try:
+            expected = registered_signer(self.view(), op).lower()
+        except Exception:  # noqa: BLE001 - not registered: the rules have reported it already
+            expected = first
+        key = self.keys.get(expected)
+        if key is None:
+            raise KeyMismatch(op.by, first, expected)
         op_json = op.encode()
-        sig = commits.sign(self.key, self.board_id, self.head, tree, op_json)
+        sig = commits.sign(key, self.board_id, self.head, tree, op_json)
         commit = self.store.commit_tree(self.head, tree, commits.message(op_json, op, sig), op.by, self.new)
         self.head, self.tree = commit, tree
         self.commits.append(commit)

@@ -263,7 +263,7 @@ class Board:
 
     def _commit_local(self, op: Op, attachments: dict[str, bytes], reason: str) -> MutationResult:
         base, state, view = self.head(), self.state(), self.view()
-        chain = Chain.on(self.store, state, load_private_key(self.home.path), base, view.tree)
+        chain = Chain.on(self.store, state, self._keys(), base, view.tree)
         if base.decode() != state.commit:
             tip = ops.op_from_message(self.store.commit(base).message.decode("utf-8", "replace"))
             chain.at = max(chain.at, tip.at if tip else "")
@@ -296,7 +296,7 @@ class Board:
         assert self.remote is not None
         from board.remote import Rejected
 
-        key = load_private_key(self.home.path)
+        keys = self._keys()
         me = self.require_handle()
         pending = self.pending()
         for attempt in range(1, max_attempts + 1):
@@ -305,7 +305,7 @@ class Board:
             report = SyncReport(attempts=attempt, head=origin.decode(), invalid=list(self.found.invalid),
                                 vanished=list(self.found.vanished))
             report.invalid += [b for b in state.excluded if b not in report.invalid]
-            chain = Chain.on(self.store, state, key, origin)
+            chain = Chain.on(self.store, state, keys, origin)
             if not state.legacy and not self.ledger.healthy(state):
                 chain.repair(me, [b.commit for b in state.excluded])
                 report.repaired = True
@@ -356,6 +356,17 @@ class Board:
                 raise refused
             return report, applied, head
         raise Contention(self.remote.url, max_attempts)
+
+    def _keys(self) -> list[bytes]:
+        """The home's key, then a pending rotation's: after the board has published a rotation, this rig
+        signs with the key the board registers even before the home switches to it."""
+        from board.keys import load_next_key
+
+        keys = [load_private_key(self.home.path)]
+        pending = load_next_key(self.home.path)
+        if pending is not None:
+            keys.append(pending)
+        return keys
 
     def _self_check(self, state: State, new: list[bytes]) -> None:
         """Validate our own commits exactly as every other rig will, before anyone can see them."""
