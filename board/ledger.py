@@ -135,10 +135,11 @@ def registered_signer(view: TreeView, op: ops.Op) -> str:
 
 
 class Ledger:
-    def __init__(self, store: Store, cache_path: Path, skew: int = MAX_SKEW) -> None:
+    def __init__(self, store: Store, cache_path: Path, skew: int = MAX_SKEW, use_ref: bool = True) -> None:
         self.store = store
         self.cache_path = cache_path
         self.skew = skew
+        self.use_ref = use_ref  # a pre-receive hook may not write refs: it keeps only the cache file
 
     # --- the cached state -------------------------------------------------------------------------
     def load(self) -> State | None:
@@ -146,8 +147,11 @@ class Ledger:
             state = State.from_json(self.cache_path.read_bytes())
         except (OSError, ValueError, TypeError):
             return None
-        ref = self.store.ref(VALIDATED)
-        if ref is None or ref.decode() != state.commit or not self.store.has(state.tree.encode()):
+        if self.use_ref:
+            ref = self.store.ref(VALIDATED)
+            if ref is None or ref.decode() != state.commit:
+                return None
+        if not self.store.has(state.commit.encode()) or not self.store.has(state.tree.encode()):
             return None
         return state
 
@@ -155,14 +159,15 @@ class Ledger:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_path.with_name(f".{self.cache_path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(state.to_json())
-        self.store.force_ref(VALIDATED, state.commit.encode())
+        if self.use_ref:
+            self.store.force_ref(VALIDATED, state.commit.encode())
         os.replace(tmp, self.cache_path)
 
     def healthy(self, state: State) -> bool:
         return self.store.tree_id(state.commit.encode()).decode() == state.tree
 
     # --- validating -------------------------------------------------------------------------------
-    def advance(self, head: bytes) -> tuple[State, Advance]:
+    def advance(self, head: bytes, save: bool = True) -> tuple[State, Advance]:
         """Validate the chain up to `head` (incrementally from the cache) and save the result."""
         state = self.load()
         report = Advance()
@@ -173,7 +178,8 @@ class Ledger:
             chain = self._since(head, state.commit.encode())
             if chain is None:  # the branch no longer holds what we validated: a history rewrite
                 state, report = self._rewritten(state, head)
-                self.save(state)
+                if save:
+                    self.save(state)
                 return state, report
         if state is None:
             full = self.store.first_parent_chain(head, None)
@@ -182,7 +188,8 @@ class Ledger:
         assert chain is not None
         for sha in chain:
             self.step(state, sha, report)
-        self.save(state)
+        if save:
+            self.save(state)
         return state, report
 
     def _since(self, head: bytes, base: bytes) -> list[bytes] | None:
