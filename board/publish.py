@@ -88,7 +88,24 @@ class Chain:
         """Publish the validated state over a commons that holds invalid commits."""
         op = Op(op="repair", by=by, at="", args={"excludes": excludes})
         self._stamp(op)
+        if self.head is not None:  # the state's own trees and blobs: the remote has never seen them
+            self._carry(self.tree, self.store.tree_id(self.head))
         return self._sign_commit(op, self.tree)
+
+    def _carry(self, tree: bytes, base: bytes | None) -> None:
+        """Add to the push every object of `tree` that `base` (the remote's tree) lacks at the same path."""
+        from board.store import TREE_MODE
+
+        self.new.add(self.store.tree(tree))
+        old = {e.path: (e.mode, e.sha) for e in self.store.tree(base).iteritems()} if base else {}
+        for e in self.store.tree(tree).iteritems():
+            if old.get(e.path) == (e.mode, e.sha):
+                continue
+            if e.mode == TREE_MODE:
+                prev = old.get(e.path)
+                self._carry(e.sha, prev[1] if prev and prev[0] == TREE_MODE else None)
+            else:
+                self.new.add(self.store.get(e.sha))
 
     def checkpoint(self, by: str) -> bytes:
         """Start validation of a wl-board/1 board: its records as they are, board.json now wl-board/2."""

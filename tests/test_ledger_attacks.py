@@ -57,12 +57,15 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Pat
             yield commons, server.url("commons.git")
 
 
-def hand_edit(tmp_path: Path, url: str, edit: Callable[[Path], None], message: str = "tidy up") -> str:
+def hand_edit(
+    tmp_path: Path, url: str, edit: Callable[[Path], object], message: str = "tidy up", add: bool = True
+) -> str:
     """mallory's clone, edit, commit and push; returns the pushed commit."""
     work = tmp_path / f"mallory-{len(list(tmp_path.glob('mallory-*')))}"
     git("clone", "-q", url, str(work))
     edit(work)
-    git("add", "-A", cwd=work)
+    if add:
+        git("add", "-A", cwd=work)
     git("commit", "-q", "-m", message, cwd=work)
     git("push", "-q", "origin", "HEAD:main", cwd=work)
     return git("rev-parse", "HEAD", cwd=work).stdout.strip()
@@ -154,7 +157,7 @@ def test_a_gitlink_item_and_bad_timestamps_stop_nobody(tmp_path: Path) -> None:
     honest = alice.post("an honest open job")
     link = "wanted/ab/w-ab00000000.json"
     bad = hand_edit(tmp_path, url, lambda work: git(
-        "update-index", "--add", "--cacheinfo", f"160000,{'1' * 40},{link}", cwd=work))
+        "update-index", "--add", "--cacheinfo", f"160000,{'1' * 40},{link}", cwd=work), add=False)
     liar = "w-cd11111111"
 
     def bad_time(work: Path) -> None:
