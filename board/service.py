@@ -336,7 +336,7 @@ class Board:
                 report.checkpointed = True
             head = chain.head or origin
             if head != origin:
-                self._self_check(state, chain.commits)
+                checked = self._self_check(state, chain.commits)
                 try:
                     self.remote.push(self.store, head, origin, chain.new)
                 except Rejected:
@@ -346,7 +346,7 @@ class Board:
                     continue
                 report.pushed = True
                 self.store.force_ref(ORIGIN_MAIN, head)
-                self.ledger.advance(head)
+                self.ledger.save(checked)
             self.store.force_ref(MAIN, head)
             self.store.remove_ref(LOCAL_BASE)
             report.conflicted = [self._keep(sha, o, reason) for sha, o, reason in conflicts]
@@ -368,7 +368,7 @@ class Board:
             keys.append(pending)
         return keys
 
-    def _self_check(self, state: State, new: list[bytes]) -> None:
+    def _self_check(self, state: State, new: list[bytes]) -> State:
         """Validate our own commits exactly as every other rig will, before anyone can see them."""
         trial = State.from_json(state.to_json())
         found = Advance()
@@ -376,6 +376,8 @@ class Board:
             self.ledger.step(trial, sha, found)
         if found.bad:
             raise BoardError(f"refusing to publish an invalid commit: {found.bad[0].reason}")
+        trial.dropped, trial.vanished = [], []
+        return trial
 
     def _attachments(self, sha: bytes, op: Op) -> dict[str, bytes]:
         tree = self.store.tree_id(sha)

@@ -96,8 +96,8 @@ def test_a_rig_address_swap_is_excluded_and_repaired(served: tuple[Path, str], t
         (work / "rigs/bob.json").write_text(json.dumps(rig, indent=2, sort_keys=True) + "\n")
 
     bad = hand_edit(tmp_path, url, swap)
-    code, doc = json.loads(wl(alice, "--json", "rig", "show", "bob")[1]), None
-    assert code["rig"]["address"] == json.loads(genuine)["address"]
+    shown = json.loads(wl(alice, "--json", "rig", "show", "bob")[1])  # the swap never reaches a reader
+    assert shown["rig"]["address"] == json.loads(genuine)["address"]
     assert_reported_and_repaired(alice, commons, bad, "rigs/bob.json")
     assert remote_file(commons, "rigs/bob.json") == genuine
     item = bob.post("bob still signs as bob")  # bob's own key is still the registered one

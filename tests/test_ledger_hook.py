@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from remotes import git, join_rig, make_commons, remote_head, remote_item, running_git_daemon, running_git_http_backend
+from remotes import (
+    git,
+    join_rig,
+    make_commons,
+    remote_head,
+    remote_item,
+    running_git_daemon,
+    running_git_http_backend,
+)
 
 from board.cli.main import cli
 
