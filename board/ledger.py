@@ -164,6 +164,7 @@ class Ledger:
         os.replace(tmp, self.cache_path)
 
     def healthy(self, state: State) -> bool:
+        """Whether the validated state is exactly the remote's tree (no quarantine)."""
         return self.store.tree_id(state.commit.encode()).decode() == state.tree
 
     # --- validating -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ TREE_MODE = 0o040000
 FILE_MODE = 0o100644
 LOOSE_LIMIT = 2000  # pack loose objects once this many have piled up
 TREE_CACHE = 8192
+BLOB_CACHE_SIZE = 16 << 10
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Store:
         self.objects: Any = self.repo.object_store
         self._refs: Any = self.repo.refs
         self._trees: dict[bytes, Tree] = {}  # trees are immutable: parsed once, reused by every validation
+        self._blobs: dict[bytes, bytes] = {}  # small blobs (records), likewise
+        self._commits: dict[bytes, Commit] = {}
 
     @classmethod
     def init_bare(cls, path: Path) -> Store:
@@ -97,8 +100,13 @@ class Store:
         return tree
 
     def commit(self, sha: bytes) -> Commit:
-        obj = self.objects[sha]
-        assert isinstance(obj, Commit)
+        obj = self._commits.get(sha)
+        if obj is None:
+            found = self.objects[sha]
+            assert isinstance(found, Commit)
+            if len(self._commits) >= TREE_CACHE:
+                self._commits.clear()
+            self._commits[sha] = obj = found
         return obj
 
     def tree_id(self, commit_id: bytes) -> bytes:
@@ -121,9 +129,7 @@ class Store:
         entry = self.lookup(tree_id, path)
         if entry is None or entry[0] == TREE_MODE:
             return None
-        blob = self.objects[entry[1]]
-        assert isinstance(blob, Blob)
-        return blob.as_raw_string()
+        return self.blob_text(entry[1])
 
     def listdir(self, tree_id: bytes, path: str) -> list[tuple[str, int, bytes]]:
         """Entries (name, mode, sha) of the directory at path; [] when absent."""
@@ -136,9 +142,18 @@ class Store:
         return [(e.path.decode("utf-8", "replace"), e.mode, e.sha) for e in tree.iteritems()]
 
     def blob_text(self, sha: bytes) -> bytes:
+        data = self._blobs.get(sha)
+        if data is not None:
+            return data
         blob = self.objects[sha]
-        assert isinstance(blob, Blob)
-        return blob.as_raw_string()
+        if not isinstance(blob, Blob):
+            raise KeyError(sha)
+        data = blob.as_raw_string()
+        if len(data) <= BLOB_CACHE_SIZE:
+            if len(self._blobs) >= TREE_CACHE:
+                self._blobs.clear()
+            self._blobs[sha] = data
+        return data
 
     def first_parent_chain(self, head: bytes, stop: bytes | None) -> list[bytes]:
         """Commits from head back to (not including) stop, oldest first."""
