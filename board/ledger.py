@@ -342,12 +342,21 @@ class Ledger:
             carried = attachment_blobs(self.store, tree, op.attachments)
         except TreeProblem as e:
             raise Invalid(str(e)) from None
+        changes = {**applied.changes, **carried}
+        if healthy:
+            same = self.store.tree_matches(state.tree.encode(), tree, changes)
+            if same is False:
+                raise Invalid(f"its tree is not what its {op.op} makes")
+            if same:
+                return tree
         new = NewObjects()
-        new_tree = self.store.build_tree(state.tree.encode(), {**applied.changes, **carried}, new)
+        new_tree = self.store.build_tree(state.tree.encode(), changes, new)
         if healthy and new_tree != tree:
             raise Invalid(f"its tree is not what its {op.op} makes")
         if new_tree != tree:
             self.store.save(new)  # a quarantined state exists only here
+        else:
+            self.store.remember(new)
         return new_tree
 
     def _republish(self, state: State, view: TreeView, op: ops.Op, tree: bytes, healthy: bool) -> bytes:

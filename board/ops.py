@@ -60,8 +60,8 @@ class Op:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Op:
         op, by, at = d.get("op"), d.get("by"), d.get("at")
-        known = isinstance(op, str) and (op in RULES or op in LEDGER_OPS)
-        if not known or not isinstance(by, str) or not isinstance(at, str):
+        if not isinstance(op, str) or op not in (*RULES, *LEDGER_OPS) or not isinstance(by, str) \
+                or not isinstance(at, str):
             raise ValueError("not a wl operation")
         item_id = d.get("id")
         if item_id is not None:

@@ -21,6 +21,7 @@ TREE_MODE = 0o040000
 FILE_MODE = 0o100644
 LOOSE_LIMIT = 2000  # pack loose objects once this many have piled up
 TREE_CACHE = 8192
+COMMIT_CACHE = 65536  # a whole history's commits: a full validation walks it twice
 BLOB_CACHE_SIZE = 16 << 10
 
 
@@ -104,7 +105,7 @@ class Store:
         if obj is None:
             found = self.objects[sha]
             assert isinstance(found, Commit)
-            if len(self._commits) >= TREE_CACHE:
+            if len(self._commits) >= COMMIT_CACHE:
                 self._commits.clear()
             self._commits[sha] = obj = found
         return obj
@@ -238,6 +239,55 @@ class Store:
             new.add(empty)
             tree_id = empty.id
         return tree_id
+
+    def entries(self, tree_id: bytes | None) -> dict[bytes, tuple[int, bytes]]:
+        """A tree's entries, name → (mode, sha), as dulwich parsed them (a copy: callers may edit it)."""
+        if tree_id is None:
+            return {}
+        tree = self.tree(tree_id)
+        parsed = getattr(tree, "_entries", None)
+        if isinstance(parsed, dict):
+            return dict(parsed)
+        return {e.path: (e.mode, e.sha) for e in tree.iteritems()}
+
+    def tree_matches(self, old: bytes | None, new: bytes, changes: dict[str, bytes | None]) -> bool | None:
+        """Whether `changes` turn tree `old` into exactly tree `new`, without building anything: only the
+        folders on the changed paths are compared entry by entry, every other entry must be identical.
+        None when it cannot tell cheaply (a folder emptied away); then build and compare instead."""
+        a, b = self.entries(old), self.entries(new)
+        groups: dict[str, dict[str, bytes | None]] = {}
+        for path, data in changes.items():
+            head, _, rest = path.partition("/")
+            name = head.encode()
+            if rest:
+                groups.setdefault(head, {})[rest] = data
+                continue
+            if data is None:
+                if name in b:
+                    return False
+            elif b.get(name) != (FILE_MODE, Blob.from_string(data).id):
+                return False
+            a.pop(name, None)
+            b.pop(name, None)
+        for head, sub in groups.items():
+            name = head.encode()
+            ea, eb = a.pop(name, None), b.pop(name, None)
+            if eb is None:
+                return None
+            if eb[0] != TREE_MODE:
+                return False
+            inner = self.tree_matches(ea[1] if ea and ea[0] == TREE_MODE else None, eb[1], sub)
+            if inner is not True:
+                return inner
+        return a == b
+
+    def remember(self, new: NewObjects) -> None:
+        """Keep the trees just built (and found equal to a commit's) parsed, for the next lookups."""
+        for obj in new.objects:
+            if isinstance(obj, Tree):
+                if len(self._trees) >= TREE_CACHE:
+                    self._trees.clear()
+                self._trees[obj.id] = obj
 
     def save(self, new: NewObjects) -> None:
         for obj in new.objects:

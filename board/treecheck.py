@@ -69,7 +69,7 @@ def attachment_blobs(store: Store, tree: bytes, paths: list[str]) -> dict[str, b
 
 
 def _entries(store: Store, tree: bytes, path: str) -> list[tuple[str, int, bytes]]:
-    out = []
+    out: list[tuple[str, int, bytes]] = []
     for e in store.tree(tree).iteritems():
         try:
             name = e.path.decode("utf-8")
