@@ -339,10 +339,13 @@ class Board:
                 checked = self._self_check(state, chain.commits)
                 try:
                     self.remote.push(self.store, head, origin, chain.new)
-                except Rejected:
+                except Rejected as e:
                     self.retries += 1
                     _backoff(attempt)
-                    origin = self._fetch() or origin
+                    moved = self._fetch() or origin
+                    if moved == origin and "hook declined" in str(e):  # a validating server said no
+                        raise RemoteError(self.remote.url, f"the remote refused the push ({e})") from None
+                    origin = moved
                     continue
                 report.pushed = True
                 self.store.force_ref(ORIGIN_MAIN, head)
