@@ -64,7 +64,7 @@ def check(git_dir: Path, updates: list[tuple[str, str, str]]) -> str | None:
         try:
             if old != ZERO and not store.is_ancestor(old.encode(), new.encode()):
                 return f"refusing a history rewrite: {old[:12]} is not in the pushed history"
-            ledger = Ledger(store, git_dir / CACHE, use_ref=False)
+            ledger = Ledger(store, git_dir / CACHE)
             try:
                 _, found = ledger.advance(new.encode(), save=False)
             except InvalidBoard as e:

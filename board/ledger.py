@@ -13,8 +13,9 @@ on the validated state, applied to it without the tree comparison. A signed `rep
 equals the validator's own state ends the quarantine. A rewrite of the branch is detected, the chain is
 re-validated from its root, and the validated operations that vanished are kept for `republish`.
 
-The validated state is cached (the commit and tree in `ledger.json`, plus `refs/wl/validated`), so a new
-commit costs one signature recovery, one rule check and the rewrite of the three trees on its paths.
+The validated state is cached in `ledger.json` (the commit, the state's tree, the last time, the authors'
+latest signatures; written atomically, never a ref, so a pre-receive hook can keep one too), so a new commit
+costs one signature recovery, one rule check and a look at the three trees on its paths.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from board.treecheck import TreeProblem, attachment_blobs, changed_paths, check_
 from board.view import TreeView
 
 MAX_SKEW = 600  # seconds an operation may be dated ahead of the validating clock
-VALIDATED = b"refs/wl/validated"
 CACHE_VERSION = 1
 
 
@@ -135,11 +135,10 @@ def registered_signer(view: TreeView, op: ops.Op) -> str:
 
 
 class Ledger:
-    def __init__(self, store: Store, cache_path: Path, skew: int = MAX_SKEW, use_ref: bool = True) -> None:
+    def __init__(self, store: Store, cache_path: Path, skew: int = MAX_SKEW) -> None:
         self.store = store
         self.cache_path = cache_path
         self.skew = skew
-        self.use_ref = use_ref  # a pre-receive hook may not write refs: it keeps only the cache file
 
     # --- the cached state -------------------------------------------------------------------------
     def load(self) -> State | None:
@@ -147,10 +146,6 @@ class Ledger:
             state = State.from_json(self.cache_path.read_bytes())
         except (OSError, ValueError, TypeError):
             return None
-        if self.use_ref:
-            ref = self.store.ref(VALIDATED)
-            if ref is None or ref.decode() != state.commit:
-                return None
         if not self.store.has(state.commit.encode()) or not self.store.has(state.tree.encode()):
             return None
         return state
@@ -159,8 +154,6 @@ class Ledger:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_path.with_name(f".{self.cache_path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(state.to_json())
-        if self.use_ref:
-            self.store.force_ref(VALIDATED, state.commit.encode())
         os.replace(tmp, self.cache_path)
 
     def healthy(self, state: State) -> bool:

@@ -76,7 +76,8 @@ class Store:
         return bool(self._refs.set_if_equals(name, old, new))
 
     def force_ref(self, name: bytes, new: bytes) -> None:
-        self._refs[name] = new
+        if self.ref(name) != new:  # every ref write is an fsync: skip the ones that change nothing
+            self._refs[name] = new
 
     def remove_ref(self, name: bytes) -> None:
         if self.ref(name) is not None:

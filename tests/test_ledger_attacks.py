@@ -197,7 +197,7 @@ def test_valid_work_pushed_after_an_invalid_commit_survives(tmp_path: Path) -> N
     try:  # bob, running a wl that does not validate, claims on top of mallory's commit
         head = store.ref(MAIN)
         assert head is not None
-        state, _ = Ledger(store, tmp_path / "scratch.json", use_ref=False).advance(head, save=False)
+        state, _ = Ledger(store, tmp_path / "scratch.json").advance(head, save=False)
         from board.keys import load_private_key
 
         chain = Chain.on(store, state, [load_private_key(bob.home)], head, store.tree_id(head))

@@ -59,7 +59,7 @@ def test_a_legacy_board_is_checkpointed_by_the_next_mutation_and_then_validated(
     store = Store(commons)
     try:
         head = remote_head(commons)
-        state, _ = Ledger(store, tmp_path / "scratch.json", use_ref=False).advance(head, save=False)
+        state, _ = Ledger(store, tmp_path / "scratch.json").advance(head, save=False)
         chain = Chain.on(store, state, [load_private_key(alice.home)], head)
         op = Op(op="checkpoint", by="alice", at="", args={"format": "wl-board/2"})
         chain._stamp(op)

@@ -26,7 +26,7 @@ ACTIONS = st.lists(
 def _scratch_validate(commons: Path, head: bytes, cache: Path) -> tuple[Any, Advance]:
     store = Store(commons)
     try:
-        return Ledger(store, cache, use_ref=False).advance(head, save=False)
+        return Ledger(store, cache).advance(head, save=False)
     finally:
         store.close()
 
