@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -115,9 +117,8 @@ def _attested(alice: Rig, bob: Rig, carol: Rig) -> tuple[str, str]:
     return items[0], items[1]
 
 
-def test_copied_and_deleted_attestations_are_excluded(tmp_path: Path) -> None:
-    commons = make_commons(tmp_path)
-    url = str(commons)
+def test_copied_and_deleted_attestations_are_excluded(served: tuple[Path, str], tmp_path: Path) -> None:
+    commons, url = served
     alice, bob, carol = board_of(tmp_path, url)
     first, second = _attested(alice, bob, carol)
     src = f"attestations/{first[2:4]}/{first}/carol.json"
@@ -135,9 +136,9 @@ def test_copied_and_deleted_attestations_are_excluded(tmp_path: Path) -> None:
     assert remote_file(commons, src) is not None
 
 
-def test_a_changed_board_id_is_excluded(tmp_path: Path) -> None:
-    commons = make_commons(tmp_path)
-    alice, _, _ = board_of(tmp_path, str(commons))
+def test_a_changed_board_id_is_excluded(served: tuple[Path, str], tmp_path: Path) -> None:
+    commons, url = served
+    alice, _, _ = board_of(tmp_path, url)
 
     def rename(work: Path) -> None:
         meta = json.loads((work / "board.json").read_text())
@@ -145,14 +146,13 @@ def test_a_changed_board_id_is_excluded(tmp_path: Path) -> None:
         (work / "board.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
     original = remote_file(commons, "board.json")
-    bad = hand_edit(tmp_path, str(commons), rename)
+    bad = hand_edit(tmp_path, url, rename)
     assert_reported_and_repaired(alice, commons, bad, "board.json")
     assert remote_file(commons, "board.json") == original
 
 
-def test_a_gitlink_item_and_bad_timestamps_stop_nobody(tmp_path: Path) -> None:
-    commons = make_commons(tmp_path)
-    url = str(commons)
+def test_a_gitlink_item_and_bad_timestamps_stop_nobody(served: tuple[Path, str], tmp_path: Path) -> None:
+    commons, url = served
     alice, bob, _ = board_of(tmp_path, url)
     honest = alice.post("an honest open job")
     link = "wanted/ab/w-ab00000000.json"
@@ -243,3 +243,58 @@ def test_a_force_push_dropping_a_claim_and_a_done_is_healed(tmp_path: Path) -> N
         assert report.conflicted == [] and report.replayed == []
         assert bob.item(item).status == "in_review"
         assert wl(alice, "accept", item, "--quality", "4")[0] == 0
+
+
+def test_a_merge_commit_is_excluded(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)
+    url = str(commons)
+    alice, _, _ = board_of(tmp_path, url)
+    work = tmp_path / "mallory"
+    git("clone", "-q", url, str(work))
+    merge = git("commit-tree", "HEAD^{tree}", "-p", "HEAD", "-p", "HEAD~1", "-m", "merge", cwd=work).stdout.strip()
+    git("push", "-q", "origin", f"{merge}:main", cwd=work)
+    code, out, _ = wl(alice, "sync")
+    assert code == 1 and merge[:12] in out and "merge commit" in out
+
+
+def _signed(store: Store, rig: Rig, op: Any) -> bytes:
+    """A commit signed by `rig` exactly as wl signs, but with whatever time `op` carries."""
+    from board import commits, ops
+    from board.keys import load_private_key
+    from board.store import MAIN, NewObjects
+    from board.treecheck import strict_time
+
+    head = store.ref(MAIN)
+    assert head is not None
+    tree = store.tree_id(head)
+    board_id = TreeView(store, tree).meta()["board_id"]
+    applied = ops.apply(TreeView(store, tree), op, strict_time(op.at))
+    new = NewObjects()
+    tree = store.build_tree(tree, applied.changes, new)
+    sig = commits.sign(load_private_key(rig.home), board_id, head, tree, op.encode())
+    commit = store.commit_tree(head, tree, commits.message(op.encode(), op, sig), rig.handle, new)
+    assert store.set_ref(MAIN, commit, head)
+    return commit
+
+
+@pytest.mark.parametrize(("shift", "reason"), [(timedelta(days=1), "lies in the future"),
+                                               (timedelta(days=-1), "earlier than the previous")])
+def test_operations_dated_in_the_future_or_the_past_are_excluded(tmp_path: Path, shift: timedelta,
+                                                                 reason: str) -> None:
+    from board.ids import fmt_time, utcnow
+    from board.ops import Op
+
+    commons = make_commons(tmp_path)
+    alice, bob, _ = board_of(tmp_path, str(commons))
+    item = alice.post("leased")
+    store = Store(commons)
+    try:  # bob dates his claim a day off, to take or hold the lease early or late
+        bad = _signed(store, bob, Op(op="claim", by="bob", at=fmt_time(utcnow() + shift), id=item,
+                                     args={"lease_seconds": 1800}))
+    finally:
+        store.close()
+    code, out, _ = wl(alice, "sync")
+    assert code == 1 and bad.decode()[:12] in out and reason in out
+    assert remote_item(commons, item).status == "open"
+    bob.claim(item)  # bob's honest claim goes through
+    assert remote_item(commons, item).claimed_by == "bob"
