@@ -15,7 +15,6 @@ import contextlib
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,11 @@ from board.errors import (
 from board.home import Home
 from board.ids import check_handle, fmt_time, new_board_id, utcnow
 from board.keys import load_private_key
-from board.ledger import Advance, Bad, Ledger, State
+from board.ledger import Advance, Ledger, State
 from board.ops import Op
 from board.publish import Chain
 from board.records import Item, board_meta, dumps
+from board.results import Kept, MutationResult, SyncReport
 from board.store import MAIN, ORIGIN_MAIN, NewObjects, Store
 from board.view import TreeView
 
@@ -47,48 +47,6 @@ LOCAL_BASE = b"refs/wl/local-base"  # the validated commit this rig's unpushed c
 # A busy peer can land a commit every few tens of milliseconds; 30 jittered attempts (about 8 s of backoff at
 # most) let a loser through where 12 (about 2 s) gave up while one fast worker kept the board moving.
 MAX_ATTEMPTS = 30
-
-
-@dataclass
-class MutationResult:
-    op: Op
-    result: dict[str, Any]
-    commit: str
-    pushed: bool
-    local_reason: str | None = None
-    attempts: int = 1
-    sync: SyncReport | None = None
-
-
-@dataclass
-class Kept:
-    op: Op
-    commit: str
-    reason: str
-    path: str
-
-
-@dataclass
-class SyncReport:
-    """What a sync did, as values: replayed, already applied, conflicted (with where it was kept), and what
-    validation found: invalid commits (excluded, then repaired), a history rewrite and what was republished."""
-
-    replayed: list[Op] = field(default_factory=list)
-    already: list[Op] = field(default_factory=list)
-    conflicted: list[Kept] = field(default_factory=list)
-    pushed: bool = False
-    head: str = ""
-    attempts: int = 0
-    invalid: list[Bad] = field(default_factory=list)
-    repaired: bool = False
-    vanished: list[str] = field(default_factory=list)
-    republished: list[Op] = field(default_factory=list)
-    unrepublished: list[tuple[Op, str]] = field(default_factory=list)
-    checkpointed: bool = False
-
-    def eventful(self) -> bool:
-        return bool(self.replayed or self.already or self.conflicted or self.invalid or self.vanished
-                    or self.republished or self.unrepublished or self.checkpointed)
 
 
 def _backoff(attempt: int) -> None:
@@ -306,6 +264,7 @@ class Board:
                                 vanished=list(self.found.vanished))
             report.invalid += [b for b in state.excluded if b not in report.invalid]
             chain = Chain.on(self.store, state, keys, origin)
+            kept: list[tuple[bytes, Op, str]] = []  # our own dropped operations that no longer apply
             if not state.legacy and not self.ledger.healthy(state):
                 chain.repair(me, [b.commit for b in state.excluded])
                 report.repaired = True
@@ -316,6 +275,8 @@ class Board:
                     continue
                 except BoardError as e:
                     report.unrepublished.append((dropped.op(), str(e)))
+                    if dropped.op().by == me and self.store.has(dropped.commit.encode()):
+                        kept.append((dropped.commit.encode(), dropped.op(), str(e)))
             conflicts: list[tuple[bytes, Op, str]] = []
             for sha, own in pending:
                 try:
@@ -350,9 +311,12 @@ class Board:
                 report.pushed = True
                 self.store.force_ref(ORIGIN_MAIN, head)
                 self.ledger.save(checked)
+            elif state.dropped or state.vanished:  # every dropped operation was already back, or refused
+                state.dropped, state.vanished = [], []
+                self.ledger.save(state)
             self.store.force_ref(MAIN, head)
             self.store.remove_ref(LOCAL_BASE)
-            report.conflicted = [self._keep(sha, o, reason) for sha, o, reason in conflicts]
+            report.conflicted = [self._keep(sha, o, reason) for sha, o, reason in conflicts + kept]
             report.head = head.decode()
             self.found = SyncReport()
             if refused is not None:
