@@ -95,6 +95,8 @@ class State:
     excluded: list[Bad] = field(default_factory=list)  # invalid commits since the last healthy one
     dropped: list[Dropped] = field(default_factory=list)  # vanished validated operations, to republish
     vanished: list[str] = field(default_factory=list)  # commits the last rewrite removed
+    root: str = ""  # the first commit: pinned, as is a wl-board/1 board's checkpoint
+    checkpoint: str = ""
 
     def to_json(self) -> bytes:
         return orjson.dumps({"version": CACHE_VERSION, **asdict(self)})
@@ -216,6 +218,9 @@ class Ledger:
         report = Advance(vanished=[v.decode() for v in vanished])
         for c in full[1:]:
             self.step(state, c, report)
+        if (old.root and state.root != old.root) or (old.checkpoint and state.checkpoint != old.checkpoint):
+            # What validation starts from is trusted once, on first sight: a rewrite may not replace it.
+            raise InvalidBoard(f"its history was replaced down to its {'root' if state.root != old.root else 'checkpoint'}")
         kept = {d.commit: d for d in old.dropped}
         for v in vanished:
             if v.decode() not in excluded:
@@ -262,7 +267,7 @@ class Ledger:
             strict_time(created)
         except ValueError:
             raise InvalidBoard("board.json has no valid created_at") from None
-        return State(sha.decode(), c.tree.decode(), created, str(meta["board_id"]), legacy=legacy)
+        return State(sha.decode(), c.tree.decode(), created, str(meta["board_id"]), legacy=legacy, root=sha.decode())
 
     def step(self, state: State, sha: bytes, report: Advance) -> None:
         """Validate one commit on `state` (which it advances); an invalid one is excluded and reported."""
@@ -405,6 +410,7 @@ class Ledger:
         except (TreeProblem, Invalid, ValueError, BoardError):
             return
         state.legacy = False
+        state.checkpoint = sha.decode()
         state.at = signed.op.at
         self._note_author(state, signed.op.by, signed.op.at, signed.sig)
 

@@ -298,3 +298,15 @@ def test_operations_dated_in_the_future_or_the_past_are_excluded(tmp_path: Path,
     assert remote_item(commons, item).status == "open"
     bob.claim(item)  # bob's honest claim goes through
     assert remote_item(commons, item).claimed_by == "bob"
+
+
+def test_a_history_replaced_from_its_root_is_refused(tmp_path: Path) -> None:
+    """What validation starts from is trusted once: a force-push of another board's history is not followed."""
+    commons = make_commons(tmp_path)
+    alice, _, _ = board_of(tmp_path, str(commons))
+    item = alice.post("ours")
+    other = make_commons(tmp_path, "other.git")
+    git("push", "-q", "--force", str(commons), "main:main", cwd=other)
+    code, out, err = wl(alice, "sync")
+    assert code == 1 and "replaced down to its root" in err and err.count("\n") == 1
+    assert alice.item(item).title == "ours"  # reads keep the last validated state

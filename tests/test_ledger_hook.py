@@ -70,3 +70,23 @@ def test_install_refuses_what_is_not_a_bare_repo_and_a_foreign_hook(tmp_path: Pa
     (commons / "hooks" / "pre-receive").write_text("#!/bin/sh\nexit 0\n")
     result = CliRunner().invoke(cli, ["hook", "install", str(commons)])
     assert result.exit_code == 2 and "--force" in result.output
+
+
+def test_a_push_the_servers_hook_declines_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    """A declined push is the server's verdict, not a lost race: no thirty retries, one line naming it."""
+    import time
+
+    from board.errors import RemoteError
+
+    base = tmp_path / "srv"
+    commons = make_commons(base)
+    with running_git_daemon(base) as daemon:
+        alice = join_rig(tmp_path, daemon.url("commons.git"), "alice")
+        hook = commons / "hooks" / "pre-receive"
+        hook.parent.mkdir(exist_ok=True)
+        hook.write_text("#!/bin/sh\necho 'wl: push refused: closed for maintenance' >&2\nexit 1\n")
+        hook.chmod(0o755)
+        started = time.monotonic()
+        with pytest.raises(RemoteError, match="refused the push"):
+            alice.post("declined")
+        assert time.monotonic() - started < 5
