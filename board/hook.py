@@ -24,6 +24,22 @@ def hook_script(python: str = sys.executable) -> str:
     return f"#!/bin/sh\n{MARK}\nexec {shlex.quote(python)} -m board.hook\n"
 
 
+def seed(repo: Path) -> list[str]:
+    """Validate the history already there once, so the first push costs one commit; returns what fails."""
+    store = Store(repo)
+    try:
+        head = store.ref(MAIN)
+        if head is None:
+            return []
+        try:
+            _, found = Ledger(store, repo / CACHE).advance(head)
+        except InvalidBoard as e:
+            return [str(e)]
+        return [b.line() for b in found.bad]
+    finally:
+        store.close()
+
+
 def install(repo: Path, force: bool = False) -> Path:
     """Write hooks/pre-receive into a bare repository (refusing to replace a hook someone else wrote)."""
     from board.errors import UsageError

@@ -22,7 +22,14 @@ def hook() -> None:
 def install(obj: Obj, repo: Path, force: bool) -> None:
     """Install a pre-receive hook in REPO that refuses any push holding an invalid commit or a rewrite."""
     from board.hook import install as do_install
+    from board.hook import seed
 
     path = do_install(repo.resolve(), force)
-    emit({"ok": True, "hook": str(path)},
-         lambda: say(f"✓ Installed {path}: pushes to main are validated; invalid ones are refused"))
+    problems = seed(repo.resolve())
+
+    def human() -> None:
+        say(f"✓ Installed {path}: pushes to main are validated; invalid ones are refused")
+        for line in problems:
+            say(f"⚠ the history already there holds an invalid commit: {line}", "yellow")
+
+    emit({"ok": True, "hook": str(path), "existing_invalid": problems}, human)
