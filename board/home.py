@@ -1,6 +1,9 @@
 """The rig's home: config, key, local clone and lock.
 
-`--home` beats `WL_HOME` beats `$XDG_DATA_HOME/wl` beats `~/.local/share/wl`.
+`--home` beats `WL_HOME` beats `$XDG_DATA_HOME/wl` beats `~/.local/share/wl`. The home is created 0700 and
+the files wl writes in it 0600, whatever the umask: it holds the signing key and the board copy. config.toml
+is written by tomli-w and read back before it replaces the old one, so `wl config set` can never leave a
+file that no command can read.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from board.errors import ConfigError
+from board.text import is_clean
 
 CONFIG_KEYS = {
     "handle": str,
@@ -30,6 +34,9 @@ CONFIG_KEYS = {
     "model": str,
 }
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
+HOME_MODE = 0o700
+FILE_MODE = 0o600
+MAX_CONFIG_VALUE = 4096
 
 
 def default_home() -> Path:
@@ -41,13 +48,30 @@ def default_home() -> Path:
     return base / "wl"
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{s}"'
+def _check_value(key: str, value: Any) -> None:
+    """Config values are names, handles, URLs and numbers: control characters in one are a mistake or an
+    attack (a display name is published on the board), and text that cannot be encoded cannot be saved."""
+    if isinstance(value, str):
+        if len(value) > MAX_CONFIG_VALUE:
+            raise ConfigError(f"{key} is too long ({len(value)} characters; at most {MAX_CONFIG_VALUE})")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{key} is not valid UTF-8 text: {value!r}") from None
+        if not is_clean(value):
+            raise ConfigError(f"{key} may not contain control or formatting characters: {value!r}")
+
+
+def _check_types(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    for key, kind in CONFIG_KEYS.items():
+        v = data.get(key)
+        if v is None:
+            continue
+        ok = isinstance(v, kind) or (kind is float and isinstance(v, int))
+        if not ok or (kind is not bool and isinstance(v, bool)):
+            names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+            raise ConfigError(f"{path}: {key} must be {names.get(kind, kind.__name__)} (got {v!r})")
+    return data
 
 
 @dataclass
@@ -74,6 +98,13 @@ class Home:
     def exists(self) -> bool:
         return self.repo_path.is_dir()
 
+    def ensure(self) -> None:
+        """Create the home 0700 (an existing folder is left as its owner set it)."""
+        if self.path.is_dir():
+            return
+        self.path.mkdir(mode=HOME_MODE, parents=True, exist_ok=True)
+        os.chmod(self.path, HOME_MODE)  # mkdir's mode is masked by the umask (umask 0o700 would leave 0000)
+
     def load_config(self) -> dict[str, Any]:
         try:
             raw = self.config_path.read_bytes()
@@ -83,18 +114,35 @@ class Home:
             data = tomllib.loads(raw.decode())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{self.config_path}: {e}") from None
-        return data
+        return _check_types(self.config_path, data)
 
     def save_config(self, data: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        lines = ["# wl configuration (written by wl; edit with `wl config set KEY VALUE`)"]
-        for k in sorted(data):
-            if data[k] is None or not _BARE_KEY.match(k):
-                continue
-            lines.append(f"{k} = {_toml_value(data[k])}")
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, self.config_path)
+        """Write config.toml (0600) through a temporary file, only once the text reads back as `data`."""
+        import tomli_w
+
+        kept = {k: v for k, v in sorted(data.items()) if v is not None and _BARE_KEY.match(k)}
+        for k, v in kept.items():
+            _check_value(k, v)
+        try:
+            text = "# wl configuration (written by wl; edit with `wl config set KEY VALUE`)\n" + tomli_w.dumps(kept)
+            round_trip = tomllib.loads(text)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"this configuration cannot be written as TOML: {e}") from None
+        if round_trip != kept:
+            raise ConfigError("this configuration would not read back as written; nothing was changed")
+        self.ensure()
+        tmp = self.config_path.with_name(f".config.toml.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), FILE_MODE)
+                fh.write(text.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.config_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def set_config(self, key: str, value: str) -> Any:
         kind = CONFIG_KEYS.get(key)
@@ -106,6 +154,7 @@ class Home:
                 typed = int(value)
             except ValueError:
                 raise ConfigError(f"{key} must be an integer") from None
+        _check_value(key, typed)
         data = self.load_config()
         data[key] = typed
         self.save_config(data)
@@ -114,8 +163,8 @@ class Home:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Serialise mutations from several processes sharing one home (a worker and a feeder, say)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.ensure()
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -30,7 +30,10 @@ def parse_time(s: str) -> datetime:
     if not isinstance(s, str) or not TIME_RE.match(s):
         raise ValueError(f"not an RFC 3339 UTC time: {s!r}")
     fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if "." in s else "%Y-%m-%dT%H:%M:%SZ"
-    return datetime.strptime(s, fmt).replace(tzinfo=UTC)
+    try:  # the pattern lets through 2026-99-99T99:99:99Z; the calendar does not
+        return datetime.strptime(s, fmt).replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 UTC time: {s!r}") from None
 
 
 def new_item_id(title: str, at: datetime) -> str:

@@ -63,10 +63,13 @@ class Bad:
     paths: list[str]
 
     def line(self) -> str:
-        changed = ", ".join(self.paths) if self.paths else "nothing"
+        """One line, whatever the names hold: paths are board strings, escaped like every other."""
+        from board.text import sanitize
+
+        changed = ", ".join(sanitize(p) for p in self.paths) if self.paths else "nothing"
         return (
-            f"commit {self.commit[:12]} is invalid ({self.reason}); author {self.author}, "
-            f"committer {self.committer}; it changed {changed}"
+            f"commit {self.commit[:12]} is invalid ({sanitize(self.reason)}); author {sanitize(self.author)}, "
+            f"committer {sanitize(self.committer)}; it changed {changed}"
         )
 
 

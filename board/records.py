@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from board.ids import BOARD_ID_RE, COMPLETION_RE, HANDLE_RE, ITEM_RE, TIME_RE
+from board.ids import BOARD_ID_RE, COMPLETION_RE, HANDLE_RE, ITEM_RE, parse_time
 
 TYPES = ("feature", "bug", "design", "rfc", "docs", "inference")
 STATUSES = ("open", "claimed", "in_review", "completed", "withdrawn")
@@ -66,6 +66,16 @@ def _opt_str(d: dict[str, Any], key: str) -> str | None:
 def _match(value: str | None, pattern: Any, key: str) -> None:
     if value is not None and not pattern.match(value):
         raise RecordError(f"{key} has an invalid value {value[:40]!r}")
+
+
+def _time(value: str | None, key: str) -> None:
+    """A time must parse, not just look like one: `2026-99-99T99:99:99Z` matches the pattern."""
+    if value is None:
+        return
+    try:
+        parse_time(value)
+    except ValueError:
+        raise RecordError(f"{key} is not an RFC 3339 UTC time (got {value[:40]!r})") from None
 
 
 def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
@@ -136,7 +146,7 @@ class Item:
         _match(item.posted_by, HANDLE_RE, "posted_by")
         _match(item.claimed_by, HANDLE_RE, "claimed_by")
         for key in ("created_at", "updated_at", "claim_expires_at"):
-            _match(getattr(item, key), TIME_RE, key)
+            _time(getattr(item, key), key)
         return item
 
     @classmethod
@@ -172,7 +182,7 @@ class Completion:
         _match(c.id, COMPLETION_RE, "id")
         _match(c.wanted_id, ITEM_RE, "wanted_id")
         _match(c.completed_by, HANDLE_RE, "completed_by")
-        _match(c.completed_at, TIME_RE, "completed_at")
+        _time(c.completed_at, "completed_at")
         if c.stamp is not None and not isinstance(c.stamp, dict):
             raise RecordError("stamp must be an object")
         return c
@@ -214,7 +224,7 @@ class Rig:
             extra={k: v for k, v in d.items() if k not in known},
         )
         _match(rig.handle, HANDLE_RE, "handle")
-        _match(rig.registered_at, TIME_RE, "registered_at")
+        _time(rig.registered_at, "registered_at")
         return rig
 
     @classmethod

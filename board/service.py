@@ -410,6 +410,7 @@ def init_local(home: Home, handle: str, name: str | None = None) -> Board:
     check_handle(handle)
     if home.exists():
         raise UsageError(f"{home.path} already holds a board")
+    home.ensure()
     store = Store.init_bare(home.repo_path)
     try:
         _initial_commit(store, name or f"{handle}-local", utcnow())
@@ -432,6 +433,7 @@ def join(home: Home, url: str, handle: str, display_name: str | None = None) -> 
         from board.remote import Remote
 
         remote = Remote(url)
+        home.ensure()
         store = Store.init_bare(home.repo_path)
         try:
             head = remote.fetch(store)

@@ -1,65 +1,208 @@
 """Read-only views of one state of the board (one tree), with validation on every read.
 
-A corrupted record names its file and leaves the rest of the board usable: listing skips it (and reports
-it); reading it directly raises CorruptRecord.
+Every participant can push to the commons, so the tree may hold anything git can store: gitlinks, symlinks,
+folders where files belong and files where folders belong, missing objects, undecodable names, JSON that
+does not parse or does not validate. A reader never fails a command because of another participant's entry:
+what is not a well-formed record is skipped, remembered in `skipped` (path → reason) and logged once as a
+warning on the `wl.board` logger (the CLI prints `wl: warning: skipped PATH: REASON`). Reading one record
+directly raises CorruptRecord only for a regular file that fails validation, so a command about that very
+record says why it cannot proceed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+from dulwich.objects import Blob, Tree
 
 from board import layout
-from board.errors import Ambiguous, CorruptRecord, InvalidId, NotFound
+from board.errors import Ambiguous, CorruptRecord, NotFound
 from board.ids import ITEM_RE, normalise_prefix
 from board.records import Completion, Item, RecordError, Rig, check_board_meta, loads
 from board.store import TREE_MODE, Store
+
+log = logging.getLogger("wl.board")
+log.addHandler(logging.NullHandler())  # a library stays quiet unless its user (the CLI) routes warnings
+
+CACHE_VERSION = 2  # bump whenever decoding becomes stricter, so rows cached by a laxer reader are re-checked
+MAX_RECORD_BYTES = {"item": 2 << 20, "completion": 20 << 20, "rig": 1 << 20, "attestation": 1 << 20}
+Entry = tuple[str, int, bytes]
+
+
+class BadEntry(Exception):
+    """A tree entry that is not what the layout says belongs there; `reason` says what it is instead."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _what(mode: int) -> str:
+    if mode == TREE_MODE:
+        return "a folder"
+    if mode == 0o160000:
+        return "a gitlink (submodule)"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISREG(mode):
+        return "a file"
+    return f"an entry of mode {mode:o}"
 
 
 @dataclass
 class TreeView:
     store: Store
     tree: bytes
-    cache_path: Path | None = None  # per-bucket parse cache (keyed by bucket tree sha)
-    corrupt: list[str] = field(default_factory=list)
+    cache_path: Path | None = None  # per-bucket parse cache (keyed by bucket name and tree sha)
+    skipped: dict[str, str] = field(default_factory=dict)  # path → why it was skipped
+
+    @property
+    def corrupt(self) -> list[str]:
+        """Paths skipped so far, in the order they were met."""
+        return list(self.skipped)
+
+    def _skip(self, path: str, reason: str) -> None:
+        if path not in self.skipped:
+            self.skipped[path] = reason
+            log.warning("skipped %s: %s", path, reason)
+
+    # --- safe tree access -------------------------------------------------------------------------
+    def _object(self, path: str, sha: bytes, kind: type[Blob] | type[Tree]) -> Any:
+        try:
+            obj = self.store.get(sha)
+        except KeyError:
+            raise BadEntry(path, "its object is missing from the repository") from None
+        except Exception as e:  # noqa: BLE001 - a crafted object dulwich cannot parse is just a bad entry
+            raise BadEntry(path, f"its object cannot be read ({type(e).__name__})") from None
+        if not isinstance(obj, kind):
+            raise BadEntry(path, f"its object is a {obj.type_name.decode()}, not a {kind.type_name.decode()}")
+        return obj
+
+    def _entries(self, path: str, tree_sha: bytes, bad: list[BadEntry] | None = None) -> list[Entry]:
+        """The folder's entries; one whose name is not UTF-8 is skipped (or collected in `bad`)."""
+        tree = self._object(path or "(root)", tree_sha, Tree)
+        out: list[Entry] = []
+        try:
+            raw = list(tree.iteritems())
+        except Exception as exc:  # noqa: BLE001 - malformed tree object
+            raise BadEntry(path or "(root)", f"the folder cannot be read ({type(exc).__name__})") from None
+        for e in raw:
+            try:
+                name = e.path.decode("utf-8")
+            except UnicodeDecodeError:
+                shown = e.path.decode("utf-8", "backslashreplace")
+                entry = BadEntry(f"{path}/{shown}" if path else shown, "its name is not UTF-8")
+                if bad is None:
+                    self._skip(entry.path, entry.reason)
+                else:
+                    bad.append(entry)
+                continue
+            out.append((name, e.mode, e.sha))
+        return out
+
+    def _lookup(self, path: str) -> tuple[int, bytes] | None:
+        """(mode, sha) at path; None when absent; BadEntry when a folder on the way is not a folder."""
+        mode, sha = TREE_MODE, self.tree
+        walked = ""
+        for part in path.split("/"):
+            if mode != TREE_MODE:
+                raise BadEntry(walked, f"{_what(mode)} where a folder belongs")
+            tree = self._object(walked or "(root)", sha, Tree)
+            try:
+                mode, sha = tree[part.encode()]
+            except KeyError:
+                return None
+            walked = f"{walked}/{part}" if walked else part
+        return mode, sha
+
+    def _file(self, path: str) -> bytes | None:
+        """The bytes of the regular file at path; None when absent; BadEntry when it is anything else."""
+        entry = self._lookup(path)
+        if entry is None:
+            return None
+        mode, sha = entry
+        if not stat.S_ISREG(mode):
+            raise BadEntry(path, f"{_what(mode)} where a file belongs")
+        blob: Blob = self._object(path, sha, Blob)
+        return blob.as_raw_string()
+
+    def _listdir(self, path: str) -> list[Entry]:
+        """Entries of the folder at path ([] when absent; skipped with a warning when not a folder)."""
+        try:
+            entry = self._lookup(path)
+            if entry is None:
+                return []
+            mode, sha = entry
+            if mode != TREE_MODE:
+                raise BadEntry(path, f"{_what(mode)} where a folder belongs")
+            return self._entries(path, sha)
+        except BadEntry as e:
+            self._skip(e.path, e.reason)
+            return []
 
     # --- single records -------------------------------------------------------------------------
     def read(self, path: str) -> bytes | None:
-        return self.store.read(self.tree, path)
+        """The file at path, or None (an entry that is not a regular file is skipped with a warning)."""
+        try:
+            return self._file(path)
+        except BadEntry as e:
+            self._skip(e.path, e.reason)
+            return None
 
-    def _record(self, paths: tuple[str, ...], cls: Any) -> Any:
+    def _record(self, paths: tuple[str, ...], cls: Any, kind: str, strict: bool = True) -> Any:
         for path in paths:
             raw = self.read(path)
-            if raw is not None:
-                try:
-                    return cls.decode(raw)
-                except RecordError as e:
+            if raw is None:
+                continue
+            try:
+                if len(raw) > MAX_RECORD_BYTES[kind]:
+                    raise RecordError(f"larger than {MAX_RECORD_BYTES[kind] >> 20} MiB")
+                return cls.decode(raw)
+            except RecordError as e:
+                if strict:
                     raise CorruptRecord(path, str(e)) from None
+                self._skip(path, str(e))
         return None
 
     def item(self, item_id: str) -> Item | None:
-        item: Item | None = self._record((layout.item_path(item_id), layout.item_flat_path(item_id)), Item)
+        item: Item | None = self._record(
+            (layout.item_path(item_id), layout.item_flat_path(item_id)), Item, "item"
+        )
         if item is not None and item.id != item_id:
             raise CorruptRecord(layout.item_path(item_id), f"id field says {item.id}")
         return item
 
     def completion(self, item_id: str) -> Completion | None:
+        """The item's completion; one that does not validate is skipped (with a warning), never fatal."""
         paths = (layout.completion_path(item_id), layout.completion_flat_path(item_id))
-        comp: Completion | None = self._record(paths, Completion)
-        if comp is not None and comp.wanted_id != item_id:
-            raise CorruptRecord(paths[0], f"wanted_id field says {comp.wanted_id}")
-        return comp
+        for path in paths:
+            comp: Completion | None = self._record((path,), Completion, "completion", strict=False)
+            if comp is None:
+                continue
+            if comp.wanted_id != item_id:
+                self._skip(path, f"wanted_id field says {comp.wanted_id}")
+                continue
+            return comp
+        return None
 
     def rig(self, handle: str) -> Rig | None:
-        rig: Rig | None = self._record((layout.rig_path(handle),), Rig)
+        rig: Rig | None = self._record((layout.rig_path(handle),), Rig, "rig")
+        if rig is not None and rig.handle != handle:
+            raise CorruptRecord(layout.rig_path(handle), f"handle field says {rig.handle}")
         return rig
 
     def meta(self) -> dict[str, Any]:
-        raw = self.read(layout.BOARD)
+        try:
+            raw = self._file(layout.BOARD)
+        except BadEntry as e:
+            raise CorruptRecord(e.path, e.reason) from None
         if raw is None:
             raise CorruptRecord(layout.BOARD, "missing")
         try:
@@ -79,51 +222,67 @@ class TreeView:
     def blob(self, hexdigest: str) -> bytes | None:
         return self.read(layout.blob_path(hexdigest))
 
+    def _json_files(self, path: str, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(path, name without .json, object) for each readable JSON file in a folder; the rest skipped."""
+        out = []
+        for name, mode, sha in self._listdir(path):
+            if not name.endswith(".json"):
+                continue
+            full = f"{path}/{name}"
+            try:
+                if not stat.S_ISREG(mode):
+                    raise BadEntry(full, f"{_what(mode)} where a file belongs")
+                raw = self._object(full, sha, Blob).as_raw_string()
+                if len(raw) > MAX_RECORD_BYTES[kind]:
+                    raise RecordError(f"larger than {MAX_RECORD_BYTES[kind] >> 20} MiB")
+                out.append((full, name[:-5], loads(raw)))
+            except BadEntry as e:
+                self._skip(e.path, e.reason)
+            except RecordError as e:
+                self._skip(full, str(e))
+        return out
+
     def attestations(self, item_id: str) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for d in (layout.attestation_flat_dir(item_id), layout.attestation_dir(item_id)):
-            for name, mode, sha in self.store.listdir(self.tree, d):
-                if mode == TREE_MODE or not name.endswith(".json"):
-                    continue
-                try:
-                    out[name[:-5]] = loads(self.store.blob_text(sha))
-                except RecordError:
-                    self.corrupt.append(f"{d}/{name}")
+            for _, name, data in self._json_files(d, "attestation"):
+                out[name] = data
         return out
 
     def rigs(self) -> list[Rig]:
         out = []
-        for name, mode, sha in self.store.listdir(self.tree, "rigs"):
-            if mode == TREE_MODE or not name.endswith(".json"):
-                continue
+        for path, name, data in self._json_files("rigs", "rig"):
             try:
-                out.append(Rig.decode(self.store.blob_text(sha)))
-            except RecordError:
-                self.corrupt.append(f"rigs/{name}")
+                rig = Rig.from_dict(data)
+                if rig.handle != name:
+                    raise RecordError(f"handle field says {rig.handle}")
+                out.append(rig)
+            except RecordError as e:
+                self._skip(path, str(e))
         return out
 
     # --- ids --------------------------------------------------------------------------------------
     def _ids_in(self, path: str) -> list[str]:
-        return [
-            name[:-5]
-            for name, mode, _ in self.store.listdir(self.tree, path)
-            if mode != TREE_MODE and name.endswith(".json") and ITEM_RE.match(name[:-5])
-        ]
+        """Item ids named by regular files in a folder (anything else there is skipped with a warning)."""
+        out = []
+        for name, mode, _ in self._listdir(path):
+            if not name.endswith(".json") or not ITEM_RE.match(name[:-5]):
+                continue
+            if stat.S_ISREG(mode):
+                out.append(name[:-5])
+            else:
+                self._skip(f"{path}/{name}", f"{_what(mode)} where a file belongs")
+        return out
 
     def resolve(self, prefix: str) -> str:
         """The one item id starting with prefix (unknown → NotFound, several → Ambiguous)."""
-        try:
-            want = normalise_prefix(prefix)
-        except InvalidId:
-            raise
+        want = normalise_prefix(prefix)
         hexpart = want[2:]
         if len(hexpart) >= 2:
             buckets = [hexpart[:2]]
         else:
             buckets = [
-                name
-                for name, mode, _ in self.store.listdir(self.tree, "wanted")
-                if mode == TREE_MODE and name.startswith(hexpart)
+                name for name, mode, _ in self._listdir("wanted") if mode == TREE_MODE and name.startswith(hexpart)
             ]
         candidates = [i for b in buckets for i in self._ids_in(f"wanted/{b}") if i.startswith(want)]
         candidates += [i for i in self._ids_in("wanted") if i.startswith(want) and i not in candidates]
@@ -135,46 +294,90 @@ class TreeView:
 
     # --- listing ----------------------------------------------------------------------------------
     def items(self) -> list[Item]:
-        """Every item on the board; corrupt files are skipped and listed in self.corrupt."""
+        """Every item on the board; entries that are not valid items are skipped (see `skipped`)."""
         cache = self._load_cache()
         fresh: dict[str, list[dict[str, Any]]] = {}
         out: list[Item] = []
-        for name, mode, sha in self.store.listdir(self.tree, "wanted"):
-            if mode == TREE_MODE:
-                key = sha.decode()
-                rows = cache.get(key)
-                if rows is None:
-                    rows = self._parse_dir(f"wanted/{name}", sha)
-                fresh[key] = rows
-                for row in rows:
-                    if "__corrupt__" in row:
-                        self.corrupt.append(row["__corrupt__"])
-                    else:
-                        out.append(Item(**row))
-            elif name.endswith(".json"):
-                self._parse_file(f"wanted/{name}", sha, out)
+        flat: list[Entry] = []
+        for name, mode, sha in self._listdir("wanted"):
+            path = f"wanted/{name}"
+            if mode != TREE_MODE:
+                if name.endswith(".json"):
+                    flat.append((name, mode, sha))
+                elif len(name) == 2:
+                    self._skip(path, f"{_what(mode)} where a folder belongs")
+                continue
+            key = f"{name}:{sha.decode()}"
+            rows = cache.get(key)
+            items = self._from_rows(rows) if rows is not None else None
+            if items is None:
+                rows = self._parse_dir(path, name, sha)
+                items = self._from_rows(rows) or []
+            fresh[key] = rows  # type: ignore[assignment]
+            out.extend(items)
+        seen = {i.id for i in out}
+        for name, mode, sha in flat:
+            item = self._parse_flat(f"wanted/{name}", name, mode, sha)
+            if item is not None and item.id not in seen:
+                seen.add(item.id)
+                out.append(item)
         if fresh.keys() != cache.keys():
             self._save_cache(fresh)
         return out
 
-    def _parse_file(self, path: str, sha: bytes, out: list[Item]) -> None:
+    def _from_rows(self, rows: list[dict[str, Any]]) -> list[Item] | None:
+        """Items from cached rows; None if a row is not what this version writes (then the bucket is re-read)."""
+        out = []
         try:
-            out.append(Item.decode(self.store.blob_text(sha)))
-        except RecordError:
-            self.corrupt.append(path)
+            for row in rows:
+                if "skip" in row:
+                    self._skip(str(row["skip"]), str(row["reason"]))
+                else:
+                    out.append(Item(**row["item"]))
+        except (TypeError, KeyError):
+            return None
+        return out
 
-    def _parse_dir(self, path: str, tree_sha: bytes) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        for name, mode, sha in self.store.listdir(self.tree, path):
-            if mode == TREE_MODE or not name.endswith(".json"):
+    def _check_item(self, path: str, name: str, mode: int, sha: bytes) -> Item:
+        if not stat.S_ISREG(mode):
+            raise BadEntry(path, f"{_what(mode)} where a file belongs")
+        raw = self._object(path, sha, Blob).as_raw_string()
+        if len(raw) > MAX_RECORD_BYTES["item"]:
+            raise RecordError(f"larger than {MAX_RECORD_BYTES['item'] >> 20} MiB")
+        item = Item.decode(raw)
+        if item.id != name[:-5]:
+            raise RecordError(f"file name and id differ (id field says {item.id})")
+        return item
+
+    def _parse_flat(self, path: str, name: str, mode: int, sha: bytes) -> Item | None:
+        try:
+            return self._check_item(path, name, mode, sha)
+        except BadEntry as e:
+            self._skip(e.path, e.reason)
+        except RecordError as e:
+            self._skip(path, str(e))
+        return None
+
+    def _parse_dir(self, path: str, bucket: str, tree_sha: bytes) -> list[dict[str, Any]]:
+        bad: list[BadEntry] = []
+        try:
+            entries = self._entries(path, tree_sha, bad)
+        except BadEntry as e:
+            return [{"skip": e.path, "reason": e.reason}]
+        rows: list[dict[str, Any]] = [{"skip": e.path, "reason": e.reason} for e in bad]
+        for name, mode, sha in entries:
+            if not name.endswith(".json"):
                 continue
+            full = f"{path}/{name}"
             try:
-                item = Item.decode(self.store.blob_text(sha))
-                if item.id != name[:-5]:
-                    raise RecordError("file name and id differ")
-                rows.append(item.to_dict())
-            except RecordError:
-                rows.append({"__corrupt__": f"{path}/{name}"})
+                item = self._check_item(full, name, mode, sha)
+                if layout.bucket(item.id) != bucket:
+                    raise RecordError(f"belongs in wanted/{layout.bucket(item.id)}/, not {path}/")
+                rows.append({"item": item.to_dict()})
+            except BadEntry as e:
+                rows.append({"skip": e.path, "reason": e.reason})
+            except RecordError as e:
+                rows.append({"skip": full, "reason": str(e)})
         return rows
 
     def _load_cache(self) -> dict[str, list[dict[str, Any]]]:
@@ -182,18 +385,26 @@ class TreeView:
             return {}
         try:
             data = orjson.loads(self.cache_path.read_bytes())
-            return data if isinstance(data, dict) else {}
         except (OSError, orjson.JSONDecodeError):
             return {}
+        if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+            return {}
+        buckets = data.get("buckets")
+        if not isinstance(buckets, dict):
+            return {}
+        return {k: v for k, v in buckets.items() if isinstance(v, list) and all(isinstance(r, dict) for r in v)}
 
     def _save_cache(self, data: dict[str, list[dict[str, Any]]]) -> None:
         """The cache is only a speed-up: keyed by tree sha, it can never be stale, only missing."""
         if self.cache_path is None:
             return
         try:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            self.cache_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(orjson.dumps(data))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(orjson.dumps({"version": CACHE_VERSION, "buckets": data}))
             os.replace(tmp, self.cache_path)
         except OSError:
             pass

@@ -14,6 +14,7 @@ import click
 
 from board.cli.main import Obj
 from board.cli.output import emit, say
+from board.text import sanitize
 
 Check = tuple[str, bool, str]
 
@@ -28,9 +29,8 @@ def _board_checks(obj: Obj) -> list[Check]:
     try:
         cfg = home.load_config()
         checks.append(("config", True, f"handle={cfg.get('handle')} remote={cfg.get('remote') or '(none)'}"))
-    except BoardError as e:
-        checks.append(("config", False, str(e)))
-        cfg = {}
+    except BoardError as e:  # nothing else can be checked without it: one line, exit 1
+        return [("config", False, str(e))]
     key = home.path / "key"
     if key.exists():
         mode = stat.S_IMODE(key.stat().st_mode)
@@ -103,7 +103,8 @@ def _plugin_checks(obj: Obj) -> list[Check]:
 def doctor(obj: Obj) -> None:
     """Check the home, key file, remote, board records and which backends are usable (exit 1 if the board part fails)."""
     board_checks = _board_checks(obj)
-    checks = board_checks + _plugin_checks(obj)
+    config_ok = all(ok for name, ok, _ in board_checks if name == "config")
+    checks = board_checks + (_plugin_checks(obj) if config_ok else [])
     data: dict[str, Any] = {
         "ok": all(ok for _, ok, _ in checks),
         "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks],
@@ -111,7 +112,7 @@ def doctor(obj: Obj) -> None:
 
     def human() -> None:
         for name, ok, detail in checks:
-            say(f"{'✓' if ok else '✗'} {name:<16} {detail}", None if ok else "red")
+            say(f"{'✓' if ok else '✗'} {name:<16} {sanitize(detail)}", None if ok else "red")
 
     emit(data, human)
     if not all(ok for _, ok, _ in board_checks):  # backends a machine lacks are findings, not failures

@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from board.cli.main import Obj
-from board.cli.output import emit, mutation_data, report_push, say
+from board.cli.output import cell, emit, mutation_data, report_push, say
 from board.records import EFFORTS, SEVERITIES, STATUSES, TYPES
+from board.text import sanitize
 
 no_push_option = click.option(
     "--no-push", is_flag=True, help="Commit locally only; `wl sync` publishes it later."
@@ -94,7 +95,7 @@ def post(
     res = board.mutate(op, push=not no_push)
 
     def human() -> None:
-        say(f"✓ Posted {item_id}: {title}")
+        say(f"✓ Posted {item_id}: {sanitize(title)}")
         report_push(res)
 
     emit(mutation_data(res), human)
@@ -125,22 +126,21 @@ def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int)
 
     def human() -> None:
         from rich.table import Table
-        from rich.text import Text
 
         table = Table(box=None, header_style="bold", pad_edge=False)
         for col in ("ID", "STATUS", "TYPE", "P", "TITLE", "CLAIMED BY"):
             table.add_column(col, overflow="ellipsis", no_wrap=col != "TITLE")
         colours = {"open": "green", "claimed": "yellow", "in_review": "cyan", "completed": "dim", "withdrawn": "dim"}
         for i in items:
-            st = Text(i.status, style=colours.get(i.status, "white"))
-            table.add_row(i.id, st, i.type, str(i.priority), Text(i.title), i.claimed_by or "")
+            st = cell(i.status, colours.get(i.status, "white"))
+            table.add_row(cell(i.id), st, cell(i.type), cell(i.priority), cell(i.title), cell(i.claimed_by))
         from board.cli.output import console
 
         if items:
             console().print(table)
         say(f"{len(items)} of {total} item(s)" + (f" ({status})" if status != "all" else ""))
-        for path in view.corrupt:
-            say(f"⚠ skipped corrupt record {path}", "yellow")
+        if view.corrupt:  # each is named by a `wl: warning:` line on stderr
+            say(f"⚠ skipped {len(view.corrupt)} malformed entr{'y' if len(view.corrupt) == 1 else 'ies'}", "yellow")
 
     emit(data, human)
 
@@ -160,7 +160,7 @@ def show(obj: Obj, item_id: str) -> None:
     data = {"item": item.to_dict(), "completion": comp.to_dict() if comp else None, "attestations": atts}
 
     def human() -> None:
-        say(f"{item.id}  {item.title}", "bold")
+        say(f"{item.id}  {sanitize(item.title)}", "bold")
         rows = [
             ("status", item.status),
             ("type", item.type),
@@ -176,18 +176,19 @@ def show(obj: Obj, item_id: str) -> None:
         ]
         for k, v in rows:
             if v:
-                say(f"  {k:<12} {v}")
+                say(f"  {k:<12} {sanitize(v)}")
         if item.description:
             say("  description:")
-            for line in item.description.splitlines()[:20]:
-                say(f"    {line}")
+            for line in item.description.split("\n")[:20]:  # only \n breaks a line; \r and friends are shown
+                say(f"    {sanitize(line)}")
         if comp is not None:
             say(f"  completion   {comp.id} by {comp.completed_by} at {comp.completed_at}")
             if comp.stamp:
                 s = comp.stamp
-                say(f"  accepted     by {s.get('by')}: quality {s.get('quality')}, reliability {s.get('reliability')}")
+                got = f"by {s.get('by')}: quality {s.get('quality')}, reliability {s.get('reliability')}"
+                say(f"  accepted     {sanitize(got)}")
         for who, att in sorted(atts.items()):
-            say(f"  attestation  {who}: {att.get('verdict', '?')}")
+            say(f"  attestation  {sanitize(who)}: {sanitize(att.get('verdict', '?'))}")
 
     emit(data, human)
 

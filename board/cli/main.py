@@ -47,7 +47,9 @@ class WlError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"wl: error: {self.format_message()}", err=True)
+        from board.text import sanitize  # messages quote ids, paths and reasons from the board
+
+        click.echo(f"wl: error: {sanitize(self.format_message())}", err=True)
 
 
 def _plugins() -> dict[str, Any]:
@@ -130,11 +132,16 @@ def cli(ctx: click.Context, home: Path | None, as_json: bool) -> None:
     compare-and-swap so contested claims have exactly one winner.
     """
     ctx.obj = Obj(home, as_json)
+    from board.cli.output import install_warnings
+
+    install_warnings()
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="wl", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="wl", standalone_mode=False)
+        if isinstance(rc, int) and not isinstance(rc, bool) and rc:
+            sys.exit(rc)  # outside standalone mode click returns an Exit's code instead of exiting (wl doctor)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except BoardError as e:
-        click.echo(f"wl: error: {e}", err=True)
+        WlError(str(e)).show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("wl: interrupted", err=True)
@@ -157,5 +164,5 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
         if os.environ.get("WL_DEBUG"):
             raise
-        click.echo(f"wl: error: internal error: {type(e).__name__}: {e} (set WL_DEBUG=1 for details)", err=True)
+        WlError(f"internal error: {type(e).__name__}: {e} (set WL_DEBUG=1 for details)").show()
         sys.exit(1)

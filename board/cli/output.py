@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 import orjson
+
+from board.text import sanitize
 
 _console: Any = None
 
@@ -40,12 +43,64 @@ def is_json() -> bool:
 def say(text: str, style: str | None = None) -> None:
     """One human line. Never parsed as markup: titles, outputs and reasons come from the board.
 
+    Every control character but the newline is shown escaped, whoever built the text; callers sanitise
+    board strings themselves too (with `sanitize`, newlines included) so a title cannot forge a line.
     Off a terminal rich would print the same plain text, so scripts skip importing it (~30 ms a command).
     """
+    text = sanitize(text, keep_newlines=True)
     if _console is None and not sys.stdout.isatty():
         sys.stdout.write(text + "\n")
         return
     console().print(text, style=style, markup=False, highlight=False)
+
+
+def cell(value: Any, style: str = "") -> Any:
+    """A table cell from a board string: sanitised, and a rich Text so markup in it is never interpreted."""
+    from rich.text import Text
+
+    return Text(sanitize("" if value is None else value), style=style)
+
+
+def warn(text: str) -> None:
+    """One `wl: warning: …` line on stderr (sanitised: warnings quote board paths and reasons)."""
+    click.echo(f"wl: warning: {sanitize(text)}", err=True)
+
+
+MAX_WARNINGS = 20  # a participant can push 100,000 bad entries; nobody reads more than a screenful
+
+
+class _WarningLines(logging.Handler):
+    """Prints the board readers' warnings (a skipped entry, say) once per command, as `wl: warning:` lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if text in self.seen or len(self.seen) > MAX_WARNINGS:
+                return
+            self.seen.add(text)
+            if len(self.seen) > MAX_WARNINGS:
+                warn(f"more than {MAX_WARNINGS} warnings; the rest are not shown (`wl --json browse` lists "
+                     "every skipped entry under \"corrupt\")")
+            else:
+                warn(text)
+        except Exception:  # noqa: BLE001 - a warning must never become the failure
+            self.handleError(record)
+
+
+_handler = _WarningLines()
+
+
+def install_warnings() -> None:
+    """Route `wl.*` warnings to stderr for this command (called once per invocation by the CLI group)."""
+    logger = logging.getLogger("wl")
+    if _handler not in logger.handlers:
+        logger.addHandler(_handler)
+        logger.propagate = False
+    _handler.seen.clear()
 
 
 def mutation_data(res: Any) -> dict[str, Any]:
@@ -66,10 +121,11 @@ def report_push(res: Any) -> None:
     if res.sync is not None and (res.sync.replayed or res.sync.conflicted):
         say(f"  synced {len(res.sync.replayed)} pending operation(s) first")
         for kept in res.sync.conflicted:
-            say(f"  ⚠ could not replay {kept.op.op} {kept.op.id or ''}: {kept.reason} (kept in {kept.path})", "yellow")
+            what = sanitize(f"{kept.op.op} {kept.op.id or ''}: {kept.reason} (kept in {kept.path})")
+            say(f"  ⚠ could not replay {what}", "yellow")
     if res.sync is not None and res.sync.repaired and res.sync.invalid:  # the ledger's heal, published first
-        say(f"  ⚠ repaired the commons first, excluding {res.sync.invalid[0].line()}", "yellow")
+        say(f"  ⚠ repaired the commons first, excluding {sanitize(res.sync.invalid[0].line())}", "yellow")
     if res.sync is not None and res.sync.republished:
         say(f"  republished {len(res.sync.republished)} operation(s) a history rewrite had dropped", "yellow")
     if not res.pushed:
-        say(f"  ⚠ committed locally, not pushed: {res.local_reason}. Run `wl sync` to publish.", "yellow")
+        say(f"  ⚠ committed locally, not pushed: {sanitize(res.local_reason)}. Run `wl sync` to publish.", "yellow")

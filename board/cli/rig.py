@@ -74,12 +74,14 @@ def show(obj: Obj, handle: str | None) -> None:
             data["pending_rotation"] = new_key_for_rotation(board.home.path)[1]
 
     def human() -> None:
-        say(f"{record.handle}  {record.display_name}", "bold")
-        say(f"  Address:    {record.address}")
+        from board.text import sanitize  # the record is the board's: any field may hold escape sequences
+
+        say(f"{record.handle}  {sanitize(record.display_name)}", "bold")
+        say(f"  Address:    {sanitize(record.address)}")
         say(f"  Registered: {record.registered_at}")
         for h in history:
             mark = "proof ok" if h["proof_valid"] else "PROOF INVALID"
-            say(f"  Earlier key {h['address']} until {h['until']} → {h['handed_to']} ({mark})")
+            say(sanitize(f"  Earlier key {h['address']} until {h['until']} → {h['handed_to']} ({mark})"))
         pending = data["pending_rotation"]
         if data["key_matches"] is False and pending != record.address:
             say(f"  ⚠ this home's key is {data['local_key']}, not the registered one", "yellow")

@@ -8,6 +8,7 @@ import click
 
 from board.cli.main import Obj
 from board.cli.output import emit, say
+from board.text import sanitize
 
 
 @click.command()
@@ -60,9 +61,9 @@ def join(obj: Obj, url: str, handle: str, display_name: str | None) -> None:
     board.close()
 
     def human() -> None:
-        say(f"✓ Joined {meta['name']} ({meta['board_id']}) as {handle}")
+        say(f"✓ Joined {sanitize(meta['name'])} ({meta['board_id']}) as {handle}")
         if rig is not None:
-            say(f"  Address: {rig.address}")
+            say(f"  Address: {sanitize(rig.address)}")
         if res is not None:
             report_push(res)
 
@@ -128,11 +129,13 @@ def sync(obj: Obj) -> None:
             say(f"✓ Up to date at {report.head[:12]}")
             return
         for o in report.replayed:
-            say(f"✓ replayed {o.op} {o.id or ''}")
+            say(f"✓ replayed {sanitize(o.op)} {sanitize(o.id or '')}")
         for o in report.already:
-            say(f"· already applied: {o.op} {o.id or ''}")
+            say(f"· already applied: {sanitize(o.op)} {sanitize(o.id or '')}")
         for k in report.conflicted:
-            say(f"✗ could not replay {k.op.op} {k.op.id or ''}: {k.reason}\n  kept in {k.path}", "red")
+            what = f"{k.op.op} {k.op.id or ''}: {k.reason}"
+            say(f"✗ could not replay {sanitize(what)}", "red")
+            say(f"  kept in {sanitize(k.path)}", "red")
 
     emit(data, human)
     if report.invalid:
@@ -154,9 +157,10 @@ def config(obj: Obj, action: str, key: str | None, value: str | None) -> None:
     home = obj.home
     if action == "list":
         data = home.load_config()
-        def human() -> None:
+
+        def human() -> None:  # a hand-edited config.toml may hold anything: shown, never obeyed
             for k, v in sorted(data.items()):
-                say(f"{k} = {v}")
+                say(f"{sanitize(k)} = {sanitize(v)}")
 
         emit(data, human)
         return
@@ -166,9 +170,9 @@ def config(obj: Obj, action: str, key: str | None, value: str | None) -> None:
         if key not in CONFIG_KEYS:
             raise ConfigError(f"unknown config key {key!r} (known: {', '.join(sorted(CONFIG_KEYS))})")
         got = home.load_config().get(key)
-        emit({key: got}, lambda: click.echo("" if got is None else str(got)))
+        emit({key: got}, lambda: click.echo("" if got is None else sanitize(got)))
         return
     if value is None:
         raise ConfigError("wl config set needs a VALUE")
     typed = home.set_config(key, value)
-    emit({"ok": True, key: typed}, lambda: say(f"✓ {key} = {typed}"))
+    emit({"ok": True, key: typed}, lambda: say(f"✓ {key} = {sanitize(typed)}"))
