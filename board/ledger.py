@@ -281,10 +281,16 @@ class Ledger:
             return
         healthy = self.healthy(state)
         try:
-            new_tree = self._check(state, c, healthy)
+            try:
+                new_tree = self._check(state, c, healthy)
+            except (KeyError, ValueError, TypeError):  # a crafted tree: wrong object types, missing objects
+                raise Invalid("its tree holds an object of the wrong type, or a missing one") from None
         except Invalid as e:
-            parent = c.parents[0] if c.parents else None
-            paths = changed_paths(self.store, self.store.tree_id(parent) if parent else None, c.tree)
+            parent = c.parents[0] if c.parents and self.store.has(c.parents[0]) else None
+            try:
+                paths = changed_paths(self.store, self.store.tree_id(parent) if parent else None, c.tree)
+            except (KeyError, ValueError, TypeError):
+                paths = ["(a tree that cannot be read)"]
             bad = Bad(sha.decode(), str(e), _ident(c.author), _ident(c.committer), paths)
             state.excluded.append(bad)
             report.bad.append(bad)

@@ -97,7 +97,10 @@ class Chain:
         from board.store import TREE_MODE
 
         self.new.add(self.store.tree(tree))
-        old = {e.path: (e.mode, e.sha) for e in self.store.tree(base).iteritems()} if base else {}
+        try:
+            old = {e.path: (e.mode, e.sha) for e in self.store.tree(base).iteritems()} if base else {}
+        except KeyError:  # the remote's "folder" is not a tree (a crafted commit): send ours whole
+            old = {}
         for e in self.store.tree(tree).iteritems():
             if old.get(e.path) == (e.mode, e.sha):
                 continue

@@ -47,7 +47,10 @@ def changed_paths(store: Store, old: bytes | None, new: bytes | None, prefix: st
         sub_a = ea[1] if ea and ea[0] == TREE_MODE else None
         sub_b = eb[1] if eb and eb[0] == TREE_MODE else None
         if (sub_a or sub_b) and not ((ea and not sub_a) or (eb and not sub_b)):
-            out.extend(changed_paths(store, sub_a, sub_b, path + "/"))
+            try:
+                out.extend(changed_paths(store, sub_a, sub_b, path + "/"))
+            except KeyError:  # a "folder" that is no tree (or is missing): the folder itself changed
+                out.append(path)
         else:
             out.append(path)
     return out[:MAX_PATHS]

@@ -34,6 +34,8 @@ from board.view import TreeView
 def wl(rig: Rig, *args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, ["--home", str(rig.home), *args])
     assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -310,3 +312,38 @@ def test_a_history_replaced_from_its_root_is_refused(tmp_path: Path) -> None:
     code, out, err = wl(alice, "sync")
     assert code == 1 and "replaced down to its root" in err and err.count("\n") == 1
     assert alice.item(item).title == "ours"  # reads keep the last validated state
+
+
+def test_a_tree_of_the_wrong_object_types_is_excluded_not_a_crash(tmp_path: Path) -> None:
+    """git does not fsck pushed trees by default: a folder entry may name a blob, a file entry a tree."""
+    from dulwich.objects import Blob, Commit
+    from dulwich.objects import Tree as GitTree
+
+    from board.store import MAIN, TREE_MODE
+
+    commons = make_commons(tmp_path)
+    alice, _, _ = board_of(tmp_path, str(commons))
+    item = alice.post("honest")
+    store = Store(commons)
+    try:
+        head = store.ref(MAIN)
+        assert head is not None
+        blob = Blob.from_string(b"not a tree")
+        root = GitTree()
+        for e in store.tree(store.tree_id(head)).iteritems():
+            root.add(e.path, e.mode, e.sha)
+        root.add(b"wanted", TREE_MODE, blob.id)
+        commit = Commit()
+        commit.tree, commit.parents = root.id, [head]
+        commit.author = commit.committer = b"mallory <m@example.invalid>"
+        commit.author_time = commit.commit_time = 0
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = b"types\n"
+        for obj in (blob, root, commit):
+            store.objects.add_object(obj)
+        assert store.set_ref(MAIN, commit.id, head)
+    finally:
+        store.close()
+    code, out, err = wl(alice, "sync")
+    assert code == 1 and commit.id.decode()[:12] in out and "changed wanted" in out
+    assert remote_item(commons, item).title == "honest"  # repaired
