@@ -47,6 +47,7 @@ class Store:
         self._trees: dict[bytes, Tree] = {}  # trees are immutable: parsed once, reused by every validation
         self._blobs: dict[bytes, bytes] = {}  # small blobs (records), likewise
         self._commits: dict[bytes, Commit] = {}
+        self._blob_objs: dict[bytes, Blob] = {}
 
     @classmethod
     def init_bare(cls, path: Path) -> Store:
@@ -85,7 +86,20 @@ class Store:
 
     # --- reading ----------------------------------------------------------------------------------
     def get(self, sha: bytes) -> ShaFile:
-        return self.objects[sha]
+        """Any object; trees and small blobs come from (and go to) the caches every validation reuses."""
+        cached: ShaFile | None = self._trees.get(sha) or self._blob_objs.get(sha)
+        if cached is not None:
+            return cached
+        obj: ShaFile = self.objects[sha]
+        if isinstance(obj, Tree):
+            if len(self._trees) >= TREE_CACHE:
+                self._trees.clear()
+            self._trees[sha] = obj
+        elif isinstance(obj, Blob) and obj.raw_length() <= BLOB_CACHE_SIZE:
+            if len(self._blob_objs) >= TREE_CACHE:
+                self._blob_objs.clear()
+            self._blob_objs[sha] = obj
+        return obj
 
     def has(self, sha: bytes) -> bool:
         return sha in self.objects
