@@ -36,9 +36,10 @@ if TYPE_CHECKING:  # resolved lazily at run time, by __getattr__ below
     from board.layout import blob_path
     from board.ops import DEFAULT_LEASE, lease_expired, op_from_message
     from board.records import STATUSES, TYPES, Completion, Item, Rig
+    from board.results import Kept, MutationResult, SyncReport
     from board.secp256k1 import N as SECP256K1_ORDER
     from board.secp256k1 import SignatureError, eip191_hash, recover, sign_hash
-    from board.service import Board, Kept, MutationResult, SyncReport, create_commons, join
+    from board.service import Board, create_commons, join
     from board.text import sanitize
     from board.view import TreeView
 
@@ -69,9 +70,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "recover": ("board.secp256k1", "recover"),
     "sign_hash": ("board.secp256k1", "sign_hash"),
     "Board": ("board.service", "Board"),
-    "Kept": ("board.service", "Kept"),
-    "MutationResult": ("board.service", "MutationResult"),
-    "SyncReport": ("board.service", "SyncReport"),
+    "Kept": ("board.results", "Kept"),
+    "MutationResult": ("board.results", "MutationResult"),
+    "SyncReport": ("board.results", "SyncReport"),
     "create_commons": ("board.service", "create_commons"),
     "join": ("board.service", "join"),
     "sanitize": ("board.text", "sanitize"),

@@ -54,6 +54,12 @@ def load_private_key(home: Path) -> bytes:
     return _read_key(key_path(home))
 
 
+def load_next_key(home: Path) -> bytes | None:
+    """A pending rotation's key (``key.next``), or None when no rotation is pending."""
+    path = next_key_path(home)
+    return _read_key(path) if path.exists() else None
+
+
 def address_of(home: Path) -> str:
     """Checksummed Ethereum address of the rig's key."""
     return _address(load_private_key(home))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -32,6 +33,8 @@ from board.records import EFFORTS, SEVERITIES, TYPES, Completion, Item, Rig, dum
 
 DEFAULT_LEASE = 30 * 60
 TRAILER = "Wl-Op: "
+# Operations the ledger applies itself (board/ledger.py): they restore or re-publish state, not lifecycle.
+LEDGER_OPS = ("repair", "republish", "checkpoint")
 
 
 @dataclass
@@ -58,7 +61,8 @@ class Op:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Op:
         op, by, at = d.get("op"), d.get("by"), d.get("at")
-        if not isinstance(op, str) or op not in RULES or not isinstance(by, str) or not isinstance(at, str):
+        if not isinstance(op, str) or op not in (*RULES, *LEDGER_OPS) or not isinstance(by, str) \
+                or not isinstance(at, str):
             raise ValueError("not a wl operation")
         item_id = d.get("id")
         if item_id is not None:
@@ -127,11 +131,21 @@ def lease_expired(item: Item, now: datetime) -> bool:
     return parse_time(item.claim_expires_at) <= now
 
 
+_ITEM_FIELDS = tuple(f.name for f in dataclass_fields(Item))
+
+
+def _item_dict(item: Item) -> dict[str, Any]:
+    """What Item.to_dict gives, without dataclasses.asdict's recursive copy (every validated commit pays it)."""
+    out = {name: getattr(item, name) for name in _ITEM_FIELDS}
+    out["tags"] = list(item.tags)
+    return out
+
+
 def _save(item: Item, now: datetime, **changes: Any) -> dict[str, bytes | None]:
     for k, v in changes.items():
         setattr(item, k, v)
     item.updated_at = fmt_time(now)
-    return {layout.item_path(item.id): item.encode()}
+    return {layout.item_path(item.id): dumps(_item_dict(item))}
 
 
 def _lease(op: Op) -> int:
@@ -177,8 +191,8 @@ def _post(view: View, op: Op, now: datetime) -> Applied:
         updated_at=t,
         effort_level=effort,
     )
-    Item.from_dict(item.to_dict())  # the same validation a reader applies
-    return Applied({layout.item_path(item.id): item.encode()}, item.to_dict())
+    Item.from_dict(_item_dict(item))  # the same validation a reader applies
+    return Applied({layout.item_path(item.id): dumps(_item_dict(item))}, _item_dict(item))
 
 
 def _claim(view: View, op: Op, now: datetime) -> Applied:
@@ -194,7 +208,7 @@ def _claim(view: View, op: Op, now: datetime) -> Applied:
     previous = item.claimed_by if item.status == "claimed" else None
     expires = fmt_time(now + timedelta(seconds=lease))
     changes = _save(item, now, status="claimed", claimed_by=op.by, claim_expires_at=expires)
-    return Applied(changes, {**item.to_dict(), "took_over_from": previous})
+    return Applied(changes, {**_item_dict(item), "took_over_from": previous})
 
 
 def _renew(view: View, op: Op, now: datetime) -> Applied:
@@ -204,7 +218,7 @@ def _renew(view: View, op: Op, now: datetime) -> Applied:
     if item.claimed_by != op.by:
         raise NotAllowed(item.id, op.by, "renew the claim on", f"the claimer ({item.claimed_by})")
     expires = fmt_time(now + timedelta(seconds=_lease(op)))
-    return Applied(_save(item, now, claim_expires_at=expires), item.to_dict())
+    return Applied(_save(item, now, claim_expires_at=expires), _item_dict(item))
 
 
 def _unclaim(view: View, op: Op, now: datetime) -> Applied:
@@ -219,7 +233,7 @@ def _unclaim(view: View, op: Op, now: datetime) -> Applied:
     if op.by not in (item.claimed_by, item.posted_by) and not lease_expired(item, now):
         raise NotAllowed(item.id, op.by, "unclaim", "the claimer, the poster, or anyone once the lease expired")
     changes = _save(item, now, status="open", claimed_by=None, claim_expires_at=None)
-    return Applied(changes, item.to_dict())
+    return Applied(changes, _item_dict(item))
 
 
 def _done(view: View, op: Op, now: datetime) -> Applied:
@@ -236,7 +250,7 @@ def _done(view: View, op: Op, now: datetime) -> Applied:
     Completion.from_dict(comp.to_dict())
     changes = _save(item, now, status="in_review", evidence_url=evidence, claim_expires_at=None)
     changes[layout.completion_path(item.id)] = comp.encode()
-    return Applied(changes, {"item": item.to_dict(), "completion": comp.to_dict()})
+    return Applied(changes, {"item": _item_dict(item), "completion": comp.to_dict()})
 
 
 def _poster_review(view: View, op: Op, verb: str) -> tuple[Item, Completion | None]:
@@ -274,7 +288,7 @@ def _accept(view: View, op: Op, now: datetime) -> Applied:
             "severity": severity,
         }
         changes[layout.completion_path(item.id)] = comp.encode()
-    return Applied(changes, item.to_dict())
+    return Applied(changes, _item_dict(item))
 
 
 def _reject(view: View, op: Op, now: datetime) -> Applied:
@@ -283,12 +297,12 @@ def _reject(view: View, op: Op, now: datetime) -> Applied:
     changes = _save(item, now, status="claimed", evidence_url=None, claim_expires_at=expires)
     changes[layout.completion_path(item.id)] = None
     changes[layout.completion_flat_path(item.id)] = None
-    return Applied(changes, item.to_dict())
+    return Applied(changes, _item_dict(item))
 
 
 def _close(view: View, op: Op, now: datetime) -> Applied:
     item, _ = _poster_review(view, op, "close")
-    return Applied(_save(item, now, status="completed"), item.to_dict())
+    return Applied(_save(item, now, status="completed"), _item_dict(item))
 
 
 def _delete(view: View, op: Op, now: datetime) -> Applied:
@@ -297,7 +311,7 @@ def _delete(view: View, op: Op, now: datetime) -> Applied:
         raise WrongStatus(item.id, item.status, "open")
     if op.by != item.posted_by:
         raise NotAllowed(item.id, op.by, "delete", f"the poster ({item.posted_by})")
-    return Applied(_save(item, now, status="withdrawn"), item.to_dict())
+    return Applied(_save(item, now, status="withdrawn"), _item_dict(item))
 
 
 def _join(view: View, op: Op, now: datetime) -> Applied:
@@ -418,7 +432,7 @@ def _anchor(view: View, op: Op, now: datetime) -> Applied:
         path = layout.completion_flat_path(item.id)
     changes = _save(item, now, evidence_url=comp.evidence)
     changes[path] = comp.encode()
-    return Applied(changes, {"item": item.to_dict(), "completion": comp.to_dict()})
+    return Applied(changes, {"item": _item_dict(item), "completion": comp.to_dict()})
 
 
 RULES: dict[str, Callable[[View, Op, datetime], Applied]] = {
@@ -442,4 +456,7 @@ RULES: dict[str, Callable[[View, Op, datetime], Applied]] = {
 
 def apply(view: View, op: Op, now: datetime) -> Applied:
     """Check the operation's precondition on this state and return the file changes it makes."""
-    return RULES[op.op](view, op, now)
+    rule = RULES.get(op.op)
+    if rule is None:
+        raise RuleError(f"{op.op} is applied by the ledger, not by the lifecycle rules")
+    return rule(view, op, now)

@@ -18,7 +18,8 @@ TYPES = ("feature", "bug", "design", "rfc", "docs", "inference")
 STATUSES = ("open", "claimed", "in_review", "completed", "withdrawn")
 EFFORTS = ("trivial", "small", "medium", "large", "epic")
 SEVERITIES = ("leaf", "branch", "root")
-BOARD_FORMAT = "wl-board/1"
+BOARD_FORMAT = "wl-board/2"
+LEGACY_FORMAT = "wl-board/1"  # before signed commits; readable, checkpointed into wl-board/2 (board/ledger.py)
 
 
 class RecordError(ValueError):
@@ -236,7 +237,7 @@ def board_meta(name: str, board_id: str, created_at: str) -> dict[str, Any]:
 
 
 def check_board_meta(d: dict[str, Any]) -> dict[str, Any]:
-    if d.get("format") != BOARD_FORMAT:
+    if d.get("format") not in (BOARD_FORMAT, LEGACY_FORMAT):
         raise RecordError(f"format must be {BOARD_FORMAT!r}")
     bid = d.get("board_id")
     if not isinstance(bid, str) or not BOARD_ID_RE.match(bid):

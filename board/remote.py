@@ -113,7 +113,7 @@ class Remote:
         def pack_data(have: object, want: object, ofs_delta: bool = True, progress: object = None) -> object:
             if objects is not None:
                 return pack_objects_to_data([(o, None) for o in objects.objects])
-            return store.objects.generate_pack_data(have, want, ofs_delta=ofs_delta)  # type: ignore[arg-type]
+            return store.objects.generate_pack_data(have, want, ofs_delta=ofs_delta)
 
         try:
             result = self._client.send_pack(self._path, update_refs, generate_pack_data=pack_data)

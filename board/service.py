@@ -1,16 +1,20 @@
 """The board as a service: queries, mutations (compare-and-swap on the remote), and sync by replay.
 
-Every mutation is one commit carrying its operation. Online, it is built on the freshly fetched remote head
-and pushed only if the remote has not moved; otherwise fetch, re-check, retry (bounded, jittered). Offline or
-with --no-push it stays on the local branch, and `sync` later replays the recorded operations onto the fresh
-remote state, reporting (and keeping) any whose precondition no longer holds.
+Every mutation is one commit carrying its operation, signed by this rig (board/publish.py). Every fetch is
+validated (board/ledger.py) and every read uses the validated state. Online, a mutation is built on the
+freshly fetched, validated remote head and pushed only if the remote has not moved; otherwise fetch, re-check,
+retry (bounded, jittered). Before it, the same push heals the commons: a repair over invalid commits, and
+the republication of operations a history rewrite dropped. Offline or with --no-push it stays on the local
+branch, and `sync` later replays this rig's own recorded operations onto the fresh remote state, reporting
+(and keeping) any whose precondition no longer holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,45 +33,20 @@ from board.errors import (
 )
 from board.home import Home
 from board.ids import check_handle, fmt_time, new_board_id, utcnow
+from board.keys import load_private_key
+from board.ledger import Advance, Ledger, State
 from board.ops import Op
+from board.publish import Chain
 from board.records import Item, board_meta, dumps
+from board.results import Kept, MutationResult, SyncReport
 from board.store import MAIN, ORIGIN_MAIN, NewObjects, Store
 from board.view import TreeView
+
+LOCAL_BASE = b"refs/wl/local-base"  # the validated commit this rig's unpushed commits are built on
 
 # A busy peer can land a commit every few tens of milliseconds; 30 jittered attempts (about 8 s of backoff at
 # most) let a loser through where 12 (about 2 s) gave up while one fast worker kept the board moving.
 MAX_ATTEMPTS = 30
-
-
-@dataclass
-class MutationResult:
-    op: Op
-    result: dict[str, Any]
-    commit: str
-    pushed: bool
-    local_reason: str | None = None
-    attempts: int = 1
-    sync: SyncReport | None = None
-
-
-@dataclass
-class Kept:
-    op: Op
-    commit: str
-    reason: str
-    path: str
-
-
-@dataclass
-class SyncReport:
-    """What a sync did, as values: replayed, already applied, and conflicted (with where it was kept)."""
-
-    replayed: list[Op] = field(default_factory=list)
-    already: list[Op] = field(default_factory=list)
-    conflicted: list[Kept] = field(default_factory=list)
-    pushed: bool = False
-    head: str = ""
-    attempts: int = 0
 
 
 def _backoff(attempt: int) -> None:
@@ -82,11 +61,27 @@ class Board:
         self.home = home
         self.config = home.load_config()
         self.store = Store(home.repo_path)
+        self.ledger = Ledger(self.store, home.cache_dir / "ledger.json")
         self.handle: str | None = self.config.get("handle")
         url = self.config.get("remote")
         self._remote_url: str | None = url or None
         self._remote: Any = None
         self.retries = 0  # CAS retries spent, for contention figures
+        self.found = SyncReport()  # what validation found during this Board's fetches (reported by sync)
+        self._held = False
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """The home's lock, taken once per call chain (flock does not nest within one process)."""
+        if self._held:
+            yield
+            return
+        with self.home.lock():
+            self._held = True
+            try:
+                yield
+            finally:
+                self._held = False
 
     @property
     def remote(self) -> Any:
@@ -113,8 +108,21 @@ class Board:
             raise NotInitialised(str(self.home.path))
         return sha
 
+    def state(self) -> State:
+        """The validated state (validating what this clone holds when nothing is cached yet)."""
+        state = self.ledger.load()
+        if state is None:
+            with self._lock():
+                tip = self.store.ref(ORIGIN_MAIN) if self.remote is not None else self.head()
+                state, found = self.ledger.advance(tip or self.head())
+                self._note(found)
+        return state
+
     def view(self) -> TreeView:
-        return TreeView(self.store, self.store.tree_id(self.head()), self.home.cache_dir / "items.json")
+        """The validated state, plus this rig's own unpushed operations; never a tree that failed validation."""
+        main, state = self.head(), self.state()
+        tree = state.tree.encode() if main.decode() == state.commit else self.store.tree_id(main)
+        return TreeView(self.store, tree, self.home.cache_dir / "items.json")
 
     def meta(self) -> dict[str, Any]:
         return self.view().meta()
@@ -131,40 +139,51 @@ class Board:
         return item
 
     def pending(self) -> list[tuple[bytes, Op]]:
-        """Local operations the remote has not seen yet, oldest first."""
-        main = self.store.ref(MAIN)
-        origin = self.store.ref(ORIGIN_MAIN)
-        if main is None or self.remote is None or main == origin:
-            return []
-        base = None
-        if origin is not None:
-            from dulwich.graph import find_merge_base
+        """This rig's own local operations the remote has not seen yet, oldest first.
 
-            bases = find_merge_base(self.store.repo, [main, origin])  # type: ignore[list-item]
-            base = bases[0] if bases else None
+        Only commits this rig made on top of the validated state count: another rig's operations that a
+        history rewrite dropped are republished under their author's signature, never replayed as ours.
+        """
+        main = self.store.ref(MAIN)
+        if main is None or self.remote is None:
+            return []
+        base = self.store.ref(LOCAL_BASE)
+        if base is None or main.decode() == self.state().commit:
+            return []
         out = []
         for sha in self.store.first_parent_chain(main, base):
             op = ops.op_from_message(self.store.commit(sha).message.decode("utf-8", "replace"))
-            if op is not None:
+            if op is not None and op.by == self.handle and op.op not in ops.LEDGER_OPS:
                 out.append((sha, op))
         return out
 
     # --- remote -----------------------------------------------------------------------------------
+    def _note(self, found: Advance) -> None:
+        self.found.invalid.extend(found.bad)
+        self.found.vanished.extend(found.vanished)
+
     def _fetch(self) -> bytes | None:
+        """Fetch, then validate what arrived; the local branch follows when it holds nothing of ours."""
         assert self.remote is not None
-        origin = self.remote.fetch(self.store)
-        if origin is not None:
-            self.store.force_ref(ORIGIN_MAIN, origin)
-            main = self.store.ref(MAIN)
-            if main is None or self.store.is_ancestor(main, origin):
-                self.store.force_ref(MAIN, origin)
+        before = self.ledger.load()
+        previous = {self.store.ref(ORIGIN_MAIN), before.commit.encode() if before else None}
+        origin: bytes | None = self.remote.fetch(self.store)
+        if origin is None:
+            return None
+        self.store.force_ref(ORIGIN_MAIN, origin)
+        state, found = self.ledger.advance(origin)
+        self._note(found)
+        main = self.store.ref(MAIN)
+        if main is None or main in previous or main in found.checked:
+            self.store.force_ref(MAIN, origin)
+            self.store.remove_ref(LOCAL_BASE)
         return origin
 
     def refresh(self) -> bytes | None:
-        """Fetch the remote (never re-clone); the local branch follows when it has nothing pending."""
+        """Fetch the remote (never re-clone) and validate it; the local branch follows when nothing is pending."""
         if self.remote is None:
             return self.store.ref(MAIN)
-        with self.home.lock():
+        with self._lock():
             head = self._fetch()
             self.store.maintain()
             return head
@@ -182,7 +201,7 @@ class Board:
     ) -> MutationResult:
         attachments = attachments or {}
         op.attachments = sorted(attachments)
-        with self.home.lock():
+        with self._lock():
             if self.remote is None or not push:
                 reason = "--no-push" if self.remote is not None else "this board has no remote"
                 return self._commit_local(op, attachments, reason)
@@ -190,106 +209,142 @@ class Board:
                 origin = self._fetch()
             except Unreachable as e:
                 return self._commit_local(op, attachments, f"remote unreachable ({e.reason})")
-            report = None
-            if self.pending():
-                try:
-                    report = self._replay(origin, max_attempts)
-                except Unreachable as e:  # fetch worked, pushing the pending work did not: all of it waits
-                    return self._commit_local(op, attachments, f"push failed ({e.reason})")
-                origin = self.store.ref(ORIGIN_MAIN)
-            for attempt in range(1, max_attempts + 1):
-                new = NewObjects()
-                base = origin
-                view = TreeView(self.store, self.store.tree_id(base)) if base else None
-                if view is None:
-                    raise RemoteError(self.remote.url, "the remote has no board")
-                applied = ops.apply(view, op, utcnow())
-                commit = self.store.make_commit(
-                    base, {**applied.changes, **attachments}, op.message(), op.by, new
-                )
-                from board.remote import Rejected
-
-                try:
-                    self.remote.push(self.store, commit, base, new)
-                except Rejected:
-                    self.retries += 1
-                    _backoff(attempt)
-                    origin = self._fetch()
-                    continue
-                except Unreachable as e:
-                    self.store.force_ref(MAIN, commit)
-                    return MutationResult(
-                        op, applied.result, commit.decode(), False, f"push failed ({e.reason})", attempt, report
-                    )
-                self.store.force_ref(ORIGIN_MAIN, commit)
-                self.store.force_ref(MAIN, commit)
-                return MutationResult(op, applied.result, commit.decode(), True, None, attempt, report)
-            raise Contention(self.remote.url, max_attempts)
+            if origin is None:
+                raise RemoteError(self.remote.url, "the remote has no board")
+            try:
+                report, applied, head = self._publish(origin, max_attempts, op, attachments)
+            except Unreachable as e:
+                return self._commit_local(op, attachments, f"push failed ({e.reason})")
+            assert applied is not None
+            sync = report if report.eventful() else None
+            return MutationResult(op, applied.result, head.decode(), True, None, report.attempts, sync)
 
     def _commit_local(self, op: Op, attachments: dict[str, bytes], reason: str) -> MutationResult:
-        base = self.head()
-        applied = ops.apply(TreeView(self.store, self.store.tree_id(base)), op, utcnow())
-        new = NewObjects()
-        commit = self.store.make_commit(base, {**applied.changes, **attachments}, op.message(), op.by, new)
-        if not self.store.set_ref(MAIN, commit, base):
+        base, state, view = self.head(), self.state(), self.view()
+        chain = Chain.on(self.store, state, self._keys(), base, view.tree)
+        if base.decode() != state.commit:
+            tip = ops.op_from_message(self.store.commit(base).message.decode("utf-8", "replace"))
+            chain.at = max(chain.at, tip.at if tip else "")
+        applied = chain.add(op, attachments)
+        assert chain.head is not None
+        if not self.store.set_ref(MAIN, chain.head, base):
             raise BoardError("the local board changed during the command; run it again")
-        return MutationResult(op, applied.result, commit.decode(), False, reason)
+        if self.remote is None:
+            self.ledger.advance(chain.head)
+        elif self.store.ref(LOCAL_BASE) is None:
+            self.store.force_ref(LOCAL_BASE, state.commit.encode())
+        return MutationResult(op, applied.result, chain.head.decode(), False, reason)
 
     def sync(self, max_attempts: int = MAX_ATTEMPTS) -> SyncReport:
         if self.remote is None:
             raise UsageError("this board has no remote to sync with")
-        with self.home.lock():
+        with self._lock():
             origin = self._fetch()
-            report = self._replay(origin, max_attempts)
+            if origin is None:
+                raise RemoteError(self.remote.url, "the remote has no board")
+            report, _, _ = self._publish(origin, max_attempts)
             self.store.maintain()
             return report
 
-    def _replay(self, origin: bytes | None, max_attempts: int) -> SyncReport:
+    def _publish(
+        self, origin: bytes, max_attempts: int, op: Op | None = None, attachments: dict[str, bytes] | None = None
+    ) -> tuple[SyncReport, ops.Applied | None, bytes]:
+        """Heal the commons (checkpoint, repair, republish), replay our pending work, apply `op`, push it all
+        as one compare-and-swap; on a lost race fetch, re-validate and rebuild."""
         assert self.remote is not None
+        from board.remote import Rejected
+
+        keys = self._keys()
+        me = self.require_handle()
         pending = self.pending()
-        report = SyncReport(head=(origin or b"").decode())
-        if not pending:
-            if origin is not None:
-                self.store.force_ref(MAIN, origin)
-            return report
-        if origin is None:
-            raise RemoteError(self.remote.url, "the remote has no board")
         for attempt in range(1, max_attempts + 1):
-            report = SyncReport(attempts=attempt)
-            new = NewObjects()
-            head = origin
-            conflicts: list[tuple[bytes, Op, str]] = []
-            for sha, op in pending:
-                view = TreeView(self.store, self.store.tree_id(head))
+            state = self.ledger.load()
+            assert state is not None
+            report = SyncReport(attempts=attempt, head=origin.decode(), invalid=list(self.found.invalid),
+                                vanished=list(self.found.vanished))
+            report.invalid += [b for b in state.excluded if b not in report.invalid]
+            chain = Chain.on(self.store, state, keys, origin)
+            kept: list[tuple[bytes, Op, str]] = []  # our own dropped operations that no longer apply
+            if not state.legacy and not self.ledger.healthy(state):
+                chain.repair(me, [b.commit for b in state.excluded])
+                report.repaired = True
+            for dropped in state.dropped:
                 try:
-                    applied = ops.apply(view, op, utcnow())
+                    report.republished.append(chain.republish(me, dropped, state))
                 except AlreadyApplied:
-                    report.already.append(op)
                     continue
                 except BoardError as e:
-                    conflicts.append((sha, op, str(e)))
-                    continue
-                carried = self._attachments(sha, op)
-                head = self.store.make_commit(head, {**applied.changes, **carried}, op.message(), op.by, new)
-                report.replayed.append(op)
-            if head != origin:
-                from board.remote import Rejected
-
+                    report.unrepublished.append((dropped.op(), str(e)))
+                    if dropped.op().by == me and self.store.has(dropped.commit.encode()):
+                        kept.append((dropped.commit.encode(), dropped.op(), str(e)))
+            conflicts: list[tuple[bytes, Op, str]] = []
+            for sha, own in pending:
                 try:
-                    self.remote.push(self.store, head, origin, new)
-                except Rejected:
+                    chain.add(own, self._attachments(sha, own))
+                    report.replayed.append(own)
+                except AlreadyApplied:
+                    report.already.append(own)
+                except BoardError as e:
+                    conflicts.append((sha, own, str(e)))
+            applied, refused = None, None
+            if op is not None:
+                try:
+                    applied = chain.add(op, attachments)
+                except BoardError as e:
+                    refused = e
+            if state.legacy:
+                chain.checkpoint(me)
+                report.checkpointed = True
+            head = chain.head or origin
+            if head != origin:
+                checked = self._self_check(state, chain.commits)
+                try:
+                    self.remote.push(self.store, head, origin, chain.new)
+                except Rejected as e:
                     self.retries += 1
                     _backoff(attempt)
-                    origin = self._fetch()
-                    assert origin is not None
+                    moved = self._fetch() or origin
+                    if moved == origin and "hook declined" in str(e):  # a validating server said no
+                        raise RemoteError(self.remote.url, f"the remote refused the push ({e})") from None
+                    origin = moved
                     continue
                 report.pushed = True
-            report.conflicted = [self._keep(sha, op, reason) for sha, op, reason in conflicts]
-            self.store.force_ref(ORIGIN_MAIN, head)
+                self.store.force_ref(ORIGIN_MAIN, head)
+                self.ledger.save(checked)
+            elif state.dropped or state.vanished:  # every dropped operation was already back, or refused
+                state.dropped, state.vanished = [], []
+                self.ledger.save(state)
             self.store.force_ref(MAIN, head)
+            self.store.remove_ref(LOCAL_BASE)
+            report.conflicted = [self._keep(sha, o, reason) for sha, o, reason in conflicts + kept]
             report.head = head.decode()
-            return report
+            self.found = SyncReport()
+            if refused is not None:
+                raise refused
+            return report, applied, head
         raise Contention(self.remote.url, max_attempts)
+
+    def _keys(self) -> list[bytes]:
+        """The home's key, then a pending rotation's: after the board has published a rotation, this rig
+        signs with the key the board registers even before the home switches to it."""
+        from board.keys import load_next_key
+
+        keys = [load_private_key(self.home.path)]
+        pending = load_next_key(self.home.path)
+        if pending is not None:
+            keys.append(pending)
+        return keys
+
+    def _self_check(self, state: State, new: list[bytes]) -> State:
+        """Validate our own commits exactly as every other rig will, before anyone can see them."""
+        trial = State.from_json(state.to_json())
+        found = Advance()
+        for sha in new:
+            self.ledger.step(trial, sha, found)
+        if found.bad:
+            raise BoardError(f"refusing to publish an invalid commit: {found.bad[0].reason}")
+        trial.dropped, trial.vanished = [], []
+        return trial
 
     def _attachments(self, sha: bytes, op: Op) -> dict[str, bytes]:
         tree = self.store.tree_id(sha)
@@ -384,7 +439,8 @@ def join(home: Home, url: str, handle: str, display_name: str | None = None) -> 
             head = remote.fetch(store)
             if head is None:
                 raise RemoteError(url, "the remote has no board (create one with wl create PATH)")
-            TreeView(store, store.tree_id(head)).meta()
+            state, _ = Ledger(store, home.cache_dir / "ledger.json").advance(head)
+            TreeView(store, state.tree.encode()).meta()
             store.force_ref(ORIGIN_MAIN, head)
             store.force_ref(MAIN, head)
         except BoardError:

@@ -20,6 +20,9 @@ ORIGIN_MAIN = b"refs/remotes/origin/main"
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
 LOOSE_LIMIT = 2000  # pack loose objects once this many have piled up
+TREE_CACHE = 8192
+COMMIT_CACHE = 65536  # a whole history's commits: a full validation walks it twice
+BLOB_CACHE_SIZE = 16 << 10
 
 
 @dataclass
@@ -41,6 +44,10 @@ class Store:
         # dulwich types ids as NewTypes (ObjectID, Ref); this module is the boundary where plain bytes go in.
         self.objects: Any = self.repo.object_store
         self._refs: Any = self.repo.refs
+        self._trees: dict[bytes, Tree] = {}  # trees are immutable: parsed once, reused by every validation
+        self._blobs: dict[bytes, bytes] = {}  # small blobs (records), likewise
+        self._commits: dict[bytes, Commit] = {}
+        self._blob_objs: dict[bytes, Blob] = {}
 
     @classmethod
     def init_bare(cls, path: Path) -> Store:
@@ -70,22 +77,57 @@ class Store:
         return bool(self._refs.set_if_equals(name, old, new))
 
     def force_ref(self, name: bytes, new: bytes) -> None:
-        self._refs[name] = new
+        if self.ref(name) != new:  # every ref write is an fsync: skip the ones that change nothing
+            self._refs[name] = new
+
+    def remove_ref(self, name: bytes) -> None:
+        if self.ref(name) is not None:
+            self._refs.remove_if_equals(name, None)
 
     # --- reading ----------------------------------------------------------------------------------
     def get(self, sha: bytes) -> ShaFile:
-        return self.objects[sha]
+        """Any object; trees and small blobs come from (and go to) the caches every validation reuses."""
+        cached: ShaFile | None = self._trees.get(sha) or self._blob_objs.get(sha)
+        if cached is not None:
+            return cached
+        obj: ShaFile = self.objects[sha]
+        if isinstance(obj, Tree):
+            if len(self._trees) >= TREE_CACHE:
+                self._trees.clear()
+            self._trees[sha] = obj
+        elif isinstance(obj, Blob) and obj.raw_length() <= BLOB_CACHE_SIZE:
+            if len(self._blob_objs) >= TREE_CACHE:
+                self._blob_objs.clear()
+            self._blob_objs[sha] = obj
+        return obj
 
     def has(self, sha: bytes) -> bool:
         return sha in self.objects
 
+    def tree(self, sha: bytes) -> Tree:
+        tree = self._trees.get(sha)
+        if tree is None:
+            obj = self.objects[sha]
+            if not isinstance(obj, Tree):
+                raise KeyError(sha)
+            if len(self._trees) >= TREE_CACHE:
+                self._trees.clear()
+            self._trees[sha] = tree = obj
+        return tree
+
     def commit(self, sha: bytes) -> Commit:
-        obj = self.objects[sha]
-        assert isinstance(obj, Commit)
+        obj = self._commits.get(sha)
+        if obj is None:
+            found = self.objects[sha]
+            assert isinstance(found, Commit)
+            if len(self._commits) >= COMMIT_CACHE:
+                self._commits.clear()
+            self._commits[sha] = obj = found
         return obj
 
     def tree_id(self, commit_id: bytes) -> bytes:
-        return self.commit(commit_id).tree
+        tree: bytes = self.commit(commit_id).tree
+        return tree
 
     def lookup(self, tree_id: bytes, path: str) -> tuple[int, bytes] | None:
         """(mode, sha) of the entry at path, or None."""
@@ -93,8 +135,7 @@ class Store:
         for part in path.split("/"):
             if mode != TREE_MODE:
                 return None
-            tree = self.objects[sha]
-            assert isinstance(tree, Tree)
+            tree = self.tree(sha)
             try:
                 mode, sha = tree[part.encode()]
             except KeyError:
@@ -105,9 +146,7 @@ class Store:
         entry = self.lookup(tree_id, path)
         if entry is None or entry[0] == TREE_MODE:
             return None
-        blob = self.objects[entry[1]]
-        assert isinstance(blob, Blob)
-        return blob.as_raw_string()
+        return self.blob_text(entry[1])
 
     def listdir(self, tree_id: bytes, path: str) -> list[tuple[str, int, bytes]]:
         """Entries (name, mode, sha) of the directory at path; [] when absent."""
@@ -116,14 +155,22 @@ class Store:
             if entry is None or entry[0] != TREE_MODE:
                 return []
             tree_id = entry[1]
-        tree = self.objects[tree_id]
-        assert isinstance(tree, Tree)
-        return [(e.path.decode(), e.mode, e.sha) for e in tree.iteritems()]
+        tree = self.tree(tree_id)
+        return [(e.path.decode("utf-8", "replace"), e.mode, e.sha) for e in tree.iteritems()]
 
     def blob_text(self, sha: bytes) -> bytes:
+        data = self._blobs.get(sha)
+        if data is not None:
+            return data
         blob = self.objects[sha]
-        assert isinstance(blob, Blob)
-        return blob.as_raw_string()
+        if not isinstance(blob, Blob):
+            raise KeyError(sha)
+        data = blob.as_raw_string()
+        if len(data) <= BLOB_CACHE_SIZE:
+            if len(self._blobs) >= TREE_CACHE:
+                self._blobs.clear()
+            self._blobs[sha] = data
+        return data
 
     def first_parent_chain(self, head: bytes, stop: bytes | None) -> list[bytes]:
         """Commits from head back to (not including) stop, oldest first."""
@@ -156,8 +203,7 @@ class Store:
     ) -> bytes | None:
         tree: Any = Tree()
         if tree_id is not None:
-            old = self.objects[tree_id]
-            assert isinstance(old, Tree)
+            old = self.tree(tree_id)
             for entry in old.iteritems():
                 tree.add(entry.path, entry.mode, entry.sha)
         groups: dict[str, dict[str, bytes | None]] = {}
@@ -186,7 +232,8 @@ class Store:
         if not len(tree):
             return None
         new.add(tree)
-        return tree.id
+        sha: bytes = tree.id
+        return sha
 
     def make_commit(
         self,
@@ -198,12 +245,82 @@ class Store:
         when: float | None = None,
     ) -> bytes:
         """Write a commit applying `changes` (path → bytes, or None to delete) on top of parent."""
-        base_tree = self.tree_id(parent) if parent else None
-        tree_id = self._update_tree(base_tree, changes, new)
+        tree_id = self.build_tree(self.tree_id(parent) if parent else None, changes, new)
+        return self.commit_tree(parent, tree_id, message, author, new, when)
+
+    def build_tree(self, base: bytes | None, changes: dict[str, bytes | None], new: NewObjects) -> bytes:
+        """The tree `changes` make of `base`; its new objects go to `new` (written only by commit_tree/save)."""
+        tree_id = self._update_tree(base, changes, new)
         if tree_id is None:
             empty = Tree()
             new.add(empty)
             tree_id = empty.id
+        return tree_id
+
+    def entries(self, tree_id: bytes | None) -> dict[bytes, tuple[int, bytes]]:
+        """A tree's entries, name → (mode, sha), as dulwich parsed them (a copy: callers may edit it)."""
+        if tree_id is None:
+            return {}
+        tree = self.tree(tree_id)
+        parsed = getattr(tree, "_entries", None)
+        if isinstance(parsed, dict):
+            return dict(parsed)
+        return {e.path: (e.mode, e.sha) for e in tree.iteritems()}
+
+    def tree_matches(self, old: bytes | None, new: bytes, changes: dict[str, bytes | None]) -> bool | None:
+        """Whether `changes` turn tree `old` into exactly tree `new`, without building anything: only the
+        folders on the changed paths are compared entry by entry, every other entry must be identical.
+        None when it cannot tell cheaply (a folder emptied away); then build and compare instead."""
+        a, b = self.entries(old), self.entries(new)
+        groups: dict[str, dict[str, bytes | None]] = {}
+        for path, data in changes.items():
+            head, _, rest = path.partition("/")
+            name = head.encode()
+            if rest:
+                groups.setdefault(head, {})[rest] = data
+                continue
+            if data is None:
+                if name in b:
+                    return False
+            elif b.get(name) != (FILE_MODE, Blob.from_string(data).id):
+                return False
+            a.pop(name, None)
+            b.pop(name, None)
+        for head, sub in groups.items():
+            name = head.encode()
+            ea, eb = a.pop(name, None), b.pop(name, None)
+            if eb is None:
+                return None
+            if eb[0] != TREE_MODE:
+                return False
+            inner = self.tree_matches(ea[1] if ea and ea[0] == TREE_MODE else None, eb[1], sub)
+            if inner is not True:
+                return inner
+        return a == b
+
+    def remember(self, new: NewObjects) -> None:
+        """Keep the trees just built (and found equal to a commit's) parsed, for the next lookups."""
+        for obj in new.objects:
+            if isinstance(obj, Tree):
+                if len(self._trees) >= TREE_CACHE:
+                    self._trees.clear()
+                self._trees[obj.id] = obj
+
+    def save(self, new: NewObjects) -> None:
+        for obj in new.objects:
+            if obj.id not in self.objects:
+                self.objects.add_object(obj)
+
+    def commit_tree(
+        self,
+        parent: bytes | None,
+        tree_id: bytes,
+        message: str,
+        author: str,
+        new: NewObjects,
+        when: float | None = None,
+    ) -> bytes:
+        """Write a commit of an already built tree (and every object in `new`)."""
         c: Any = Commit()
         c.tree = tree_id
         c.parents = [parent] if parent else []
@@ -214,10 +331,9 @@ class Store:
         c.encoding = b"UTF-8"
         c.message = message.encode()
         new.add(c)
-        for obj in new.objects:
-            if obj.id not in self.objects:
-                self.objects.add_object(obj)
-        return c.id
+        self.save(new)
+        sha: bytes = c.id
+        return sha
 
     def maintain(self) -> None:
         """Pack loose objects and consolidate many small fetched packs, so lookups stay fast."""

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -353,3 +354,106 @@ def join_rig(base: Path, url: str, handle: str) -> Rig:
 
 def set_remote(rig: Rig, url: str) -> None:
     Home(rig.home).set_config("remote", url)
+
+
+# --- git's own http-backend, as CGI behind a small local HTTP server ----------------------------------
+class _CgiHandler(BaseHTTPRequestHandler):
+    """Runs `git http-backend` per request, the way a web server's CGI support would."""
+
+    base: Path
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _run(self) -> None:
+        assert GIT is not None
+        path, _, query = self.path.partition("?")
+        body = self._body() if self.command == "POST" else b""
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "GIT_PROJECT_ROOT": str(self.base),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REMOTE_USER": "tester",  # lets http-backend accept pushes
+            "REMOTE_ADDR": "127.0.0.1",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "GATEWAY_INTERFACE": "CGI/1.1",
+        }
+        if self.headers.get("Content-Encoding"):
+            env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+        if self.headers.get("Git-Protocol"):
+            env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+        proc = subprocess.run([GIT, "http-backend"], input=body, env=env, capture_output=True, timeout=60)
+        head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+        if not _:
+            head, _, payload = proc.stdout.partition(b"\n\n")
+        status, headers = 200, []
+        for line in head.decode("latin-1").splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = _run
+    do_POST = _run
+
+
+class GitHttpBackend:
+    """git http-backend serving every repo under base at http://127.0.0.1:<port>/<name>."""
+
+    def __init__(self, base: Path) -> None:
+        handler = type("Handler", (_CgiHandler,), {"base": base})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+@contextlib.contextmanager
+def running_git_http_backend(base: Path) -> Iterator[GitHttpBackend]:
+    if GIT is None:
+        pytest.skip("git is not installed")
+    server = GitHttpBackend(base)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+        server.thread.join(timeout=5)
+
+
+# --- raw git, as a participant who bypasses wl ------------------------------------------------------------
+def git(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    assert GIT is not None
+    env = {**os.environ, "GIT_AUTHOR_NAME": "mallory", "GIT_AUTHOR_EMAIL": "mallory@example.invalid",
+           "GIT_COMMITTER_NAME": "mallory", "GIT_COMMITTER_EMAIL": "mallory@example.invalid",
+           "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(cwd or Path.cwd())}
+    proc = subprocess.run([GIT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
+    return proc

@@ -6,12 +6,13 @@ real (plain-path) remote, like the other lifecycle rules.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from remotes import Rig, commit_file_to_remote, join_rig, make_commons, remote_item, remote_ops
+from remotes import Rig, join_rig, make_commons, remote_item, remote_ops
 
 from board import layout
 from board.errors import AlreadyApplied, NotAllowed, RuleError, UsageError, WrongStatus
@@ -158,28 +159,33 @@ def test_an_offline_anchor_is_replayed_by_sync_and_refused_if_the_completion_cha
 
 
 def test_a_flat_completion_is_updated_where_it_lives(trio: Trio) -> None:
+    """Flat paths survive from wl-board/1 boards (checkpointed as they were): the rule updates them in place.
+
+    Only a checkpoint can bring such a tree onto a validated board, so the rule is checked on the tree itself.
+    """
+    from board.ops import Op, apply
+    from board.store import NewObjects
+
     item_id = trio.poster.post("flat")
     trio.worker.claim(item_id)
-    store = Store(trio.commons)
-    try:
-        head = store.ref(MAIN)
-        assert head is not None
-        item = TreeView(store, store.tree_id(head)).item(item_id)
-        assert item is not None
-    finally:
-        store.close()
+    item = remote_item(trio.commons, item_id)
     evidence = orjson.dumps(EVIDENCE).decode()
     comp = Completion(id="c-" + "0" * 16, wanted_id=item_id, completed_by="worker", evidence=evidence,
                       completed_at=item.updated_at)
     moved = Item(**{**item.to_dict(), "status": "in_review", "evidence_url": evidence, "claim_expires_at": None})
-    commit_file_to_remote(trio.commons, layout.completion_flat_path(item_id), comp.encode())
-    commit_file_to_remote(trio.commons, layout.item_path(item_id), moved.encode())
-    _anchor(trio.worker, item_id)
     store = Store(trio.commons)
     try:
-        tree = store.tree_id(store.ref(MAIN))  # type: ignore[arg-type]
-        assert store.read(tree, layout.completion_path(item_id)) is None
-        flat = store.read(tree, layout.completion_flat_path(item_id))
-        assert flat is not None and orjson.loads(Completion.decode(flat).evidence)["anchor"] == DETAILS
+        head = store.ref(MAIN)
+        assert head is not None
+        changes: dict[str, bytes | None] = {layout.completion_flat_path(item_id): comp.encode(),
+                                            layout.item_path(item_id): moved.encode()}
+        new = NewObjects()
+        tree = store.build_tree(store.tree_id(head), changes, new)
+        store.save(new)
+        op = Op(op="anchor", by="worker", at=item.updated_at, id=item_id, args={"anchor": DETAILS})
+        applied = apply(TreeView(store, tree), op, datetime.now(UTC))
     finally:
         store.close()
+    assert layout.completion_path(item_id) not in applied.changes
+    flat = applied.changes[layout.completion_flat_path(item_id)]
+    assert flat is not None and orjson.loads(Completion.decode(flat).evidence)["anchor"] == DETAILS

@@ -127,7 +127,8 @@ def test_every_commit_names_its_op_and_carries_a_parsable_trailer(board: tuple[P
         assert m, subject
         assert op is not None, message
         assert (op.op, op.id, op.by) == (m["op"], m["id"], m["by"])
-        assert message.rstrip("\n").split("\n")[-1].startswith("Wl-Op: {")
+        lines = message.rstrip("\n").split("\n")
+        assert lines[-2].startswith("Wl-Op: {") and re.fullmatch(r"Wl-Sig: 0x[0-9a-f]{130}", lines[-1])
         seen.append(subject)
     assert seen == [
         "wl: join by alice",

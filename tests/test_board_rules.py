@@ -276,12 +276,20 @@ def test_an_unregistered_handle_cannot_post_or_claim(b3: Board3, tmp_path: Path)
 
 # --- leases -------------------------------------------------------------------------------------------
 @pytest.fixture
+def fresh_b3(tmp_path: Path) -> Board3:
+    """A board of its own for tests that freeze the clock: validators refuse operations dated before the
+    previous one, or far ahead of the real clock, so the shared board must never see 2030."""
+    return Board3(tmp_path)
+
+
+@pytest.fixture
 def clock() -> Iterator[object]:
     with freeze_time(T0, tick=False, ignore=["_pytest"]) as frozen:  # pytest keeps its own clock
         yield frozen
 
 
-def test_expired_claim_can_be_taken_over(b3: Board3, clock: object) -> None:
+def test_expired_claim_can_be_taken_over(fresh_b3: Board3, clock: object) -> None:
+    b3 = fresh_b3
     item_id = b3.poster.post("leased")
     b3.worker.claim(item_id, lease_seconds=600)
     assert remote_item(b3.commons, item_id).claim_expires_at == fmt_time(T0 + timedelta(seconds=600))
@@ -302,7 +310,8 @@ def test_expired_claim_can_be_taken_over(b3: Board3, clock: object) -> None:
         b3.worker.done(item_id, "too late")
 
 
-def test_anyone_may_unclaim_once_the_lease_expired(b3: Board3, clock: object) -> None:
+def test_anyone_may_unclaim_once_the_lease_expired(fresh_b3: Board3, clock: object) -> None:
+    b3 = fresh_b3
     item_id = b3.poster.post("abandoned")
     code, _, _ = cli_as(b3.worker, "claim", item_id, "--lease", "1")
     assert code == 0
@@ -315,7 +324,8 @@ def test_anyone_may_unclaim_once_the_lease_expired(b3: Board3, clock: object) ->
     assert remote_item(b3.commons, item_id).status == "open"
 
 
-def test_expired_claim_takeover_at_the_command_line(b3: Board3, clock: object) -> None:
+def test_expired_claim_takeover_at_the_command_line(fresh_b3: Board3, clock: object) -> None:
+    b3 = fresh_b3
     item_id = b3.poster.post("cli lease")
     assert cli_as(b3.worker, "claim", item_id, "--lease", "5")[0] == 0
     clock.move_to(T0 + timedelta(minutes=4))  # type: ignore[attr-defined]
@@ -327,7 +337,8 @@ def test_expired_claim_takeover_at_the_command_line(b3: Board3, clock: object) -
     assert remote_item(b3.commons, item_id).claimed_by == "other"
 
 
-def test_renew_extends_only_the_holders_lease(b3: Board3, clock: object) -> None:
+def test_renew_extends_only_the_holders_lease(fresh_b3: Board3, clock: object) -> None:
+    b3 = fresh_b3
     item_id = b3.poster.post("long job")
     b3.worker.claim(item_id, lease_seconds=60)
     clock.move_to(T0 + timedelta(seconds=50))  # type: ignore[attr-defined]

@@ -358,45 +358,47 @@ def test_loser_of_a_race_after_offline_work_keeps_the_offline_work(tmp_path: Pat
 
 
 # --- corrupt records on the board -------------------------------------------------------------------------
-def test_corrupt_record_is_named_and_the_rest_stays_usable(tmp_path: Path) -> None:
+def test_corrupt_records_pushed_by_hand_are_excluded_named_and_repaired(tmp_path: Path) -> None:
     commons = make_commons(tmp_path)
     alice, bob = pair(tmp_path, str(commons))
     good = [bob.post(f"good {i}") for i in range(3)]
     bad_id = "w-ab" + "0" * 8
     bad_path = f"wanted/ab/{bad_id}.json"
-    commit_file_to_remote(commons, bad_path, b'{"id": "w-ab00000000", "title": ')  # truncated JSON
+    bad_commit = commit_file_to_remote(commons, bad_path, b'{"id": "w-ab00000000", "title": ')  # truncated JSON
     liar_id = "w-cd" + "1" * 8
     liar_path = f"wanted/cd/{liar_id}.json"
     liar = json.loads(remote_item(commons, good[0]).encode())
     liar["status"] = "stolen"
     commit_file_to_remote(commons, liar_path, json.dumps({**liar, "id": liar_id}).encode())
-    assert wl(alice, "sync")[0] == 0
 
-    code, out, err = wl(alice, "browse")
-    assert code == 0, err
-    for item_id in good:
-        assert item_id in out
-    assert f"wl: warning: skipped {bad_path}: not valid JSON" in err and f"wl: warning: skipped {liar_path}" in err
+    code, doc = wl_json(alice, "doctor")
+    ledger = next(c for c in doc["checks"] if c["name"] == "ledger")
+    assert code == 1 and ledger["ok"] is False and bad_commit.decode()[:12] in ledger["detail"]
+    assert bad_path in ledger["detail"] and "mallory" in ledger["detail"]
+    # neither file ever reaches a reader: the validated state holds only what operations made
     code, doc = wl_json(alice, "browse", "--status", "all")
-    assert sorted(i["id"] for i in doc["items"]) == sorted(good)
-    assert sorted(doc["corrupt"]) == sorted([bad_path, liar_path])
-    # cached listing (second run) still reports them
-    code, doc = wl_json(alice, "browse")
-    assert sorted(doc["corrupt"]) == sorted([bad_path, liar_path])
-
-    code, out, err = wl(alice, "show", bad_id[:6])
-    assert code == 1 and out == ""
-    assert err.startswith(f"wl: error: corrupt record {bad_path}: not valid JSON") and err.count("\n") == 1
+    assert sorted(i["id"] for i in doc["items"]) == sorted(good) and doc["corrupt"] == []
     code, _, err = wl(alice, "show", liar_id)
-    assert code == 1 and err.startswith(f"wl: error: corrupt record {liar_path}: status must be one of")
-    code, _, err = wl(alice, "claim", bad_id)
-    assert code == 1 and bad_path in err
-    # everything else still works, and the corrupt file does not travel into new commits' changes
+    assert code == 1 and "no wanted item matching" in err
+
+    code, out, err = wl(alice, "sync")
+    assert code == 1 and bad_commit.decode()[:12] in out and err.count("\n") == 1
+    assert "published a repair" in out
+    messages = [m for m, _ in remote_ops(commons)]
+    assert messages[-1].startswith("wl: repair by alice")
+    from board.view import TreeView
+
+    store = Store(commons)
+    try:
+        tree = store.tree_id(remote_head(commons))
+        assert TreeView(store, tree).read(bad_path) is None and TreeView(store, tree).read(liar_path) is None
+    finally:
+        store.close()
     assert wl(alice, "claim", good[1])[0] == 0
     assert remote_item(commons, good[1]).claimed_by == "alice"
-    code, doc = wl_json(alice, "doctor")
-    board_check = next(c for c in doc["checks"] if c["name"] == "board")
-    assert board_check["ok"] is False and bad_path in board_check["detail"]
+    code, doc = wl_json(bob, "doctor")
+    assert code == 0, doc
+    assert bob.item(good[1]).claimed_by == "alice"
 
 
 def test_malformed_trailer_on_the_remote_is_ignored(tmp_path: Path) -> None:

@@ -95,24 +95,32 @@ def hostile_board(tmp_path: Path) -> tuple[Path, Path, str]:
         f"attestations/{b}/{item_id}/mallory.json": mallory.file(orjson.dumps({"verdict": ATTACK})),
         f"wanted/{b}/w-{b}\x1b]0;pwned\x07\x1b[2J\r.json": mallory.file(b"{}"),  # git names hold no "/"
     })
-    assert run(home, "sync")[0] == 0
+    code, out, err = run(home, "sync")  # the hand-made commit is excluded; its report shows the names escaped
+    assert code == 1 and "\\x1b]0;pwned\\x07\\x1b[2J\\r.json" in out
+    no_raw_controls(out + err)
+    from board.home import Home
+    from board.ids import new_completion_id
+    from board.service import Board
+
+    with Board(Home(home)) as board:  # an attestation that validation accepts, carrying the attack
+        board.mutate(board.new_op("claim", item_id, lease_seconds=600))
+        board.mutate(board.new_op("done", item_id, evidence="e", completion_id=new_completion_id()))
+        board.mutate(board.new_op("attest", item_id, record={"verdict": ATTACK}))
     return commons, home, item_id
 
 
 def test_browse_show_and_doctor_show_board_strings_escaped(hostile_board: tuple[Path, Path, str]) -> None:
     _, home, item_id = hostile_board
-    code, out, err = run(home, "browse")
+    code, out, err = run(home, "browse", "--status", "all")
     assert code == 0 and item_id in out and "markup" in out
     no_raw_controls(out + err)
-    [warning] = [ln for ln in err.splitlines() if ln.startswith("wl: warning: skipped wanted/")]
-    assert "\\x1b]0;pwned\\x07\\x1b[2J\\r.json: " in warning
 
     code, out, err = run(home, "show", item_id)
     assert code == 0
     no_raw_controls(out + err)
     assert f"{item_id}  {SHOWN}" in out
     assert f"    first\\r{SHOWN}" in out and "    second" in out  # only \n breaks a line
-    assert f"attestation  mallory: {SHOWN}" in out
+    assert f"attestation  alice: {SHOWN}" in out
 
     code, out, err = run(home, "doctor")
     no_raw_controls(out + err)
@@ -135,9 +143,9 @@ def test_json_output_keeps_the_exact_strings(hostile_board: tuple[Path, Path, st
     doc = json.loads(out)
     assert code == 0 and doc["item"]["title"] == ATTACK
     assert doc["item"]["description"] == f"first\r{ATTACK}\nsecond"
-    assert doc["attestations"]["mallory"]["verdict"] == ATTACK
+    assert doc["attestations"]["alice"]["verdict"] == ATTACK
     assert "\x1b" not in out  # JSON escapes it: \u001b
-    code, out, _ = run(home, "--json", "browse")
+    code, out, _ = run(home, "--json", "browse", "--status", "all")
     assert [i["title"] for i in json.loads(out)["items"]] == [ATTACK]
 
 
@@ -170,10 +178,15 @@ def _on_a_terminal(home: Path, *args: str, timeout: float = 60) -> str:
 
 @pytest.mark.timeout(120)
 def test_a_real_terminal_gets_only_rich_own_styling(hostile_board: tuple[Path, Path, str]) -> None:
-    _, home, item_id = hostile_board
-    for args in (("browse",), ("show", item_id)):
+    commons, home, item_id = hostile_board
+    for args in (("browse", "--status", "all"), ("show", item_id)):
         out = _on_a_terminal(home, *args)
         assert item_id in out and "[bold red]markup[/bold red]" in out, out  # markup shown, not applied
         assert "\x1b]" not in out and "\x1b[2J" not in out and "\x07" not in out  # no OSC, no clear screen
         assert "\x1b[31m" not in out and "\u202e" not in out and "\x9b" not in out
-        assert "\\x1b]0;pwned\\x07" in out
+    b = item_id[2:4]
+    mallory = Mallory(commons, home.parent / "mallory2.git")
+    mallory.push({f"wanted/{b}/w-{b}\x1b]0;pwned\x07\x1b[2J.json": mallory.file(b"{}")})
+    out = _on_a_terminal(home, "sync")  # the report of the crafted commit names the path escaped
+    assert "\x1b]" not in out and "\x1b[2J" not in out and "\x07" not in out
+    assert "\\x1b]0;pwned\\x07" in out, out

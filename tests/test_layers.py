@@ -28,13 +28,15 @@ BOARD_FLOORS: dict[str, int] = {
     "board.layout": 2, "board.records": 2, "board.remote": 2,
     # 3: rules and reading a tree
     "board.ops": 3, "board.view": 3,
-    # 4: the service (commits, push, sync)
-    "board.service": 4,
+    # 3: signed commits, tree checks, validating history (the ledger), what a sync or mutation reports
+    "board.commits": 3, "board.treecheck": 3, "board.ledger": 3, "board.results": 3,
+    # 4: the service (commits, push, sync), publishing signed chains, the server-side hook
+    "board.service": 4, "board.publish": 4, "board.hook": 4,
     # 5: the declared surface for plugins
     "board.api": 5,
     # 6: the command line
     "board.cli": 6, "board.cli.output": 6, "board.cli.main": 6, "board.cli.doctor": 6, "board.cli.items": 6,
-    "board.cli.rig": 6, "board.cli.setup": 6,
+    "board.cli.rig": 6, "board.cli.setup": 6, "board.cli.hook": 6,
 }  # fmt: skip
 
 INFER_FLOORS: dict[str, int] = {

@@ -6,6 +6,7 @@ returning (name, ok, detail) tuples; wl_infer uses it to report which backends a
 
 from __future__ import annotations
 
+import contextlib
 import stat
 from typing import Any
 
@@ -45,6 +46,10 @@ def _board_checks(obj: Obj) -> list[Check]:
         checks.append(("board", False, str(e)))
         return checks
     try:
+        if board.remote is not None:
+            with contextlib.suppress(BoardError):
+                board.refresh()  # validate what the remote holds now; offline, the last validated state
+        checks.append(_ledger_check(board))
         view = board.view()
         meta = view.meta()
         n = len(view.items())
@@ -66,6 +71,19 @@ def _board_checks(obj: Obj) -> list[Check]:
     finally:
         board.close()
     return checks
+
+
+def _ledger_check(board: Any) -> Check:
+    state = board.state()
+    if state.legacy:
+        return ("ledger", True, "wl-board/1 board, not validated yet: the next mutation checkpoints it")
+    if state.excluded:
+        return ("ledger", False, state.excluded[0].line() + " (run wl sync to repair)")
+    if state.dropped:
+        vanished = ", ".join(v[:12] for v in state.vanished[:5])
+        return ("ledger", False, f"the remote's history was rewritten (vanished: {vanished}); "
+                f"{len(state.dropped)} operation(s) to republish (run wl sync)")
+    return ("ledger", True, f"every commit validated, up to {state.commit[:12]}")
 
 
 def _plugin_checks(obj: Obj) -> list[Check]:

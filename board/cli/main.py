@@ -34,6 +34,7 @@ CORE: dict[str, str] = {
     "config": "board.cli.setup:config",
     "doctor": "board.cli.doctor:doctor",
     "rig": "board.cli.rig:rig",
+    "hook": "board.cli.hook:hook",
 }
 PLUGIN_GROUP = "wl.plugins"
 

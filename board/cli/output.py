@@ -123,5 +123,9 @@ def report_push(res: Any) -> None:
         for kept in res.sync.conflicted:
             what = sanitize(f"{kept.op.op} {kept.op.id or ''}: {kept.reason} (kept in {kept.path})")
             say(f"  ⚠ could not replay {what}", "yellow")
+    if res.sync is not None and res.sync.repaired and res.sync.invalid:  # the ledger's heal, published first
+        say(f"  ⚠ repaired the commons first, excluding {sanitize(res.sync.invalid[0].line())}", "yellow")
+    if res.sync is not None and res.sync.republished:
+        say(f"  republished {len(res.sync.republished)} operation(s) a history rewrite had dropped", "yellow")
     if not res.pushed:
         say(f"  ⚠ committed locally, not pushed: {sanitize(res.local_reason)}. Run `wl sync` to publish.", "yellow")

@@ -83,13 +83,19 @@ def join(obj: Obj, url: str, handle: str, display_name: str | None) -> None:
 @click.command()
 @click.pass_obj
 def sync(obj: Obj) -> None:
-    """Pull the remote, then replay and push local operations it has not seen."""
+    """Pull and validate the remote, heal it (repair, republish), then replay and push local operations.
+
+    Exits 1 when the remote holds an invalid commit (named with its author, committer and paths) or a
+    local operation could not be replayed.
+    """
+    from dataclasses import asdict
+
     from board.errors import BoardError
 
     board = obj.board()
     report = board.sync()
     data = {
-        "ok": not report.conflicted,
+        "ok": not report.conflicted and not report.invalid,
         "head": report.head,
         "pushed": report.pushed,
         "replayed": [o.to_dict() for o in report.replayed],
@@ -97,10 +103,29 @@ def sync(obj: Obj) -> None:
         "conflicted": [
             {"op": k.op.to_dict(), "reason": k.reason, "kept": k.path, "commit": k.commit} for k in report.conflicted
         ],
+        "invalid": [asdict(b) for b in report.invalid],
+        "repaired": report.repaired,
+        "vanished": report.vanished,
+        "republished": [o.to_dict() for o in report.republished],
+        "not_republished": [{"op": o.to_dict(), "reason": r} for o, r in report.unrepublished],
+        "checkpointed": report.checkpointed,
     }
 
     def human() -> None:
-        if not (report.replayed or report.already or report.conflicted):
+        for b in report.invalid:
+            say(f"✗ {b.line()}", "red")
+        if report.repaired:
+            say("✓ published a repair: the remote holds the validated state again")
+        if report.vanished:
+            shown = ", ".join(v[:12] for v in report.vanished[:10])
+            say(f"⚠ the remote's history was rewritten: {len(report.vanished)} commit(s) vanished ({shown})", "yellow")
+        for o in report.republished:
+            say(f"✓ republished {o.op} {o.id or ''} by {o.by} (under {o.by}'s own signature)")
+        for o, reason in report.unrepublished:
+            say(f"✗ could not republish {o.op} {o.id or ''} by {o.by}: {reason}", "red")
+        if report.checkpointed:
+            say("✓ checkpointed this wl-board/1 board: validation starts here")
+        if not report.eventful():
             say(f"✓ Up to date at {report.head[:12]}")
             return
         for o in report.replayed:
@@ -113,6 +138,8 @@ def sync(obj: Obj) -> None:
             say(f"  kept in {sanitize(k.path)}", "red")
 
     emit(data, human)
+    if report.invalid:
+        raise BoardError(f"the remote holds {len(report.invalid)} invalid commit(s), excluded: {report.invalid[0].line()}")
     if report.conflicted:
         raise BoardError(f"{len(report.conflicted)} operation(s) could not be replayed; their data is kept")
 

@@ -1,0 +1,114 @@
+"""Server-side enforcement: a `pre-receive` hook that validates pushed commits exactly as every rig does.
+
+git runs it with the pushed ref updates on stdin (`<old> <new> <ref>` per line) and the pushed objects in a
+quarantine object directory; a non-zero exit refuses the whole push and git relays our one-line reason to
+the pusher. Installed by `wl hook install BARE_REPO`; it runs the interpreter that installed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from board.ledger import InvalidBoard, Ledger
+from board.store import MAIN, Store
+
+ZERO = "0" * 40
+CACHE = "wl-ledger.json"
+MARK = "# installed by wl hook install"
+
+
+def hook_script(python: str = sys.executable) -> str:
+    return f"#!/bin/sh\n{MARK}\nexec {shlex.quote(python)} -m board.hook\n"
+
+
+def seed(repo: Path) -> list[str]:
+    """Validate the history already there once, so the first push costs one commit; returns what fails."""
+    store = Store(repo)
+    try:
+        head = store.ref(MAIN)
+        if head is None:
+            return []
+        try:
+            _, found = Ledger(store, repo / CACHE).advance(head)
+        except InvalidBoard as e:
+            return [str(e)]
+        return [b.line() for b in found.bad]
+    finally:
+        store.close()
+
+
+def install(repo: Path, force: bool = False) -> Path:
+    """Write hooks/pre-receive into a bare repository (refusing to replace a hook someone else wrote)."""
+    from board.errors import UsageError
+
+    if not (repo / "objects").is_dir() or not (repo / "refs").is_dir():
+        raise UsageError(f"{repo} is not a bare git repository")
+    path = repo / "hooks" / "pre-receive"
+    if path.exists() and MARK not in path.read_text(errors="replace") and not force:
+        raise UsageError(f"{path} already exists and was not written by wl (use --force to replace it)")
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(".pre-receive.tmp")
+    tmp.write_text(hook_script())
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+    return path
+
+
+def _open(git_dir: Path) -> Store:
+    """The repository plus the push's quarantined objects, which only exist there until we accept."""
+    store = Store(git_dir)
+    quarantine = os.environ.get("GIT_QUARANTINE_PATH") or os.environ.get("GIT_OBJECT_DIRECTORY")
+    if quarantine and Path(quarantine).resolve() != (git_dir / "objects").resolve():
+        from dulwich.object_store import DiskObjectStore, OverlayObjectStore
+
+        incoming = DiskObjectStore(quarantine)
+        store.objects = OverlayObjectStore([incoming, store.repo.object_store], add_store=incoming)
+    return store
+
+
+def check(git_dir: Path, updates: list[tuple[str, str, str]]) -> str | None:
+    """None when every update may land, else the reason to refuse the push."""
+    for old, new, ref in updates:
+        if ref.encode() != MAIN:
+            continue
+        if new == ZERO:
+            return "refusing to delete the board's main branch"
+        store = _open(git_dir)
+        try:
+            if old != ZERO and not store.is_ancestor(old.encode(), new.encode()):
+                return f"refusing a history rewrite: {old[:12]} is not in the pushed history"
+            ledger = Ledger(store, git_dir / CACHE)
+            try:
+                _, found = ledger.advance(new.encode(), save=False)
+            except InvalidBoard as e:
+                return str(e)
+            if found.bad:
+                return found.bad[0].line()
+            ledger.advance(new.encode())  # valid: keep the cache, so the next push costs little
+        finally:
+            store.close()
+    return None
+
+
+def main() -> int:
+    git_dir = Path(os.environ.get("GIT_DIR", ".")).resolve()
+    updates = []
+    for line in sys.stdin.read().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            updates.append((parts[0], parts[1], parts[2]))
+    try:
+        reason = check(git_dir, updates)
+    except Exception as e:  # noqa: BLE001 - a hook that cannot check must refuse, in one line
+        reason = f"could not validate the push ({type(e).__name__}: {e})"
+    if reason is not None:
+        print(f"wl: push refused: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
