@@ -8,16 +8,14 @@ hostile input: records are validated by the board's decoders, and failures becom
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from board.api import STATUSES, TYPES, Board, BoardError, Completion, Home, Item, Rig, default_home
+from wl_infer.attestations import AttestationCheck, check_attestation
 from wl_infer.codec import Evidence, Job, output_hash
 from wl_infer.errors import CodecError
 from wl_infer.plugins import backend_names
@@ -45,6 +43,7 @@ class Facts:
     evidence_error: str | None = None
     attestations: dict[str, dict[str, Any]] = field(default_factory=dict)
     signed: dict[str, bool] = field(default_factory=dict)  # verifier -> attestation signature checks
+    checks: dict[str, AttestationCheck] = field(default_factory=dict)  # verifier -> the same check as `infer status`
 
     @property
     def tokens(self) -> int | None:
@@ -80,22 +79,6 @@ class State:
     rigs_changed: bool = True  # signature checks may differ from the previous state's
 
 
-def _digest(record: dict[str, Any]) -> str:
-    return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def rig_addresses(rig: Rig | None) -> set[str]:
-    """A rig's current and previous signing addresses (rotated keys still vouch for what they signed)."""
-    if rig is None:
-        return set()
-    previous = rig.extra.get("previous_addresses")
-    known = {rig.address.lower()} | {
-        str(p.get("address", "")).lower() for p in (previous if isinstance(previous, list) else []) if isinstance(p, dict)
-    }
-    known.discard("")
-    return known
-
-
 class BoardSource:
     """One rig's local copy of the board, read under a lock (dulwich objects are not shared across threads)."""
 
@@ -106,7 +89,6 @@ class BoardSource:
         except BoardError as e:
             raise SourceError(str(e)) from None
         self.lock = threading.RLock()
-        self._sig_cache: dict[tuple[str, str, str], bool] = {}
 
     @property
     def handle(self) -> str | None:
@@ -176,8 +158,7 @@ class BoardSource:
             if rig_change:  # a key rotation can change which attestations check
                 for item_id, f in facts.items():
                     if f.attestations and item_id not in touched:
-                        context = {"board_id": meta["board_id"], "item_id": item_id}
-                        f.signed = {v: self._signed(v, a, context, rigs.get(v)) for v, a in f.attestations.items()}
+                        self._check_all(view, f)
             return State(head.decode(), meta, facts, rigs, corrupt, events, rewritten, full_at, rig_change)
 
     def _all_facts(
@@ -214,20 +195,14 @@ class BoardSource:
             except CodecError as e:
                 facts.evidence_error = str(e)
         facts.attestations = view.attestations(item.id)
-        context = {"board_id": board_id, "item_id": item.id}
-        for verifier, att in facts.attestations.items():
-            facts.signed[verifier] = self._signed(verifier, att, context, rigs.get(verifier))
+        self._check_all(view, facts)
         return facts
 
-    def _signed(self, verifier: str, att: dict[str, Any], context: dict[str, str], rig: Rig | None) -> bool:
-        """Whether the attestation is signed by its verifier's registered key (cached: recovery is slow)."""
-        from wl_infer.signing import recover_signer
-
-        key = (context["item_id"], verifier, _digest(att) + ":" + ",".join(sorted(rig_addresses(rig))))
-        if key not in self._sig_cache:
-            signer = recover_signer("attestation", att, context)
-            self._sig_cache[key] = signer is not None and signer.lower() in rig_addresses(rig)
-        return self._sig_cache[key]
+    @staticmethod
+    def _check_all(view: Any, facts: Facts) -> None:
+        """Each attestation checked exactly as `wl infer status` checks it (wl_infer.attestations)."""
+        facts.checks = {v: check_attestation(view, facts.item.id, v, a) for v, a in facts.attestations.items()}
+        facts.signed = {v: c.valid for v, c in facts.checks.items()}
 
     def _events_since(self, head: bytes, since: bytes | None) -> tuple[list[Event], bool, int]:
         """The operations recorded since `since`, whether history was rewritten, and how many commits record none."""

@@ -117,7 +117,7 @@ def build(hub: Any, row: Row) -> dict[str, Any]:
         "completion": f.completion.to_dict() if f.completion else None,
         "evidence": ev.to_dict() if ev else None,
         "evidence_error": f.evidence_error,
-        "attestations": f.attestations,
+        "attestations": {v: {**a, "check": f.checks[v].to_dict()} for v, a in f.attestations.items()},
         "signatures": dict(f.signed),
         "outcome": row.outcome,
         "history": [event_dict(e) for e in hub.current.history.get(f.item.id, [])],
