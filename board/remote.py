@@ -42,6 +42,9 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+FETCH_ATTEMPTS = 4  # a fetch that raced a push is tried again this many times in all
+
+
 def _network_errors() -> tuple[type[BaseException], ...]:
     try:
         import urllib3.exceptions
@@ -90,10 +93,20 @@ class Remote:
                 return []
             return [sha]
 
-        try:
-            result = self._client.fetch(self._path, store.repo, determine_wants=wants)
-        except _network_errors() as e:
-            raise Unreachable(self.url, _describe(e)) from None
+        for attempt in range(FETCH_ATTEMPTS):
+            seen.clear()
+            try:
+                result = self._client.fetch(self._path, store.repo, determine_wants=wants)
+                break
+            except GitProtocolError as e:
+                # Over smart HTTP the refs are advertised in one request and wanted in the next: a push landing
+                # in between makes the server refuse the want ("not our ref" / "wants invalid object"). The
+                # server answered, so fetch again rather than report it unreachable.
+                if isinstance(e, HangupException) or attempt == FETCH_ATTEMPTS - 1:
+                    raise Unreachable(self.url, _describe(e)) from None
+                time.sleep(0.05 * (attempt + 1))
+            except _network_errors() as e:
+                raise Unreachable(self.url, _describe(e)) from None
         # The head the objects were fetched for, not the refs dulwich re-reads afterwards: over a local path
         # those can already name a commit another writer pushed since, whose objects we do not have.
         sha = seen[0] if seen else result.refs.get(MAIN)
