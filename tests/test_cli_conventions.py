@@ -20,6 +20,7 @@ from test_board_cli import run, run_json
 
 from board.cli.complete import item_ids
 from board.cli.main import cli
+from board.ids import parse_time, utcnow
 
 
 @pytest.fixture
@@ -155,6 +156,7 @@ def test_status_shows_counts_claims_and_what_waits(board: tuple[Path, Path, Path
     assert 500 < mine["my_claims"][0]["lease_left_seconds"] <= 600
     assert [c["id"] for c in mine["awaiting_review"]] == [ids[1]] and mine["to_review"] == []
     assert mine["pending_ops"] == 0
+    assert abs((utcnow() - parse_time(mine["as_of"])).total_seconds()) < 120  # when the copy last changed
 
     theirs = run_json(alice, "status")
     assert [c["id"] for c in theirs["to_review"]] == [ids[1]] and theirs["to_review"][0]["claimed_by"] == "bob"
@@ -162,7 +164,7 @@ def test_status_shows_counts_claims_and_what_waits(board: tuple[Path, Path, Path
 
     code, out, _ = run(alice, "status")
     assert code == 0 and "3 item(s): 1 open, 1 claimed, 1 in_review" in out
-    assert f"{ids[1]}  done by bob  item 1" in out
+    assert f"{ids[1]}  done by bob  item 1" in out and "local copy as of 20" in out
 
     run_json(bob, "unclaim", ids[0], "--no-push")
     code, out, _ = run(bob, "status")

@@ -43,7 +43,10 @@ def _brief(item: Any, **extra: Any) -> dict[str, Any]:
 @click.command()
 @click.pass_obj
 def status(obj: Obj) -> None:
-    """The board at a glance: counts by status, my claims with lease left, what waits for me (local copy)."""
+    """The board at a glance: counts by status, my claims with lease left, what waits for me.
+
+    Reads the local copy (`wl sync` refreshes it) and says when it last changed.
+    """
     from board.ids import utcnow
 
     board = obj.board()
@@ -64,7 +67,11 @@ def status(obj: Obj) -> None:
                  if me and i.claimed_by == me and i.status == "in_review"]
     pending = len(board.pending())
     meta = view.meta()
+    from board.ids import fmt_time
+
+    as_of = fmt_time(datetime.fromtimestamp(board.store.commit(board.head()).commit_time, UTC))
     data = {
+        "as_of": as_of,
         "board": {"name": meta.get("name"), "board_id": meta.get("board_id")},
         "handle": me,
         "counts": counts,
@@ -78,6 +85,7 @@ def status(obj: Obj) -> None:
 
     def human() -> None:
         say(f"{sanitize(meta.get('name', '?'))} ({sanitize(meta.get('board_id', '?'))}) as {sanitize(me or '-')}", "bold")
+        say(f"  local copy as of {as_of} (the last change seen; `wl sync` refreshes it)")
         shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         say(f"  {len(items)} item(s)" + (f": {shown}" if shown else ""))
         if pending:
@@ -168,8 +176,8 @@ def log(obj: Obj, item_id: str) -> None:
         if not records:
             say(f"no recorded operations for {iid}")
         for r in records:
-            line = f"{r['commit'][:7]}  {sanitize(r['at'])}  {sanitize(r['op']):<8} {sanitize(r['by'])}"
+            line = f"{r['commit'][:7]}  {sanitize(r['at'])}  {sanitize(r['op']):<8} {sanitize(r['by']):<12}"
             detail = _detail(r["op"], r["args"] if isinstance(r["args"], dict) else {})
-            say(line + (f"  {detail}" if detail else ""))
+            say((line + f"  {detail}") if detail else line.rstrip())
 
     emit(records, human)
