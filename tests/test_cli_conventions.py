@@ -276,3 +276,13 @@ def test_bash_completes_ids_with_the_documented_script(board: tuple[Path, Path, 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [item]
     assert re.fullmatch(r"w-[0-9a-f]{10}", item)
+
+
+def test_a_bare_group_shows_its_help_and_json_asks_for_a_command(tmp_path: Path) -> None:
+    code, out, err = invoke("infer")
+    assert code == 2 and "Usage: wl infer" in out + err and "Commands:" in out + err
+    code, out, err = invoke("infer", "--json")
+    assert code == 2 and out == ""
+    assert one_json_error(err) == {"error": "missing command", "exit_code": 2, "hint": "try 'wl infer --help'"}
+    code, out, _ = invoke("--version")
+    assert code == 0 and out.startswith("wl, version ")

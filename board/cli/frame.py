@@ -74,9 +74,18 @@ def print_error(message: str, exit_code: int, hint: str | None = None) -> None:
     click.echo(f"wl: error: {message}" + (f" ({_one_line(hint)})" if hint else ""), err=True)
 
 
+_NO_ARGS: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click ≥ 8.2: `wl` alone shows the help
+
+
 def usage_error(e: click.UsageError) -> None:
     """Click's usage block (usage, hint, error) as one line, naming the help to read."""
     path = e.ctx.command_path if e.ctx is not None else "wl"
+    if isinstance(e, _NO_ARGS):
+        if not _json_mode:
+            e.show()  # a bare `wl` or `wl infer` asks for the help, not for an error line
+            return
+        print_error("missing command", e.exit_code, f"try '{path} --help'")
+        return
     message = " ".join(part.strip() for part in e.format_message().split("\n") if part.strip())  # click's own text
     print_error(message, e.exit_code, f"try '{path} --help'" if e.ctx is not None else None)
 
