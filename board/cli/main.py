@@ -7,6 +7,7 @@ imported until a command is asked for, so `wl --help` and board commands never p
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,20 @@ class WlGroup(click.Group):
 
         return super().parse_args(ctx, lift_globals(args))
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = super().main
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return run(args, prog_name, complete_var, standalone_mode=False, **extra)
         from board.cli.frame import run_guarded  # one-line (or JSON) errors for CliRunner and `wl` alike
 
-        run_guarded(lambda: super(WlGroup, self).main(*args, standalone_mode=False, **kwargs))
+        run_guarded(lambda: run(args, prog_name, complete_var, standalone_mode=False, **extra))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(CORE) | set(_plugins()) | set(self.commands))
