@@ -13,7 +13,7 @@ import fcntl
 import os
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,18 +21,44 @@ from typing import Any
 from board.errors import ConfigError
 from board.text import is_clean
 
-CONFIG_KEYS = {
+BOARD_CONFIG_KEYS: dict[str, type] = {
     "handle": str,
     "remote": str,
     "display_name": str,
-    "default_backend": str,
     "lease": int,
-    "ollama_url": str,
-    "openai_base_url": str,
-    "rpc_url": str,
-    "contract": str,
-    "model": str,
 }
+CONFIG_GROUP = "wl.config"  # plugins declare their keys: an entry point naming a dict of key -> str or int
+
+
+class _ConfigKeys(Mapping[str, type]):
+    """The board's keys and every installed plugin's, read from the entry points on first use."""
+
+    def _all(self) -> dict[str, type]:
+        if not hasattr(self, "_keys"):
+            from importlib.metadata import entry_points
+
+            keys = dict(BOARD_CONFIG_KEYS)
+            for ep in entry_points(group=CONFIG_GROUP):
+                try:
+                    declared = ep.load()
+                except ImportError:
+                    continue  # a broken plugin declares nothing; `wl doctor` reports it
+                if isinstance(declared, dict):
+                    keys.update({k: v for k, v in declared.items() if v in (str, int) and k not in keys})
+            self._keys = keys
+        return self._keys
+
+    def __getitem__(self, key: str) -> type:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+CONFIG_KEYS: Mapping[str, type] = _ConfigKeys()
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
 HOME_MODE = 0o700
 FILE_MODE = 0o600

@@ -260,7 +260,7 @@ def test_a_verifier_can_publish_its_attestation(rigs: Rigs, deployed: dict[str, 
 
 
 def test_credentials_in_the_rpc_url_never_reach_the_board() -> None:
-    from wl_infer.chain_cli import public_rpc_url
+    from wl_infer.commands.chain import public_rpc_url
 
     assert public_rpc_url("https://user:secret@node.example:8545/rpc") == "https://node.example:8545/rpc"
     assert public_rpc_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
@@ -269,7 +269,7 @@ def test_credentials_in_the_rpc_url_never_reach_the_board() -> None:
 
 def test_importing_the_cli_modules_does_not_import_web3() -> None:
     code = (
-        "import sys, board.cli.main, board.cli.rig, wl_infer.cli, wl_infer.chain_cli, wl_infer.anchoring;"
+        "import sys, board.cli.main, board.cli.rig, wl_infer.commands.infer, wl_infer.commands.chain, wl_infer.anchoring;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('web3', 'eth_tester'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

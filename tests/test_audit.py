@@ -18,7 +18,7 @@ from fake_servers import FakeOllama
 from infer_helpers import Rigs, make_rigs, post
 
 from board.keys import load_private_key
-from wl_infer.audit import is_selected, select, selection_score
+from wl_infer.audit import select, selection_score
 from wl_infer.codec import output_hash
 from wl_infer.signing import sign_record
 
@@ -37,7 +37,7 @@ def test_the_same_head_gives_the_same_selection() -> None:
     ids = _ids(500)
     first = select(HEAD_A, ids, 0.2)
     assert first == select(HEAD_A, list(reversed(ids)), 0.2)  # order of discovery does not matter
-    assert first == [i for i in sorted(ids, key=lambda i: selection_score(HEAD_A, i)) if is_selected(HEAD_A, i, 0.2)]
+    assert first == [i for i in sorted(ids, key=lambda i: selection_score(HEAD_A, i)) if selection_score(HEAD_A, i) < 0.2]
 
 
 def test_the_selection_covers_about_the_asked_share() -> None:

@@ -19,9 +19,9 @@ from wl_infer.backends.base import (
     ModelNotFound,
     envelope_differences,
 )
+from wl_infer.backends.gguf import register_model
 from wl_infer.backends.llama_cpp import LlamaCppBackend
 from wl_infer.codec import Job, output_hash
-from wl_infer.models import register_model
 
 GEMMA = "gemma3:270m"
 GEMMA_SHA = "sha256:a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"

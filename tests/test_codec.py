@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wl_infer.codec import BACKENDS, CodecError, Evidence, Job, bytes_hash, output_hash
+from wl_infer.codec import CodecError, Evidence, Job, bytes_hash, output_hash
+from wl_infer.plugins import backend_names
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 HASH_VECTORS = json.loads((FIXTURES / "hash_vectors.json").read_text(encoding="utf-8"))["vectors"]
@@ -157,8 +158,9 @@ def test_job_constructor_validates() -> None:
         Job(prompt="p", model="")
 
 
-def test_all_backends_accepted() -> None:
-    for backend in BACKENDS:
+def test_all_registered_backends_accepted() -> None:
+    assert {"ollama", "llama-cpp", "vllm", "openai"} <= set(backend_names())  # the built-ins, via entry points
+    for backend in backend_names():
         assert Job.decode(Job(prompt="p", model="m", backend=backend).encode()).backend == backend
 
 
@@ -311,7 +313,7 @@ jobs = st.builds(
     model=nonempty,
     seed=int64,
     max_tokens=st.integers(min_value=0, max_value=INT64[1]),
-    backend=st.sampled_from(BACKENDS),
+    backend=st.sampled_from(backend_names()),
     model_digest=st.one_of(st.none(), hexdigest),
     options=st.dictionaries(text, json_value, max_size=4),
 )
@@ -331,7 +333,7 @@ def evidences(draw: st.DrawFn) -> Evidence:
         output_hash=output_hash(output) if output is not None else blob or "",
         model=draw(nonempty),
         seed=draw(int64),
-        backend=draw(st.one_of(st.none(), st.sampled_from(BACKENDS))),
+        backend=draw(st.one_of(st.none(), st.sampled_from(backend_names()))),
         envelope=draw(st.one_of(st.none(), st.dictionaries(text, json_value, max_size=4))),
         tokens=draw(st.one_of(st.none(), st.lists(st.integers(min_value=0, max_value=2**31), max_size=20))),
         worker=draw(st.one_of(st.none(), nonempty)),

@@ -1,4 +1,4 @@
-"""The GGUF model cache and registry (wl_infer.models): locations, embedded assembly, registration, digests."""
+"""The GGUF model cache and registry (wl_infer.backends.gguf): locations, embedded assembly, registration, digests."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from wl_infer import models
+from wl_infer.backends import gguf as models
 from wl_infer.backends.base import BackendError, ModelNotFound
-from wl_infer.models import (
+from wl_infer.backends.gguf import (
     EMBEDDED,
     ModelChanged,
     RegistryError,
@@ -107,7 +107,7 @@ def test_embedded_assembles_once_and_is_trusted_after(
 
 def test_concurrent_processes_never_see_a_partial_file(fresh_cache: Path) -> None:
     code = (
-        "import sys; from wl_infer.models import resolve_gguf, sha256_file; from pathlib import Path\n"
+        "import sys; from wl_infer.backends.gguf import resolve_gguf, sha256_file; from pathlib import Path\n"
         "i = resolve_gguf('gemma3:270m', None); assert sha256_file(Path(i.path)) == i.digest; print(i.path)"
     )
     env = {**os.environ, "WL_MODEL_CACHE": str(fresh_cache)}

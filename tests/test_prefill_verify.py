@@ -36,7 +36,7 @@ def rigs(tmp_path: Path) -> Rigs:
 @cache
 def _vocab() -> Any:
     """The engine's own tokenizer (vocabulary only), to forge token lists the way a cheating worker would."""
-    from wl_infer.models import resolve_gguf
+    from wl_infer.backends.gguf import resolve_gguf
 
     path = resolve_gguf("gemma3:270m", None).path
     return llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)

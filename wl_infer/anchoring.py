@@ -7,16 +7,26 @@ library load inside the functions, so ``wl infer verify`` on a board without a c
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from board.errors import AlreadyApplied, BoardError, NotAllowed, Unreachable, UsageError, WrongStatus
-from board.service import Board
+from board.api import (
+    AlreadyApplied,
+    Board,
+    BoardError,
+    NotAllowed,
+    UsageError,
+    WrongStatus,
+    known_addresses,
+    refresh_if_online,
+)
 from wl_infer.codec import CodecError, Evidence
+from wl_infer.errors import ChainUnavailable
+from wl_infer.text import error_line
 
 if TYPE_CHECKING:
     from wl_infer.chain import RetryPolicy
+    from wl_infer.jobs import RunResult
 
 
 class AnchorError(BoardError):
@@ -40,11 +50,6 @@ class NoChain(UsageError):
         )
 
 
-class Web3Missing(BoardError):
-    def __init__(self) -> None:
-        super().__init__("web3 is not installed: pip install 'wl-infer[chain]'")
-
-
 @dataclass(frozen=True)
 class ChainTarget:
     """Where to anchor, and where each part came from (flags > env > config > the board's chain.json)."""
@@ -64,17 +69,9 @@ def chain_target(board: Board, *, rpc_url: str | None = None, contract: str | No
 
 
 def _require_web3() -> None:
-    try:
-        import web3  # noqa: F401
-    except ImportError:
-        raise Web3Missing() from None
+    from wl_infer.chain import require_chain_libraries
 
-
-def _refresh(board: Board) -> None:
-    """Read the freshest board we can; offline, the local copy will do."""
-    if board.remote is not None:
-        with contextlib.suppress(Unreachable):
-            board.refresh()
+    require_chain_libraries()
 
 
 def anchor_item(
@@ -92,11 +89,7 @@ def anchor_item(
     commits nothing: the chain reports the earlier anchor and the evidence already names it.
     """
     _require_web3()
-    from board.keys import load_private_key
-    from wl_infer import chain
-    from wl_infer.signing import evidence_hash
-
-    _refresh(board)
+    refresh_if_online(board)
     view = board.view()
     iid = view.resolve(item_id)
     item = view.item(iid)
@@ -111,10 +104,35 @@ def anchor_item(
         ev = Evidence.decode(comp.evidence)
     except CodecError as e:
         raise AnchorError(iid, str(e)) from None
+    return anchor_evidence(board, iid, ev, comp.id, rpc_url=rpc_url, contract=contract, push=push, retry=retry)
+
+
+def anchor_result(board: Board, result: RunResult, *, push: bool = True, retry: RetryPolicy | None = None) -> dict[str, Any]:
+    """Anchor the result a run has just submitted, from what the run holds (nothing fetched or decoded)."""
+    _require_web3()
+    return anchor_evidence(board, result.item_id, result.evidence, result.completion_id, push=push, retry=retry)
+
+
+def anchor_evidence(
+    board: Board,
+    iid: str,
+    ev: Evidence,
+    completion_id: str,
+    *,
+    rpc_url: str | None = None,
+    contract: str | None = None,
+    push: bool = True,
+    retry: RetryPolicy | None = None,
+) -> dict[str, Any]:
+    """Anchor this rig's evidence for completion `completion_id` of `iid`, then record the transaction."""
+    from board.api import load_private_key
+    from wl_infer import chain
+    from wl_infer.signing import evidence_hash
+
     target = chain_target(board, rpc_url=rpc_url, contract=contract)
     if target.rpc_url is None or target.contract is None:
         raise NoChain("RPC URL" if target.rpc_url is None else "contract address")
-    board_id = view.meta()["board_id"]
+    board_id = board.meta()["board_id"]
     context = {"board_id": board_id, "item_id": iid}
     ehash = evidence_hash(ev.unsigned_dict(), context)
     try:
@@ -146,7 +164,7 @@ def anchor_item(
     }
     if previous == details:
         return out
-    op = board.new_op("anchor", iid, anchor=details, completion_id=comp.id)
+    op = board.new_op("anchor", iid, anchor=details, completion_id=completion_id)
     try:
         res = board.mutate(op, push=push)
     except AlreadyApplied:
@@ -170,10 +188,9 @@ def chain_status(board: Board, item_id: str) -> str | None:
     if target.rpc_url is None or target.contract is None:
         return None
     try:
-        import web3  # noqa: F401
-    except ImportError:
+        from wl_infer import chain
+    except ChainUnavailable:
         return None
-    from wl_infer import chain
 
     view = board.view()
     iid = view.resolve(item_id)
@@ -182,7 +199,7 @@ def chain_status(board: Board, item_id: str) -> str | None:
     try:
         record = chain.read_anchor(target.rpc_url, target.contract, board_id, iid, retry=_quick_retry())
     except Exception as e:  # noqa: BLE001 - a verifier must get its verdict even when the chain is down
-        return f"unreachable ({_short(e)})"
+        return f"unreachable ({error_line(e, 160)})"
     if record is None:
         return "not anchored"
     if comp is None:
@@ -205,14 +222,7 @@ def chain_status(board: Board, item_id: str) -> str | None:
 def _addresses(view: Any, handle: str) -> set[str]:
     """Every address the worker has been registered with (a key rotation keeps earlier anchors valid)."""
     rig = view.rig(handle)
-    if rig is None:
-        return set()
-    found = {rig.address.lower()}
-    for entry in rig.extra.get("previous_addresses", []):
-        if isinstance(entry, dict) and isinstance(entry.get("address"), str):
-            found.add(entry["address"].lower())
-    found.discard("")
-    return found
+    return set() if rig is None else known_addresses(rig)
 
 
 def _quick_retry() -> RetryPolicy:
@@ -222,9 +232,6 @@ def _quick_retry() -> RetryPolicy:
     return RetryPolicy(attempts=3, base_delay=0.1, max_delay=0.5, total_timeout=5.0, receipt_timeout=5.0)
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def anchor_attestation(
@@ -232,7 +239,7 @@ def anchor_attestation(
 ) -> dict[str, Any]:
     """Publish this rig's recorded attestation on ``item_id`` (verdict and result hash) with chain.attest."""
     _require_web3()
-    from board.keys import load_private_key
+    from board.api import load_private_key
     from wl_infer import chain
 
     view = board.view()

@@ -1,5 +1,6 @@
-"""What `wl infer worker` and `wl infer feed` share: the event log (JSON lines for machines, a live panel
-for people), signal handling, choosing runnable items, polling the board and claiming by compare-and-swap.
+"""What `wl infer worker` and `wl infer feed` share: signal handling, choosing runnable items, polling the
+board and claiming by compare-and-swap. Progress is reported through a plain `Log` callback (the commands
+pass an event log that prints JSON lines or a live panel: wl_infer/commands/events.py).
 """
 
 from __future__ import annotations
@@ -7,95 +8,27 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
-import click
-import orjson
-
-from board.errors import BoardError, Contention, NotFound, RemoteError, RuleError, UsageError
+from board.api import BoardError, Contention, NotFound, RemoteError, RuleError, UsageError
 
 if TYPE_CHECKING:
-    from board.records import Item
-    from board.service import Board
+    from board.api import Board, Item
     from wl_infer.codec import Job
 
-BACKENDS = click.Choice(["ollama", "llama-cpp", "vllm", "openai"])
 MAX_LEASE_S = 30 * 86400
 SHUFFLE_WINDOW = 8  # concurrent workers spread over the oldest few items instead of all racing for one
 TICK_S = 0.2  # how often a waiting main thread looks at signals, runs and the panel
 
 
-# --- events: JSON lines for machines, a live panel for people ------------------------------------------
-def _stamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class Log(Protocol):
+    """Where a loop reports what happened: an event name and its data (values JSON can carry)."""
 
-
-def _short(value: Any) -> str:
-    """A value as the panel shows it: floats rounded, long text (hashes, errors) cut."""
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    text = str(value)
-    return text if len(text) <= 40 else text[:39] + "…"
-
-
-class EventLog:
-    """One JSON line per event (flushed) when stdout is not a terminal or under --json; else a rich Live panel."""
-
-    def __init__(self, live: bool, title: str, status: Callable[[], list[tuple[str, str]]]) -> None:
-        self.live = live
-        self.title = title
-        self.status = status
-        self.recent: deque[str] = deque(maxlen=8)
-        self._lock = threading.Lock()
-        self._live: Any = None
-
-    def __call__(self, event: str, **data: Any) -> None:
-        record = {"event": event, "at": _stamp(), **data}
-        with self._lock:
-            if self.live:
-                shown = " ".join(f"{k}={_short(v)}" for k, v in data.items() if v is not None)
-                self.recent.append(f"{record['at'][11:19]} {event} {shown}")
-            else:
-                sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
-                sys.stdout.flush()
-
-    def render(self) -> Any:
-        from rich.panel import Panel
-        from rich.table import Table
-        from rich.text import Text
-
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column()
-        for label, value in self.status():
-            grid.add_row(label, Text(value))
-        events = Text("\n".join(self.recent) or "(no events yet)", style="dim", no_wrap=True, overflow="ellipsis")
-        body = Table.grid()
-        body.add_row(grid)
-        body.add_row(Text(""))
-        body.add_row(events)
-        return Panel(body, title=self.title, border_style="cyan")
-
-    def __enter__(self) -> EventLog:
-        if self.live:
-            from rich.live import Live
-
-            from board.cli.output import console
-
-            self._live = Live(get_renderable=self.render, console=console(), refresh_per_second=4)
-            self._live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+    def __call__(self, event: str, /, **data: Any) -> None: ...
 
 
 # --- signals -----------------------------------------------------------------------------------------------
@@ -136,7 +69,7 @@ class StopSignals:
 # --- choosing work -------------------------------------------------------------------------------------------
 def runnable_items(items: list[Item], now: datetime, exclude: set[str]) -> Iterator[Item]:
     """Open (or lease-expired) inference items, highest priority and oldest first, lightly shuffled at the head."""
-    from board.ops import lease_expired
+    from board.api import lease_expired
 
     pool = [
         i for i in items
@@ -153,14 +86,11 @@ def runnable_items(items: list[Item], now: datetime, exclude: set[str]) -> Itera
     yield from pool[len(head) :]
 
 
-def decode_job(item: Item) -> Job | str:
-    """The item's job, or why it does not decode."""
-    from wl_infer.codec import CodecError, Job
+def decode_job(item: Item) -> Job:
+    """The item's job (CodecError when its description is not one: another participant's bad entry)."""
+    from wl_infer.codec import Job
 
-    try:
-        return Job.decode(item.description)
-    except CodecError as e:
-        return str(e)
+    return Job.decode(item.description)
 
 
 @dataclass
@@ -175,7 +105,7 @@ class Poller:
     """Fetches the board once per poll, reports going offline and back once each, and publishes local commits
     an earlier push could not deliver (a completion must never stay on this machine only)."""
 
-    def __init__(self, board: Board, log: EventLog) -> None:
+    def __init__(self, board: Board, log: Log) -> None:
         self.board, self.log, self.offline = board, log, False
 
     def __call__(self) -> bool:
@@ -199,7 +129,7 @@ class Poller:
         return True
 
 
-def claim_item(board: Board, item_id: str, lease_s: int, push: bool, log: EventLog) -> tuple[Any, int]:
+def claim_item(board: Board, item_id: str, lease_s: int, push: bool, log: Log) -> tuple[Any, int]:
     """Claim by compare-and-swap; (None, retries) when another rig got there first (the caller moves on)."""
     before = board.retries
     try:
@@ -220,13 +150,10 @@ def resolve_lease(board: Board, minutes: int | None, seconds: int | None) -> int
     """--lease-seconds (for tests) beats --lease minutes beats the config's lease (minutes) beats 30 minutes."""
     if seconds is not None:
         return seconds
-    value = minutes if minutes is not None else int(board.config.get("lease", 30))
-    if not 1 <= value * 60 <= MAX_LEASE_S:
+    from board.api import claim_lease
+
+    lease = claim_lease(board.config, minutes)
+    if not 60 <= lease <= MAX_LEASE_S:
         raise UsageError("lease must be between 1 minute and 30 days")
-    return value * 60
+    return lease
 
-
-def wants_live() -> bool:
-    from board.cli.output import is_json
-
-    return not is_json() and sys.stdout.isatty()

@@ -14,11 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import click
-
-from board.cli.main import Obj, WlError
-from board.cli.output import emit, say
-
 if TYPE_CHECKING:  # engines and the board load only when the command runs
     from wl_infer.backends import Backend, BackendConfig
     from wl_infer.codec import Job
@@ -31,7 +26,6 @@ PROMPTS = (
 DEFAULT_MAX_TOKENS = 16
 DEFAULT_THREADS = (1, 2)
 DEFAULT_BATCHES = (8, 512)  # 8 splits every prompt into several decode calls; 512 takes it in one
-THREADED_BACKENDS = frozenset({"llama-cpp"})  # the in-process engine is the only one that reads config.threads
 ENGINE_KEYS = ("engine", "llama_cpp_python", "backend_version", "gpu", "platform")
 
 
@@ -55,11 +49,9 @@ def settings_for(backend: str, threads: Sequence[int], batches: Sequence[int]) -
     """The knob combinations this backend honours (others would only repeat the same run)."""
     from wl_infer.backends import backend_class
 
-    module = __import__(backend_class(backend).__module__, fromlist=["SUPPORTED_OPTIONS"])
-    t_values: Sequence[int | None] = threads if backend in THREADED_BACKENDS and threads else (None,)
-    b_values: Sequence[int | None] = (
-        batches if "n_batch" in getattr(module, "SUPPORTED_OPTIONS", ()) and batches else (None,)
-    )
+    cls = backend_class(backend)
+    t_values: Sequence[int | None] = threads if cls.uses_threads and threads else (None,)
+    b_values: Sequence[int | None] = batches if "n_batch" in (cls.supported_options or ()) and batches else (None,)
     return [Setting(t, b) for t in t_values for b in b_values]
 
 
@@ -222,7 +214,7 @@ def run_canary(
     on_probe: Callable[[Probe], None] | None = None,
 ) -> CanaryReport:
     """Run every prompt `repeats` times under every setting; one backend instance per thread count."""
-    from board.ids import fmt_time, utcnow
+    from board.api import fmt_time, utcnow
     from wl_infer.backends import get_backend
     from wl_infer.codec import Job
 
@@ -254,131 +246,3 @@ def run_canary(
             engine.close()
     report.elapsed_s = time.perf_counter() - started
     return report
-
-
-# --- command line -------------------------------------------------------------------------------------------
-def _settings_table(report: CanaryReport) -> Any:
-    from rich.table import Table
-    from rich.text import Text
-
-    def mark(value: bool | None) -> Text:
-        return Text("n/a", style="dim") if value is None else Text("yes", style="green") if value else Text(
-            "NO", style="red"
-        )
-
-    table = Table("setting", "repeatable", "agrees", "prefill accepts", "generate (s)")
-    for r in report.setting_rows():
-        table.add_row(Text(r["label"]), mark(r["repeatable"]), mark(r["agrees"]), mark(r["prefill_ok"]),
-                      Text(f"{r['generate_s']:.2f}"))
-    return table
-
-
-def _rigs_table(rows: list[tuple[str, dict[str, Any]]]) -> Any:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table("rig", "stable", "backend", "model", "cpu / gpu", "at")
-    for handle, c in rows:
-        plat: dict[str, Any] = c["platform"] if isinstance(c.get("platform"), dict) else {}
-        inner: dict[str, Any] = plat["platform"] if isinstance(plat.get("platform"), dict) else {}
-        where = str(plat.get("gpu") or inner.get("cpu") or plat.get("machine") or "?")
-        stable = c.get("stable")
-        table.add_row(
-            Text(handle), Text(str(stable), style="green" if stable is True else "red"), Text(str(c.get("backend"))),
-            Text(str(c.get("model"))), Text(where), Text(str(c.get("at"))),
-        )
-    return table
-
-
-def _show(obj: Obj) -> None:
-    board = obj.board()
-    if board.remote is not None:
-        from board.errors import BoardError
-
-        try:
-            board.refresh()
-        except BoardError:
-            pass
-    rows = [(r.handle, r.extra["canary"]) for r in board.view().rigs() if isinstance(r.extra.get("canary"), dict)]
-
-    def human() -> None:
-        from board.cli.output import console
-
-        if not rows:
-            say("No rig has recorded a canary yet (run `wl infer canary`).")
-            return
-        console().print(_rigs_table(rows))
-
-    emit({"rigs": {h: c for h, c in rows}}, human)
-
-
-@click.command("canary")
-@click.option("--backend", type=click.Choice(["ollama", "llama-cpp", "vllm", "openai"]), default="llama-cpp",
-              show_default=True)
-@click.option("--model", default="gemma3:270m", show_default=True)
-@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(1, 512), default=DEFAULT_MAX_TOKENS, show_default=True)
-@click.option("--threads", "threads", type=click.IntRange(1, 256), multiple=True,
-              help="Thread counts to try (repeatable; default 1 and 2).")
-@click.option("--batch", "batches", type=click.IntRange(1, 1 << 16), multiple=True,
-              help="Batch sizes to try (repeatable; default 8 and 512).")
-@click.option("--no-record", is_flag=True, help="Do not record the result in this rig's board record.")
-@click.option("--no-push", is_flag=True)
-@click.option("--show", is_flag=True, help="Show the canaries every rig has recorded, and run nothing.")
-@click.pass_obj
-def canary(obj: Obj, backend: str, model: str, repeats: int, max_tokens: int, threads: tuple[int, ...],
-           batches: tuple[int, ...], no_record: bool, no_push: bool, show: bool) -> None:
-    """Check that this machine's backend is deterministic (exit 0 stable, 1 unstable) and record it."""
-    import sys
-
-    from board.cli.output import console, is_json
-    from wl_infer.settings import backend_config
-
-    if show:
-        _show(obj)
-        return
-    home = obj.home
-    board = None if no_record else obj.board()
-    config = board.config if board is not None else home.load_config()
-    human = not is_json()
-
-    def progress(p: Probe) -> None:
-        if human:
-            state = "same" if p.repeatable else "DIFFERENT"
-            say(f"  {p.setting.label:<22} prompt {p.prompt_index + 1}: {len(p.hashes)} run(s) {state}"
-                + ("" if p.prefill_ok is None else f", prefill {'accepts' if p.prefill_ok else 'REJECTS'}"))
-
-    from wl_infer.backends import BackendError
-
-    try:
-        report = run_canary(backend_config(home.path, config), backend, model, repeats=repeats,
-                            max_tokens=max_tokens, threads=threads or DEFAULT_THREADS,
-                            batches=batches or DEFAULT_BATCHES, on_probe=progress)
-    except BackendError as e:
-        raise WlError(str(e)) from None
-    mutation = None
-    if board is not None:
-        mutation = board.mutate(board.new_op("rig-update", None, fields={"canary": report.record()}),
-                                push=not no_push)
-
-    def out() -> None:
-        from board.cli.output import report_push
-
-        console().print(_settings_table(report))
-        if report.stable:
-            say(f"✓ stable: {len(report.prompts)} prompts give one output each across "
-                f"{len(report.settings)} setting(s) × {repeats} run(s)", "green")
-        else:
-            say(f"✗ UNSTABLE: outputs differ ({', '.join(report.diverging) or 'see the table'})", "red")
-        if report.prefill_agrees is False:
-            say("✗ prefill scoring rejects some generated outputs", "red")
-        if mutation is not None:
-            say("  Recorded in this rig's board record (canary)")
-            report_push(mutation)
-
-    data = report.to_dict()
-    data["recorded"] = mutation is not None
-    data["pushed"] = mutation.pushed if mutation is not None else None
-    emit(data, out)
-    if not report.stable or report.prefill_agrees is False:
-        sys.exit(1)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
-from wl_infer.backends import BACKEND_NAMES, BackendError, ModelInfo, get_backend
+from wl_infer.backends import BackendError, ModelInfo, backend_class, backend_names
 from wl_infer.settings import backend_config
 
 
@@ -23,18 +22,18 @@ def _row(backend: str, info: ModelInfo | None = None, error: str | None = None) 
 def list_all(home: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
     cfg = backend_config(home, config, timeout=3.0)
     rows: list[dict[str, Any]] = []
-    for name in BACKEND_NAMES:
-        if name == "llama-cpp" and importlib.util.find_spec("llama_cpp") is None:
-            rows.append(_row(name, error="llama-cpp-python is not installed (pip install 'wl-infer[llama]')"))
+    for name in backend_names():
+        try:
+            cls = backend_class(name)
+        except BackendError as e:
+            rows.append(_row(name, error=e.detail))
             continue
-        if name == "vllm" and importlib.util.find_spec("vllm") is None:
-            rows.append(_row(name, error="vllm is not installed (pip install 'wl-infer[vllm]', needs a GPU)"))
-            continue
-        if name == "openai" and not cfg.openai_base_url:
-            rows.append(_row(name, error="no server configured (set WL_OPENAI_BASE_URL)"))
+        reason = cls.unavailable(cfg)
+        if reason is not None:
+            rows.append(_row(name, error=reason))
             continue
         try:
-            found = get_backend(name, cfg).list_models()
+            found = cls(cfg).list_models()
         except ImportError as e:
             rows.append(_row(name, error=f"not usable here ({e})"))
             continue
@@ -48,14 +47,14 @@ def list_all(home: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def register(home: Path, name: str, path: str) -> ModelInfo:
-    from wl_infer.models import register_model
+    from wl_infer.backends.gguf import register_model
 
     return register_model(home, name, path)
 
 
 def doctor_checks(home: Path) -> list[tuple[str, bool, str]]:
     """One line per backend: usable here or why not (entry point `wl.doctor`)."""
-    from board.home import Home
+    from board.api import Home
 
     config = Home(home).load_config()
     seen: dict[str, tuple[bool, str]] = {}

@@ -2,45 +2,75 @@
 
 Transactions are signed locally with an explicit nonce, chain id, fees and gas, then the same raw bytes are
 re-sent on transient RPC failures, so a retry after a dropped reply can only land the one transaction.
-``eth-tester://`` selects an in-process py-evm chain shared by the whole process (tests, demo). web3 and
-eth_account are imported inside functions so that ``wl --help`` never pays for them.
-
-Batches: a Merkle tree over arbitrary leaf bytes. A leaf node is ``keccak256(0x00 || leaf)``, an inner node
-``keccak256(0x01 || min(a, b) || max(a, b))`` (sorted pair, so a proof is just the sibling list), and an
-odd node at the end of a level is promoted unchanged. The prefixes keep leaves and inner nodes apart.
+``eth-tester://`` selects an in-process py-evm chain shared by the whole process (tests, demo). Without the
+`chain` extra, importing this module raises ChainUnavailable; web3 itself loads inside the functions.
+Batches are Merkle trees as wl_infer/merkle.py builds them.
 """
 
 from __future__ import annotations
 
-import ast
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from wl_infer.merkle import _inner, _keccak, _leaf_node, merkle_tree, verify_proof  # noqa: F401 - re-exported
+from wl_infer.chain_abi import (  # noqa: F401 - re-exported: callers use wl_infer.chain as the one entry point
+    _contract,
+    _is_revert,
+    artifact_path,
+    batch_key,
+    batch_leaf,
+    bytes32_to_hash,
+    contract_address,
+    decode_revert,
+    hash_to_bytes32,
+    job_key,
+    load_artifact,
+)
+from wl_infer.errors import ChainUnavailable
+from wl_infer.merkle import _inner, _leaf_node, merkle_tree, verify_proof  # noqa: F401 - re-exported
+from wl_infer.outcomes import Verdict
 from wl_infer.rpc import (  # noqa: F401 - re-exported: callers use wl_infer.chain as the one entry point
     DEFAULT_RETRY,
     TESTER_URL,
     ChainError,
     RetryPolicy,
-    _short,
     connect,
     is_transient,
     with_retry,
 )
+from wl_infer.text import error_line
+
+__all__ = [
+    "AnchorReceipt", "AttestReceipt", "BatchReceipt", "ChainError", "DEFAULT_RETRY", "Deployment",
+    "OnChainAttestation", "OnChainRecord", "RetryPolicy", "TESTER_URL", "VERDICTS", "VERDICT_NAMES",
+    "ZERO_ADDRESS", "anchor", "anchor_batch", "artifact_path", "attest", "batch_key", "batch_leaf",
+    "bytes32_to_hash", "compare_with_board", "connect", "contract_address", "decode_revert", "deploy",
+    "hash_to_bytes32", "is_transient", "job_key", "load_artifact", "merkle_tree", "read_anchor",
+    "read_attestations", "read_root", "require_chain_libraries", "verify_proof", "verify_proof_on_chain",
+    "with_retry",
+]  # fmt: skip
 
 if TYPE_CHECKING:
     from web3 import Web3
 
+
+def require_chain_libraries() -> None:
+    """Refuse, as one typed error, to go on without the `chain` extra (web3, eth-account)."""
+    import importlib.util
+
+    for module in ("web3", "eth_account", "tenacity"):
+        if importlib.util.find_spec(module) is None:
+            raise ChainUnavailable(module)
+
+
+require_chain_libraries()
+
 T = TypeVar("T")
 
-VERDICTS = {"VERIFIED": 1, "MISMATCH": 2, "INVALID": 3}
+VERDICTS: dict[str, int] = {Verdict.VERIFIED: 1, Verdict.MISMATCH: 2, Verdict.INVALID: 3}
 VERDICT_NAMES = {v: k for k, v in VERDICTS.items()}
 ZERO_ADDRESS = "0x" + "00" * 20
-_ARTIFACT_NAME = "InferenceAnchor.json"
 _TESTER_FUNDING_WEI = 10 * 10**18
 _FALLBACK_PRIORITY_FEE = 10**9  # 1 gwei, when the node cannot suggest one
 
@@ -104,46 +134,6 @@ class OnChainAttestation:
     tx: str
 
 
-# ---------------------------------------------------------------- encoding helpers
-
-
-def job_key(board_id: str, item_id: str) -> bytes:
-    """The contract's job id: keccak256 of UTF-8 ``"<board_id>/<item_id>"``."""
-    from eth_utils import keccak
-
-    for name, value in (("board_id", board_id), ("item_id", item_id)):
-        if not value or "/" in value:
-            raise ValueError(f"{name} {value!r} must be non-empty and contain no '/'")
-    return bytes(keccak(f"{board_id}/{item_id}".encode()))
-
-
-def batch_key(batch_id: str | bytes) -> bytes:
-    """A batch id as bytes32: 32 bytes as given, or keccak256 of a UTF-8 name."""
-    from eth_utils import keccak
-
-    if isinstance(batch_id, bytes):
-        if len(batch_id) != 32:
-            raise ValueError(f"batch id must be 32 bytes, got {len(batch_id)}")
-        return batch_id
-    return bytes(keccak(batch_id.encode()))
-
-
-def hash_to_bytes32(value: str) -> bytes:
-    """``sha256:<64 hex>`` to the 32 raw bytes the contract stores."""
-    if not isinstance(value, str) or not value.startswith("sha256:") or len(value) != 71:
-        raise ValueError(f"expected sha256:<64 hex>, got {value!r}")
-    return bytes.fromhex(value[7:])
-
-
-def bytes32_to_hash(value: bytes) -> str:
-    return "sha256:" + bytes(value).hex()
-
-
-def batch_leaf(board_id: str, item_id: str, output_hash: str, evidence_hash: str) -> bytes:
-    """The leaf a batch commits to for one job: job id || output hash || evidence hash (96 bytes)."""
-    return job_key(board_id, item_id) + hash_to_bytes32(output_hash) + hash_to_bytes32(evidence_hash)
-
-
 def compare_with_board(
     record: OnChainRecord | None, output_hash: str, evidence_hash: str, worker_address: str | None
 ) -> str:
@@ -154,107 +144,6 @@ def compare_with_board(
     if worker_address is not None:
         same = same and record.worker.lower() == worker_address.lower()
     return "matches" if same else "differs"
-
-
-# ---------------------------------------------------------------- artifact and contract
-
-
-def artifact_path() -> Path:
-    """The committed artifact: ``contracts/`` beside the package (checkout or editable install)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "contracts" / _ARTIFACT_NAME, here / _ARTIFACT_NAME):
-        if candidate.is_file():
-            return candidate
-    raise ChainError("load artifact", f"{_ARTIFACT_NAME} not found beside {here}")
-
-
-def load_artifact() -> dict[str, Any]:
-    """ABI, bytecode, compiler and EVM version of InferenceAnchor, as compiled by contracts/compile.js."""
-    data: dict[str, Any] = json.loads(artifact_path().read_text(encoding="utf-8"))
-    return data
-
-
-def contract_address(contract: str, op: str = "contract") -> str:
-    """Checksummed form of a contract address, or a ChainError naming the bad value."""
-    from eth_utils import is_address, to_checksum_address
-
-    if not isinstance(contract, str) or not is_address(contract):
-        raise ChainError(op, f"{contract!r} is not a contract address (0x + 40 hex digits)")
-    return str(to_checksum_address(contract))
-
-
-def _contract(w3: Web3, address: str | None = None) -> Any:
-    art = load_artifact()
-    if address is None:
-        return w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-    return w3.eth.contract(address=contract_address(address), abi=art["abi"])  # type: ignore[call-overload]
-
-
-def decode_revert(exc: BaseException) -> str:
-    """A readable reason for a revert: custom error with arguments, Error(string), Panic, or the message."""
-    from eth_abi import decode
-    from eth_utils import keccak
-
-    data = _revert_data(exc)
-    if data is None or len(data) < 4:
-        text = str(getattr(exc, "message", None) or exc)
-        return text.replace("execution reverted: ", "").strip() or "reverted"
-    selector, body = data[:4], data[4:]
-    known: list[tuple[str, list[str], list[str]]] = [
-        ("Error", ["string"], ["reason"]),
-        ("Panic", ["uint256"], ["code"]),
-    ]
-    for entry in load_artifact()["abi"]:
-        if entry.get("type") == "error":
-            known.append((entry["name"], [i["type"] for i in entry["inputs"]], [i["name"] for i in entry["inputs"]]))
-    for name, types, names in known:
-        if keccak(f"{name}({','.join(types)})".encode())[:4] == selector:
-            try:
-                values = decode(types, body)
-            except Exception:  # noqa: BLE001 - undecodable payload: name is still useful
-                return name
-            if name == "Error":
-                return str(values[0])
-            shown = ", ".join(f"{n}={_show(v)}" for n, v in zip(names, values, strict=True))
-            return f"{name}({shown})"
-    return "reverted with data 0x" + data.hex()
-
-
-def _show(value: Any) -> str:
-    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
-
-
-def _revert_data(exc: BaseException) -> bytes | None:
-    data = getattr(exc, "data", None)
-    if isinstance(data, dict):
-        data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x"):
-        try:
-            return bytes.fromhex(data[2:])
-        except ValueError:
-            return None
-    # eth-tester puts the raw revert bytes into the message as a Python bytes literal.
-    text = str(exc.args[0]) if exc.args else ""
-    start = text.find("b'") if "b'" in text else text.find('b"')
-    if start >= 0:
-        try:
-            value = ast.literal_eval(text[start:])
-        except (ValueError, SyntaxError):
-            return None
-        return value if isinstance(value, bytes) else None
-    return None
-
-
-def _is_revert(exc: BaseException) -> bool:
-    from web3.exceptions import ContractLogicError
-
-    if isinstance(exc, ContractLogicError):
-        return True
-    try:
-        from eth_tester.exceptions import TransactionFailed
-    except ImportError:  # pragma: no cover - eth-tester absent
-        return False
-    return isinstance(exc, TransactionFailed)
 
 
 # ---------------------------------------------------------------- transactions
@@ -305,7 +194,7 @@ def _transact(
     except Exception as exc:
         if _is_revert(exc):
             raise ChainError(op, f"the contract refused it: {decode_revert(exc)}", sender=sender) from None
-        raise ChainError(op, f"gas estimate failed: {_short(exc)}", sender=sender) from None
+        raise ChainError(op, f"gas estimate failed: {error_line(exc)}", sender=sender) from None
     tx: dict[str, Any] = dict(call, nonce=nonce, chainId=chain_id, gas=estimate * 6 // 5 + 10_000)
     tx.update(_fees(w3, op, policy))
     signed = account.sign_transaction(tx)
@@ -323,7 +212,7 @@ def _transact(
         if known is None:
             if isinstance(exc, ChainError):
                 raise
-            raise ChainError(op, f"the node refused the transaction: {_short(exc)}", tx=tx_hash) from None
+            raise ChainError(op, f"the node refused the transaction: {error_line(exc)}", tx=tx_hash) from None
 
     deadline = time.monotonic() + policy.receipt_timeout
     while True:
@@ -496,7 +385,7 @@ def read_attestations(
         "read attestations",
         lambda: w3.eth.get_logs(
             {"address": c.address, "fromBlock": from_block, "toBlock": "latest",
-             "topics": [_topic(w3, "Attested"), topic]}  # type: ignore[list-item]
+             "topics": [_topic(w3, "Attested"), topic]}
         ),
         retry,
     )

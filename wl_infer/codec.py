@@ -13,14 +13,12 @@ from typing import Any
 
 import orjson
 
+from wl_infer.errors import CodecError as CodecError  # re-exported: the codec's error
+from wl_infer.plugins import backend_names
+
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-BACKENDS = ("ollama", "llama-cpp", "vllm", "openai")
 INLINE_LIMIT = 64 * 1024  # outputs larger than this (UTF-8 bytes) move to a content-addressed blob
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the anchor's Go ints; JSON encoding refuses wider ones
-
-
-class CodecError(ValueError):
-    """A job or evidence record that cannot be decoded; the message is user-facing."""
 
 
 def output_hash(output: str) -> str:
@@ -83,10 +81,9 @@ class Job:
             _checked_int(getattr(self, name), name, "inference job")
         if self.max_tokens < 0:
             raise CodecError("inference job: max_tokens must not be negative")
-        if self.backend not in BACKENDS:
-            raise CodecError(
-                f"inference job: unknown backend {self.backend!r} (expected one of {', '.join(BACKENDS)})"
-            )
+        known = backend_names()
+        if self.backend not in known:
+            raise CodecError(f"inference job: unknown backend {self.backend!r} (expected one of {', '.join(known)})")
         if self.model_digest is not None and not HASH_RE.match(self.model_digest):
             raise CodecError("inference job: model_digest must be sha256:<64 hex>")
 

@@ -20,27 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
 import orjson
 
-from board.errors import BoardError, RuleError, UsageError
+from board.api import BoardError, RuleError, UsageError
 from wl_infer.automation import (
-    BACKENDS,
-    MAX_LEASE_S,
     TICK_S,
-    EventLog,
     Filters,
+    Log,
     Poller,
     StopSignals,
     claim_item,
     decode_job,
-    resolve_lease,
     runnable_items,
-    wants_live,
 )
+from wl_infer.errors import CodecError
 
 if TYPE_CHECKING:
-    from board.service import Board
+    from board.api import Board
 
 STOP_GRACE_S = 5.0  # how long stopped runs get to exit on SIGTERM before SIGKILL
 
@@ -69,7 +65,7 @@ def parse_template(command: str | None) -> list[str]:
 
 def command_for(template: list[str], item_id: str, home: Path) -> list[str]:
     """Substitute a validated id (and the home) into each argument; the argument count never changes."""
-    from board.ids import check_item_id
+    from board.api import check_item_id
 
     item_id = check_item_id(item_id)
     return [a.replace("{id}", item_id).replace("{home}", str(home)) for a in template]
@@ -112,7 +108,7 @@ class FeedStats:
 class Feeder:
     """One loop: reap finished runs, renew leases, top up free slots from the board, wait a tick."""
 
-    def __init__(self, board: Board, opts: FeedOptions, log: EventLog, stop: StopSignals) -> None:
+    def __init__(self, board: Board, opts: FeedOptions, log: Log, stop: StopSignals) -> None:
         self.board, self.opts, self.log, self.stop = board, opts, log, stop
         self.me = board.require_handle()
         self.home = board.home.path
@@ -141,7 +137,7 @@ class Feeder:
     def run(self) -> int:
         """Exit status: 0, or 1 when --once dispatched runs and one of them failed."""
         if self.board.view().rig(self.me) is None:
-            from board.errors import NotRegistered
+            from board.api import NotRegistered
 
             raise NotRegistered(self.me)
         self.log("started", rig=self.me, pid=os.getpid(), slots=self.opts.slots, command=self.opts.template,
@@ -182,17 +178,18 @@ class Feeder:
     # dispatching
     def fill(self) -> int:
         """Claim and start runs until the slots are full; returns how many were started."""
-        from board.ids import utcnow
+        from board.api import utcnow
 
         started = 0
         for item in runnable_items(self.board.view().items(), utcnow(), self.seen):
             if len(self.running) >= self.opts.slots or not self._more_wanted() or self.stop.is_set():
                 break
-            job = decode_job(item)
-            if isinstance(job, str):
+            try:
+                job = decode_job(item)
+            except CodecError as e:
                 self.seen.add(item.id)
                 self.stats.skipped += 1
-                self.log("skipped", id=item.id, reason=job)
+                self.log("skipped", id=item.id, reason=str(e))
                 continue
             if not self.opts.filters.admit(job):
                 continue
@@ -302,56 +299,3 @@ def _output_hash(text: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return None
     return data.get("output_hash") if isinstance(data, dict) else None
-
-
-@click.command("feed")
-@click.option("--workers", "slots", type=click.IntRange(1, 256), default=1, show_default=True, help="Runs at a time.")
-@click.option("--command", default=None, help='Run template per item, {id} (and {home}) substituted, e.g. "ssh gpu1 wl infer run {id} --skip-claim". Split like a shell, never run by one.')
-@click.option("--poll", type=click.FloatRange(0.05, 3600), default=5.0, show_default=True, help="Seconds between looks at the board.")
-@click.option("--once", is_flag=True, help="Dispatch one round (up to --workers items), wait for it, exit.")
-@click.option("--max-jobs", type=click.IntRange(1, None), default=None, help="Dispatch at most this many items, then exit when they finish.")
-@click.option("--lease", type=click.IntRange(1, MAX_LEASE_S // 60), default=None, help="Claim lease in minutes, renewed while runs go (default: config lease, else 30).")
-@click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
-@click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once nothing has run or been found for this many seconds.")
-@click.option("--backend", type=BACKENDS, default=None, help="Only dispatch jobs for this backend.")
-@click.option("--model", default=None, help="Only dispatch jobs for this model.")
-@click.pass_obj
-def feed(obj: Any, slots: int, command: str | None, poll: float, once: bool, max_jobs: int | None,
-         lease: int | None, lease_s: int | None, idle_exit: float | None, backend: str | None,
-         model: str | None) -> None:  # fmt: skip
-    """Claim open inference items under this rig's handle and start a run for each, N at a time.
-
-    SIGINT/SIGTERM stop the runs and release their claims; a second signal exits at once.
-    """
-    board = obj.board()
-    opts = FeedOptions(
-        template=parse_template(command), slots=slots, filters=Filters(backend, model), once=once,
-        max_jobs=max_jobs, poll_s=poll, lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
-    )  # fmt: skip
-    holder: list[Feeder] = []
-
-    def left() -> str:
-        running = sorted(holder[0].running) if holder else []
-        return f"runs left going: {', '.join(running)}" if running else ""
-
-    def rows() -> list[tuple[str, str]]:
-        return holder[0].status_rows() if holder else []
-
-    with StopSignals(left) as stop, EventLog(wants_live(), "wl infer feed", rows) as log:
-        f = Feeder(board, opts, log, stop)
-        holder.append(f)
-        try:
-            status = f.run()
-        except BaseException:
-            f.abandon_all()  # never leave runs going with nobody renewing or releasing their claims
-            raise
-    if status:
-        click.get_current_context().exit(status)
-
-
-def register(group: click.Group) -> None:
-    """Add `worker` and `feed` to the `infer` group (one call at the bottom of wl_infer/cli.py)."""
-    from wl_infer.worker import worker
-
-    group.add_command(worker)
-    group.add_command(feed)

@@ -17,19 +17,26 @@ from typing import Any
 
 import orjson
 
-from board import layout
-from board.errors import BoardError, RuleError, Unreachable, WrongStatus
-from board.ids import new_completion_id, new_item_id, utcnow
-from board.records import Item
-from board.service import Board, MutationResult
+from board.api import (
+    Board,
+    BoardError,
+    Item,
+    MutationResult,
+    RuleError,
+    WrongStatus,
+    blob_path,
+    claim_lease,
+    new_completion_id,
+    new_item_id,
+    refresh_if_online,
+    utcnow,
+)
 from wl_infer.backends import Backend, BackendConfig, BackendError, Generation, get_backend
-from wl_infer.codec import INLINE_LIMIT, CodecError, Evidence, Job, output_hash
+from wl_infer.codec import INLINE_LIMIT, Evidence, Job, output_hash
+from wl_infer.errors import CodecError, InferError
+from wl_infer.text import one_line
 
 TITLE_LIMIT = 60
-
-
-class InferError(BoardError):
-    """A runtime failure of an infer command (exit 1)."""
 
 
 class NotInference(InferError):
@@ -61,23 +68,19 @@ class ResultKept(InferError):
 
 def job_title(prompt: str) -> str:
     """`infer: ` + the prompt cut to 60 characters, `...` when cut (one line)."""
-    flat = " ".join(prompt.split())
-    if len(flat) > TITLE_LIMIT:
-        flat = flat[: TITLE_LIMIT - 3] + "..."
-    return "infer: " + flat
+    return "infer: " + one_line(prompt, TITLE_LIMIT)
 
 
 class BackendPool:
     """One backend instance per engine name, created on first use and kept (models stay loaded)."""
 
-    def __init__(self, config: BackendConfig, factory: Callable[[str, BackendConfig], Backend] | None = None) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         self.config = config
-        self._factory = factory or (lambda name, cfg: get_backend(name, cfg))
         self._backends: dict[str, Backend] = {}
 
     def get(self, name: str) -> Backend:
         if name not in self._backends:
-            self._backends[name] = self._factory(name, self.config)
+            self._backends[name] = get_backend(name, self.config)
         return self._backends[name]
 
     def close(self) -> None:
@@ -100,17 +103,16 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
     """Pin the model's weights digest when this machine can resolve it; warn (never fail) otherwise."""
     if job.model_digest or pool is None:
         return job, []
-    from wl_infer.models import EMBEDDED
+    from wl_infer.backends import backend_class
 
-    if job.backend == "llama-cpp" and job.model in EMBEDDED:
-        digest: str | None = "sha256:" + EMBEDDED[job.model].sha256
-    else:
-        try:
-            digest = pool.get(job.backend).resolve(job.model).digest
-        except BackendError as e:
-            return job, [f"not available locally: {e}; posted without a pinned digest"]
+    try:
+        cls = backend_class(job.backend)
+        digest = cls.known_digest(job.model) or pool.get(job.backend).resolve(job.model).digest
+    except BackendError as e:
+        return job, [f"not available locally: {e}; posted without a pinned digest"]
     if digest is None:
-        return job, [f"{job.backend} reports no digest for {job.model!r}; posted without a pinned digest"]
+        said = "did not report a digest" if cls.reports_digest else "reports no digest"
+        return job, [f"{job.backend} {said} for {job.model!r}; posted without a pinned digest"]
     return dataclasses.replace(job, model_digest=digest), []
 
 
@@ -140,6 +142,7 @@ class RunResult:
     generation: Generation
     mutation: MutationResult
     claimed_here: bool
+    completion_id: str
 
 
 def load_job(item: Item) -> Job:
@@ -153,9 +156,7 @@ def load_job(item: Item) -> Job:
 
 def _fresh_item(board: Board, prefix: str) -> Item:
     """Fetch first (also under --no-push: reading is not publishing); offline, use the local copy."""
-    if board.remote is not None:
-        with contextlib.suppress(Unreachable):
-            board.refresh()
+    refresh_if_online(board)
     return board.get_item(prefix)
 
 
@@ -205,7 +206,7 @@ def _save_result(board: Board, item_id: str, evidence: Evidence, blob: bytes | N
 
 def build_evidence(board: Board, item_id: str, job: Job, gen: Generation) -> tuple[Evidence, dict[str, bytes]]:
     """Evidence for a generation, signed with this rig's key; large outputs go to a content-addressed blob."""
-    from board.keys import load_private_key
+    from board.api import load_private_key
     from wl_infer.signing import sign_record
 
     me = board.require_handle()
@@ -219,16 +220,30 @@ def build_evidence(board: Board, item_id: str, job: Job, gen: Generation) -> tup
         tokens=gen.tokens,
         worker=me,
     )
-    attachments: dict[str, bytes] = {}
     raw = gen.output.encode("utf-8")
     if len(raw) > INLINE_LIMIT:
-        hexdigest = ev.output_hash.removeprefix("sha256:")
         ev.output = None
         ev.output_blob = ev.output_hash
-        attachments[layout.blob_path(hexdigest)] = raw
+    attachments = blob_attachments(ev, raw)
     context = {"board_id": board.meta()["board_id"], "item_id": item_id}
     ev.signature = sign_record("evidence", ev.unsigned_dict(), context, load_private_key(board.home.path))
     return ev, attachments
+
+
+def blob_attachments(evidence: Evidence, raw: bytes | None) -> dict[str, bytes]:
+    """The files a `done` commit carries: the output's content-addressed blob, when it lives in one."""
+    if evidence.output_blob is None or raw is None:
+        return {}
+    return {blob_path(evidence.output_blob.removeprefix("sha256:")): raw}
+
+
+def submit_evidence(
+    board: Board, item_id: str, evidence: Evidence, attachments: dict[str, bytes], push: bool,
+    completion_id: str | None = None,
+) -> MutationResult:
+    """The submit step of a run: one `done` commit carrying the signed evidence (and its blob)."""
+    op = board.new_op("done", item_id, evidence=evidence.encode(), completion_id=completion_id or new_completion_id())
+    return board.mutate(op, attachments=attachments, push=push)
 
 
 def run_item(
@@ -246,7 +261,7 @@ def run_item(
     item = _fresh_item(board, prefix)
     job = load_job(item)
     me = board.require_handle()
-    lease = lease_seconds or int(board.config.get("lease", 30)) * 60
+    lease = lease_seconds or claim_lease(board.config)
     if skip_claim:
         if item.status != "claimed":
             raise WrongStatus(item.id, item.status, "claimed", "--skip-claim runs only items already claimed for this rig")
@@ -268,13 +283,13 @@ def run_item(
     notify("generated", {"id": item.id, "tokens": len(gen.tokens or []), "elapsed_s": gen.elapsed_s})
     evidence, attachments = build_evidence(board, item.id, job, gen)
     saved = _save_result(board, item.id, evidence, next(iter(attachments.values()), None))
-    op = board.new_op("done", item.id, evidence=evidence.encode(), completion_id=new_completion_id())
+    completion_id = new_completion_id()
     try:
-        mutation = board.mutate(op, attachments=attachments, push=push)
+        mutation = submit_evidence(board, item.id, evidence, attachments, push, completion_id)
     except BoardError as e:
         raise ResultKept(item.id, str(e), saved) from None
     saved.unlink(missing_ok=True)
-    return RunResult(item.id, job, evidence, gen, mutation, not skip_claim)
+    return RunResult(item.id, job, evidence, gen, mutation, not skip_claim, completion_id)
 
 
 def release(board: Board, item_id: str, push: bool) -> bool:

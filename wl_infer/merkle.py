@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 
 def _keccak(data: bytes) -> bytes:
-    from eth_utils import keccak
+    from eth_utils.crypto import keccak
 
     return bytes(keccak(data))
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from wl_infer.errors import InferError
+from wl_infer.text import error_line, one_line
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -21,7 +23,7 @@ _TRANSIENT_WORDS = (
 _PERMANENT_WORDS = ("revert", "nonce", "insufficient funds", "invalid", "underpriced", "intrinsic gas")
 
 
-class ChainError(Exception):
+class ChainError(InferError):
     """An on-chain operation failed; carries what was attempted and why, and builds a one-line message."""
 
     def __init__(self, op: str, reason: str, *, tx: str | None = None, **data: Any) -> None:
@@ -30,7 +32,7 @@ class ChainError(Exception):
         self.tx = tx
         self.data = data
         suffix = f" (tx {tx})" if tx else ""
-        super().__init__(f"chain {op}: {' '.join(reason.split())}{suffix}")
+        super().__init__(f"chain {op}: {one_line(reason, None)}{suffix}")
 
 
 @dataclass(frozen=True)
@@ -109,30 +111,25 @@ def with_retry(
     policy: RetryPolicy = DEFAULT_RETRY,
     *,
     sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
 ) -> T:
-    """Call ``fn``; retry transient failures with full-jitter backoff within the policy's bounds."""
-    draw = (rng or random).uniform
-    started = time.monotonic()
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            elapsed = time.monotonic() - started
-            delay = draw(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
-            if attempt == policy.attempts or elapsed + delay > policy.total_timeout:
-                raise ChainError(
-                    what,
-                    f"RPC still failing after {attempt} attempts over {elapsed:.1f}s: {_short(exc)}",
-                    attempts=attempt,
-                    last_error=_short(exc),
-                ) from None
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+    """Call ``fn``; retry transient failures with full-jitter backoff within the policy's bounds (tenacity)."""
+    import tenacity
 
+    def give_up(state: tenacity.RetryCallState) -> T:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        last = error_line(exc) if exc is not None else "unknown error"
+        raise ChainError(
+            what,
+            f"RPC still failing after {state.attempt_number} attempts over {state.seconds_since_start:.1f}s: {last}",
+            attempts=state.attempt_number,
+            last_error=last,
+        ) from None
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_before_delay(policy.total_timeout),
+        wait=tenacity.wait_random_exponential(multiplier=policy.base_delay, max=policy.max_delay),
+        sleep=sleep,
+        retry_error_callback=give_up,
+    )
+    return retrying(fn)

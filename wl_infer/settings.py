@@ -8,6 +8,16 @@ from typing import Any
 
 from wl_infer.backends import BackendConfig
 
+# The config.toml keys wl_infer reads, declared to `wl config` through the `wl.config` entry point.
+CONFIG_KEYS: dict[str, type] = {
+    "default_backend": str,
+    "ollama_url": str,
+    "openai_base_url": str,
+    "rpc_url": str,
+    "contract": str,
+    "timeout": int,  # seconds a backend waits for its engine or server
+}
+
 
 def backend_config(home: Path, config: dict[str, Any], **flags: Any) -> BackendConfig:
     """Flags beat environment beat config.toml (SPEC §9)."""

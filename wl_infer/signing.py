@@ -33,7 +33,6 @@ EXCLUDED_KEYS = frozenset({"signature", "anchor"})
 
 _SIG_RE = re.compile(r"^0x[0-9a-fA-F]{130}\Z")
 _ADDR_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
-_SECP256K1_HALF_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141 // 2
 
 
 class EncodingError(ValueError):
@@ -67,7 +66,7 @@ def canonical_bytes(kind: str, record: Mapping[str, Any], context: Mapping[str, 
 
 def sign_record(kind: str, record: Mapping[str, Any], context: Mapping[str, Any], private_key: bytes) -> str:
     """EIP-191 signature of the record's canonical bytes, as ``0x`` + 130 hex digits."""
-    from board.secp256k1 import eip191_hash, sign_hash
+    from board.api import eip191_hash, sign_hash
 
     return "0x" + sign_hash(eip191_hash(canonical_bytes(kind, record, context)), private_key).hex()
 
@@ -94,10 +93,11 @@ def recover_signer(
             signature = record.get("signature")
         if not isinstance(signature, str) or not _SIG_RE.match(signature):
             return None
+        from board.api import SECP256K1_ORDER, eip191_hash, recover
+
         raw = bytes.fromhex(signature[2:])
-        if int.from_bytes(raw[32:64], "big") > _SECP256K1_HALF_N or raw[64] not in (27, 28):
+        if int.from_bytes(raw[32:64], "big") > SECP256K1_ORDER // 2 or raw[64] not in (27, 28):
             return None
-        from board.secp256k1 import eip191_hash, recover
 
         return recover(eip191_hash(canonical_bytes(kind, record, context)), raw)
     except Exception:  # noqa: BLE001 - any failure to recover means "no valid signer"

@@ -11,28 +11,32 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from board.errors import BoardError
-from board.ids import fmt_time, utcnow
-from board.service import Board, MutationResult
-from board.view import TreeView
+from board.api import (
+    Board,
+    BoardError,
+    MutationResult,
+    TreeView,
+    fmt_time,
+    known_addresses,
+    refresh_if_online,
+    utcnow,
+)
 from wl_infer.backends import BackendError
 from wl_infer.backends.base import envelope_differences
-from wl_infer.codec import CodecError, Evidence, Job, bytes_hash, output_hash
+from wl_infer.codec import Evidence, Job, bytes_hash, output_hash
+from wl_infer.errors import CannotVerify, CodecError
 from wl_infer.jobs import BackendPool, load_job
+from wl_infer.outcomes import Verdict
 
-VERIFIED, MISMATCH, INVALID = "VERIFIED", "MISMATCH", "INVALID"
+VERIFIED, MISMATCH, INVALID = Verdict.VERIFIED, Verdict.MISMATCH, Verdict.INVALID
 MODES = ("rerun", "prefill", "auto")
 
 
-class CannotVerify(BoardError):
-    """Nothing to compare, or no way to reproduce it here (exit 3)."""
-
-    exit_code = 3
-
-
 @dataclass
-class Verdict:
-    verdict: str
+class VerifyResult:
+    """A verification: the verdict, what was compared, and what was recorded."""
+
+    verdict: Verdict
     item_id: str
     expected: str
     actual: str | None
@@ -66,31 +70,38 @@ class Verdict:
         }
 
 
-def claimed_output(view: TreeView, ev: Evidence) -> str:
+@dataclass(frozen=True)
+class ClaimedOutput:
+    """The claimed output text and the hash of its bytes, read and hashed once per verification."""
+
+    text: str
+    digest: str
+
+
+def claimed_output(view: TreeView, ev: Evidence) -> ClaimedOutput:
     """The claimed output, from the evidence or its content-addressed blob (checked against its name)."""
     if ev.output is not None:
-        return ev.output
+        return ClaimedOutput(ev.output, output_hash(ev.output))
     assert ev.output_blob is not None
     raw = view.blob(ev.output_blob.removeprefix("sha256:"))
     if raw is None:
         raise CodecError(f"inference result: output blob {ev.output_blob} is missing from the board")
-    if bytes_hash(raw) != ev.output_blob:
+    digest = bytes_hash(raw)
+    if digest != ev.output_blob:
         raise CodecError(f"inference result: output blob {ev.output_blob} does not match its name")
     try:
-        return raw.decode("utf-8")
+        return ClaimedOutput(raw.decode("utf-8"), digest)
     except UnicodeDecodeError:
         raise CodecError("inference result: output blob is not UTF-8") from None
 
 
-def self_check(view: TreeView, job: Job, ev: Evidence, completed_by: str, context: dict[str, str]) -> str | None:
+def self_check(
+    view: TreeView, job: Job, ev: Evidence, output: ClaimedOutput, completed_by: str, context: dict[str, str]
+) -> str | None:
     """The reason the evidence contradicts itself, or None when it is consistent."""
     from wl_infer.signing import recover_signer
 
-    try:
-        output = claimed_output(view, ev)
-    except CodecError as e:
-        return str(e)
-    if output_hash(output) != ev.output_hash:
+    if output.digest != ev.output_hash:
         return "the claimed output does not hash to the claimed output_hash"
     if ev.model != job.model:
         return f"evidence model {ev.model!r} is not the job's model {job.model!r}"
@@ -103,10 +114,7 @@ def self_check(view: TreeView, job: Job, ev: Evidence, completed_by: str, contex
     rig = view.rig(completed_by)
     if rig is None:
         return f"worker {completed_by!r} is not registered on this board"
-    known = {rig.address.lower()} | {
-        str(p.get("address", "")).lower() for p in rig.extra.get("previous_addresses", []) if isinstance(p, dict)
-    }
-    known.discard("")
+    known = known_addresses(rig)
     if ev.signature is None:
         if known:
             return f"evidence is not signed, but {completed_by} has a registered key"
@@ -133,14 +141,11 @@ def verify_item(
     mode: str = "auto",
     record: bool = True,
     push: bool = True,
-) -> Verdict:
+) -> VerifyResult:
     if mode not in MODES:
         raise CannotVerify(f"unknown mode {mode!r}")
-    if push and board.remote is not None:
-        try:
-            board.refresh()
-        except BoardError:
-            pass
+    if push:
+        refresh_if_online(board)
     view = board.view()
     item_id = view.resolve(prefix)
     item = view.item(item_id)
@@ -157,14 +162,17 @@ def verify_item(
     try:
         ev = Evidence.decode(comp.evidence)
     except CodecError as e:
-        verdict = Verdict(INVALID, item_id, "", None, mode, reason=str(e))
+        verdict = VerifyResult(INVALID, item_id, "", None, mode, reason=str(e))
         return _finish(board, verdict, comp.id, comp.completed_by, None, context, record, push)
-    reason = self_check(view, job, ev, comp.completed_by, context)
-    output = None if reason else claimed_output(view, ev)
+    try:
+        claimed = claimed_output(view, ev)
+        reason = self_check(view, job, ev, claimed, comp.completed_by, context)
+    except CodecError as e:
+        reason = str(e)
     if reason:
-        verdict = Verdict(INVALID, item_id, ev.output_hash, None, mode, reason=reason, claimed_output=ev.output)
+        verdict = VerifyResult(INVALID, item_id, ev.output_hash, None, mode, reason=reason, claimed_output=ev.output)
         return _finish(board, verdict, comp.id, comp.completed_by, None, context, record, push)
-    assert output is not None
+    output = claimed.text
     try:
         backend = pool.get(job.backend)
         chosen = mode
@@ -177,7 +185,7 @@ def verify_item(
             assert ev.tokens is not None
             score = backend.score(job, ev.tokens, output)
             if score.ok and score.details.get("exact", True):
-                verdict = Verdict(VERIFIED, item_id, ev.output_hash, ev.output_hash, chosen, claimed_output=output)
+                verdict = VerifyResult(VERIFIED, item_id, ev.output_hash, ev.output_hash, chosen, claimed_output=output)
             elif score.ok:
                 # Batched logits drift slightly from one-token decoding, so the scorer tolerates near-ties; a
                 # near-tie could also be a forged runner-up, so only a regeneration may call it VERIFIED.
@@ -192,7 +200,7 @@ def verify_item(
                     "expected_piece": score.expected_piece,
                     "margin": score.margin,
                 }
-                verdict = Verdict(
+                verdict = VerifyResult(
                     MISMATCH, item_id, ev.output_hash, None, chosen, reason=score.reason, claimed_output=output,
                     divergence=divergence,
                 )
@@ -206,7 +214,7 @@ def verify_item(
     return _finish(board, verdict, comp.id, comp.completed_by, ev, context, record, push)
 
 
-def _rerun(backend: Any, job: Job, ev: Evidence, output: str, item_id: str, mode: str) -> Verdict:
+def _rerun(backend: Any, job: Job, ev: Evidence, output: str, item_id: str, mode: str) -> VerifyResult:
     """Regenerate and compare hashes; on a mismatch, name the first token where the two differ."""
     gen = backend.generate(job)
     actual = output_hash(gen.output)
@@ -222,7 +230,7 @@ def _rerun(backend: Any, job: Job, ev: Evidence, output: str, item_id: str, mode
             "claimed_token": ev.tokens[pos] if pos < len(ev.tokens) else None,
             "expected_token": gen.tokens[pos] if pos < len(gen.tokens) else None,
         }
-    verdict = Verdict(
+    verdict = VerifyResult(
         VERIFIED if ok else MISMATCH, item_id, ev.output_hash, actual, mode,
         reason="" if ok else "regenerated output differs", claimed_output=output,
         actual_output=gen.output, divergence=divergence,
@@ -232,17 +240,17 @@ def _rerun(backend: Any, job: Job, ev: Evidence, output: str, item_id: str, mode
 
 def _finish(
     board: Board,
-    verdict: Verdict,
+    verdict: VerifyResult,
     completion_id: str,
     worker: str,
     ev: Evidence | None,
     context: dict[str, str],
     record: bool,
     push: bool,
-) -> Verdict:
+) -> VerifyResult:
     if not record:
         return verdict
-    from board.keys import load_private_key
+    from board.api import load_private_key
     from wl_infer.signing import evidence_hash, sign_record
 
     me = board.require_handle()

@@ -36,7 +36,7 @@ def _threads(value: int | None) -> int:
 
 def model_path(home: Path | None = None) -> str:
     """The embedded GGUF's path (assembled into the cache on first use)."""
-    from wl_infer.models import resolve_gguf
+    from wl_infer.backends.gguf import resolve_gguf
 
     path = resolve_gguf("gemma3:270m", home).path
     assert path is not None

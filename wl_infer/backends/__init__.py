@@ -1,8 +1,9 @@
-"""Backend registry: names map to classes imported only when asked for (engines are heavy)."""
+"""The backend registry: names come from the `wl_infer.backends` entry-point group (wl_infer.plugins), and a
+backend's class is imported only when that backend is asked for (engines are heavy).
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from wl_infer.backends.base import (
@@ -15,14 +16,9 @@ from wl_infer.backends.base import (
     ModelInfo,
     ModelNotFound,
     ScoreResult,
+    UnknownBackend,
 )
-
-_BUILTIN: dict[str, str] = {
-    "llama-cpp": "wl_infer.backends.llama_cpp:LlamaCppBackend",
-    "ollama": "wl_infer.backends.ollama:OllamaBackend",
-    "openai": "wl_infer.backends.openai:OpenAIBackend",
-    "vllm": "wl_infer.backends.vllm:VLLMBackend",
-}
+from wl_infer.plugins import backend_entry_point, backend_names
 
 __all__ = [
     "Backend",
@@ -34,21 +30,31 @@ __all__ = [
     "ModelInfo",
     "ModelNotFound",
     "ScoreResult",
+    "UnknownBackend",
     "backend_class",
+    "backend_names",
     "get_backend",
-    "BACKEND_NAMES",
 ]
 
-BACKEND_NAMES = tuple(_BUILTIN)
+_loaded: dict[str, type[Backend]] = {}
 
 
 def backend_class(name: str) -> type[Backend]:
-    target = _BUILTIN.get(name)
-    if target is None:
-        raise BackendError(name, f"unknown backend (expected one of {', '.join(BACKEND_NAMES)})")
-    module_name, attr = target.split(":")
-    cls: type[Backend] = getattr(importlib.import_module(module_name), attr)
-    return cls
+    """The registered class for `name` (UnknownBackend names the known ones; a broken plugin is unavailable)."""
+    cls = _loaded.get(name)
+    if cls is not None:
+        return cls
+    ep = backend_entry_point(name)
+    if ep is None:
+        raise UnknownBackend(name, backend_names())
+    try:
+        loaded = ep.load()
+    except ImportError as e:
+        raise BackendUnavailable(name, f"its plugin could not be loaded ({e})") from None
+    if not (isinstance(loaded, type) and issubclass(loaded, Backend)) or loaded.name != name:
+        raise BackendUnavailable(name, f"entry point {ep.value} is not a Backend subclass named {name!r}")
+    _loaded[name] = loaded
+    return loaded
 
 
 def get_backend(name: str, config: BackendConfig | None = None, **kwargs: Any) -> Backend:

@@ -11,6 +11,10 @@ import re
 from typing import Any
 
 from wl_infer import __version__
+from wl_infer.backends.base import BackendError
+from wl_infer.text import error_line, one_line
+
+__all__ = ["one_line"]  # re-exported for the backends
 
 _HEX64 = re.compile(r"^(?:sha256[:-])?([0-9a-fA-F]{64})\Z")
 
@@ -53,12 +57,6 @@ def normalise_digest(value: Any) -> str | None:
     return "sha256:" + match.group(1).lower() if match else None
 
 
-def one_line(text: Any, limit: int = 200) -> str:
-    """Collapse a message to one line of bounded length (server error bodies can be pages of HTML)."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
 def server_message(body: bytes | str) -> str:
     """The human part of an error body: `{"error": "..."}`, `{"error": {"message": ...}}`, `detail`, or text."""
     import json
@@ -81,3 +79,12 @@ def server_message(body: bytes | str) -> str:
 def pick_options(options: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
     """The job options this engine understands, without the fields the job itself fixes."""
     return {k: v for k, v in sorted(options.items()) if k in allowed and k not in FIXED_SAMPLING}
+
+
+def transport_failure(backend: str, what: str, host: str, timeout: float, exc: BaseException, label: str = "") -> BackendError:
+    """The one-line error for an HTTP request that timed out or whose connection broke while doing `what`."""
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendError(backend, f"{what} timed out after {timeout:g} s ({label}{host})")
+    return BackendError(backend, f"{what} failed: connection to {host} broke ({error_line(exc)})")

@@ -6,14 +6,18 @@ bytes; a backend that can score claimed tokens in one forward pass supports pref
 
 from __future__ import annotations
 
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from wl_infer.codec import Job
+from wl_infer.errors import InferError
 
 
-class BackendError(Exception):
+class BackendError(InferError):
     """A backend could not do what was asked; the message is one user-facing line."""
 
     def __init__(self, backend: str, message: str) -> None:
@@ -24,6 +28,14 @@ class BackendError(Exception):
 
 class BackendUnavailable(BackendError):
     """The engine is not installed or its server cannot be reached."""
+
+
+class UnknownBackend(BackendError):
+    """No installed package registers a backend by this name."""
+
+    def __init__(self, backend: str, known: Sequence[str]) -> None:
+        super().__init__(backend, f"unknown backend (expected one of {', '.join(known)})")
+        self.known = tuple(known)
 
 
 class ModelNotFound(BackendError):
@@ -98,22 +110,41 @@ class BackendConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Backend:
-    """Base class; subclasses set the class attributes and implement generate/resolve."""
+class Backend(ABC):
+    """One engine. Every fact about it is a class attribute here, so nothing else lists backends or their traits;
+    a subclass registers under `name` in the `wl_infer.backends` entry-point group."""
 
     name: ClassVar[str] = ""
-    can_score: ClassVar[bool] = False
-    reports_digest: ClassVar[bool] = False
+    can_score: ClassVar[bool] = False  # scores claimed tokens in one forward pass (prefill verification)
+    reports_digest: ClassVar[bool] = False  # resolve() always gives the weights' digest (pinned at post time)
     # Longest claimed output for which `auto` verification tries prefill first (None: no limit). Where batched
     # logits drift from one-token decoding, inexact passes need a rerun, so long outputs are cheaper rerun.
     prefill_auto_max_tokens: ClassVar[int | None] = None
+    # Job options the backend accepts (None: it passes the engine's own options through and checks them there).
+    supported_options: ClassVar[frozenset[str] | None] = None
+    uses_threads: ClassVar[bool] = False  # BackendConfig.threads changes how it runs (the canary varies it)
+    requires: ClassVar[str | None] = None  # the module it imports; missing means "not installed here"
+    install_hint: ClassVar[str] = ""  # how to install `requires`
+    default_model: ClassVar[str | None] = None  # a model it runs without any download or server
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()
 
+    @classmethod
+    def unavailable(cls, config: BackendConfig) -> str | None:
+        """Why this backend cannot run here, known without starting it (None: worth asking it)."""
+        if cls.requires is not None and importlib.util.find_spec(cls.requires) is None:
+            return cls.install_hint or f"{cls.requires} is not installed"
+        return None
+
+    @classmethod
+    def known_digest(cls, model: str) -> str | None:
+        """The weights digest of a model this backend ships with, known without looking for its file."""
+        return None
+
+    @abstractmethod
     def resolve(self, model: str) -> ModelInfo:
         """Find the model here (raises ModelNotFound / BackendUnavailable)."""
-        raise NotImplementedError
 
     def check_digest(self, job: Job) -> ModelInfo:
         """Resolve the job's model and refuse weights that differ from the pinned digest."""
@@ -122,12 +153,13 @@ class Backend:
             raise DigestMismatch(self.name, job.model, job.model_digest, info.digest)
         return info
 
+    @abstractmethod
     def generate(self, job: Job) -> Generation:
-        raise NotImplementedError
+        """Run the job: output text, token ids when known, and the envelope that decides the output bytes."""
 
+    @abstractmethod
     def envelope(self, job: Job) -> dict[str, Any]:
         """The envelope a run of this job here would carry (verify compares it with the worker's)."""
-        raise NotImplementedError
 
     def score(self, job: Job, tokens: list[int], output: str) -> ScoreResult:
         raise BackendError(self.name, "this backend cannot score claimed tokens (prefill)")
@@ -135,7 +167,7 @@ class Backend:
     def list_models(self) -> list[ModelInfo]:
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing to release
         """Release the engine (models stay loaded until this is called)."""
 
 

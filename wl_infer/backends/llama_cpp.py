@@ -64,7 +64,7 @@ def _import_llama() -> tuple[ModuleType, ModuleType]:
         raise BackendUnavailable("llama-cpp", INSTALL_HINT) from None
     if _log_callback is None:
 
-        @lib.llama_log_callback  # type: ignore[misc]
+        @lib.llama_log_callback  # type: ignore[untyped-decorator]
         def _collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
             if level in (2, 3):  # warn, error
                 _log_lines.append(text.decode("utf-8", "replace").strip())
@@ -267,6 +267,18 @@ class LlamaCppBackend(Backend):
     # prefill pass (≈ 0.4× a rerun) plus the rerun it then needs beats a plain rerun only below ~70 tokens.
     prefill_auto_max_tokens = 64
     reports_digest = True
+    supported_options = frozenset(SUPPORTED_OPTIONS)
+    uses_threads = True
+    requires = "llama_cpp"
+    install_hint = INSTALL_HINT
+    default_model = "gemma3:270m"
+
+    @classmethod
+    def known_digest(cls, model: str) -> str | None:
+        from wl_infer.backends.gguf import EMBEDDED
+
+        spec = EMBEDDED.get(model)
+        return "sha256:" + spec.sha256 if spec is not None else None
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)
@@ -278,12 +290,12 @@ class LlamaCppBackend(Backend):
     # models -------------------------------------------------------------------------------------------
 
     def resolve(self, model: str) -> ModelInfo:
-        from wl_infer import models
+        from wl_infer.backends import gguf as models
 
         return models.resolve_gguf(model, self.config.home)
 
     def list_models(self) -> list[ModelInfo]:
-        from wl_infer import models
+        from wl_infer.backends import gguf as models
 
         out = []
         for name, spec in models.EMBEDDED.items():

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from wl_infer.backends._http import client_platform, normalise_digest, one_line, wl_version
+from wl_infer.backends._http import client_platform, normalise_digest, one_line, transport_failure, wl_version
 from wl_infer.backends.base import (
     Backend,
     BackendConfig,
@@ -99,15 +99,8 @@ class OllamaBackend(Backend):
             raise BackendError(self.name, f"{what} failed: server said {status}: {message}") from None
         except (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout):
             raise self._unreachable() from None
-        except httpx.TimeoutException:
-            raise BackendError(
-                self.name, f"{what} timed out after {self.config.timeout:g} s (Ollama at {self.host})"
-            ) from None
-        except httpx.HTTPError as exc:
-            detail = one_line(exc) or type(exc).__name__
-            raise BackendError(
-                self.name, f"{what} failed: connection to {self.host} broke ({detail})"
-            ) from None
+        except httpx.HTTPError as exc:  # a timeout, or a connection that broke
+            raise transport_failure(self.name, what, self.host, self.config.timeout, exc, "Ollama at ") from None
         except ValueError as exc:  # a reply that is not the JSON the client expects
             raise BackendError(
                 self.name, f"{what} failed: unexpected reply from {self.host} ({one_line(exc, 120)})"

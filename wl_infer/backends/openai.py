@@ -16,9 +16,9 @@ import orjson
 from wl_infer.backends._http import (
     SAMPLING_OPTIONS,
     normalise_digest,
-    one_line,
     pick_options,
     server_message,
+    transport_failure,
     wl_version,
 )
 from wl_infer.backends.base import (
@@ -52,6 +52,10 @@ class OpenAIBackend(Backend):
     name = "openai"
     can_score = False
     reports_digest = False  # only some servers do; resolve() says per model
+
+    @classmethod
+    def unavailable(cls, config: BackendConfig) -> str | None:
+        return None if config.openai_base_url else "no server configured (set WL_OPENAI_BASE_URL)"
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)
@@ -99,15 +103,8 @@ class OpenAIBackend(Backend):
             raise BackendUnavailable(
                 self.name, f"cannot reach the OpenAI-compatible server at {self.base_url} (is it running?)"
             ) from None
-        except httpx.TimeoutException:
-            raise BackendError(
-                self.name, f"{what} timed out after {self.config.timeout:g} s ({self.base_url})"
-            ) from None
-        except httpx.HTTPError as exc:
-            detail = one_line(exc) or type(exc).__name__
-            raise BackendError(
-                self.name, f"{what} failed: connection to {self.base_url} broke ({detail})"
-            ) from None
+        except httpx.HTTPError as exc:  # a timeout, or a connection that broke
+            raise transport_failure(self.name, what, self.base_url, self.config.timeout, exc) from None
         status = reply.status_code
         if status >= 400:
             message = server_message(reply.content)

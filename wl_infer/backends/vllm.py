@@ -47,6 +47,8 @@ class VLLMBackend(Backend):
     name = "vllm"
     can_score = True
     reports_digest = False
+    requires = "vllm"
+    install_hint = "vllm is not installed (pip install 'wl-infer[vllm]', needs a GPU)"
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)

@@ -5,9 +5,7 @@ Importing this module is cheap; web3 loads only inside a command that talks to a
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,27 +13,7 @@ import click
 
 from board.cli.main import Obj, WlError
 from board.cli.output import emit, report_push, say
-
-
-def chain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A chain failure becomes one `wl: error:` line (exit 1); board errors are already handled by `wl`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ImportError as e:
-            if "web3" in str(e) or "eth_" in str(e):
-                raise WlError("web3 is not installed: pip install 'wl-infer[chain]'") from None
-            raise
-        except Exception as e:
-            from wl_infer.chain import ChainError
-
-            if isinstance(e, ChainError):
-                raise WlError(str(e)) from None
-            raise
-
-    return wrapper
+from wl_infer.text import error_line
 
 
 def public_rpc_url(url: str) -> str:
@@ -61,12 +39,10 @@ def chain() -> None:
               help="Do not publish the RPC URL in chain.json (say, it carries an API key); rigs set rpc_url.")
 @click.option("--no-push", is_flag=True, help="Commit chain.json locally only; `wl sync` publishes it later.")
 @click.pass_obj
-@chain_errors
 def deploy(obj: Obj, rpc_url: str | None, replace: bool, hide_rpc: bool, no_push: bool) -> None:
     """Deploy InferenceAnchor with this rig's key and record it in the board's chain.json."""
-    from board.keys import load_private_key
+    from board.api import load_private_key, refresh_if_online
     from wl_infer import chain as chain_lib
-    from wl_infer.anchoring import _refresh
 
     board = obj.board()
     me = board.require_handle()
@@ -74,7 +50,7 @@ def deploy(obj: Obj, rpc_url: str | None, replace: bool, hide_rpc: bool, no_push
     if not rpc:
         raise click.UsageError("--rpc-url is required (or set WL_RPC_URL, or `wl config set rpc_url URL`)")
     if not no_push:
-        _refresh(board)
+        refresh_if_online(board)
     existing = board.view().chain()
     if existing is not None and not replace:
         raise WlError(
@@ -118,13 +94,13 @@ def _source(flag: str | None, env: str, key: str, config: dict[str, Any], chain_
 @chain.command()
 @click.option("--check", is_flag=True, help="Also ask the node: its chain id, and whether the contract is there.")
 @click.pass_obj
-@chain_errors
 def status(obj: Obj, check: bool) -> None:
     """Where this board anchors (chain.json) and what this rig will use (flags > env > config > chain.json)."""
-    from wl_infer.anchoring import _refresh, chain_target
+    from board.api import refresh_if_online
+    from wl_infer.anchoring import chain_target
 
     board = obj.board()
-    _refresh(board)
+    refresh_if_online(board)
     target = chain_target(board)
     data: dict[str, Any] = {
         "chain_json": target.chain_json,
@@ -171,7 +147,7 @@ def _check(rpc: str | None, contract: str | None, chain_json: dict[str, Any] | N
         address = chain_lib.contract_address(contract, "status")
         code = chain_lib.with_retry("status", lambda: w3.eth.get_code(address), policy)  # type: ignore[arg-type]
     except Exception as e:  # noqa: BLE001 - status reports, it does not fail
-        return {"ok": False, "chain_id": None, "problem": f"unreachable: {' '.join(str(e).split())[:200]}"}
+        return {"ok": False, "chain_id": None, "problem": f"unreachable: {error_line(e)}"}
     expected = (chain_json or {}).get("chain_id")
     if expected is not None and expected != chain_id:
         return {"ok": False, "chain_id": chain_id, "problem": f"the node is chain {chain_id}, chain.json says {expected}"}
@@ -185,7 +161,6 @@ def _check(rpc: str | None, contract: str | None, chain_json: dict[str, Any] | N
 @click.option("--rpc-url", help="Override the RPC URL (default: env, config, then chain.json).")
 @click.option("--contract", help="Override the contract address.")
 @click.pass_obj
-@chain_errors
 def attest(obj: Obj, item_id: str, rpc_url: str | None, contract: str | None) -> None:
     """Publish this rig's recorded verdict on ITEM_ID (from `wl infer verify`) on the chain."""
     from wl_infer.anchoring import anchor_attestation
@@ -201,7 +176,6 @@ def attest(obj: Obj, item_id: str, rpc_url: str | None, contract: str | None) ->
 @click.option("--contract", help="Override the contract address (default: $WL_CONTRACT, config, then chain.json).")
 @click.option("--no-push", is_flag=True, help="Record the transaction in the evidence locally only.")
 @click.pass_obj
-@chain_errors
 def anchor(obj: Obj, item_id: str, rpc_url: str | None, contract: str | None, no_push: bool) -> None:
     """Anchor this rig's result hashes on the board's chain (once; retried with backoff)."""
     from wl_infer.anchoring import anchor_item

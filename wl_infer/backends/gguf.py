@@ -75,14 +75,9 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 
 def wl_home(home: Path | None = None) -> Path:
     """The wl home: the argument, else $WL_HOME, else $XDG_DATA_HOME/wl, else ~/.local/share/wl."""
-    if home is not None:
-        return Path(home)
-    env = os.environ.get("WL_HOME")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "wl"
+    from board.api import default_home
+
+    return Path(home) if home is not None else default_home()
 
 
 def model_cache_dir(home: Path | None = None) -> Path:

@@ -56,8 +56,7 @@ def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
     """Run the whole story offline: commons, three rigs, post, run, verify, status."""
     import os
 
-    from board.home import Home
-    from board.service import Board, create_commons, join
+    from board.api import Board, Home, create_commons, join
     from wl_infer.backends import BackendError
     from wl_infer.codec import Job
     from wl_infer.jobs import open_pool, post_job, run_item

@@ -5,33 +5,14 @@ Importing this module is cheap: engines, web3 and even the job logic load inside
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from board.cli.main import Obj, WlError
+from board.cli.main import Obj
 from board.cli.output import emit, is_json, report_push, say
-
-BACKEND_CHOICE = click.Choice(["ollama", "llama-cpp", "vllm", "openai"])
-
-
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Engine and codec errors become one `wl: error:` line (exit 1), never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from wl_infer.backends import BackendError
-        from wl_infer.codec import CodecError
-
-        try:
-            return fn(*args, **kwargs)
-        except (BackendError, CodecError) as e:
-            raise WlError(str(e)) from None
-
-    return wrapper
+from wl_infer.commands.params import BackendChoice
 
 
 def _progress(label: str) -> Any:
@@ -49,11 +30,11 @@ class _LazyGroup(click.Group):
     """Subcommands that live in other modules load only when named (keeps `wl --help` fast)."""
 
     lazy: dict[str, str] = {
-        "anchor": "wl_infer.chain_cli:anchor",
-        "audit": "wl_infer.audit:audit",
-        "canary": "wl_infer.canary:canary",
-        "feed": "wl_infer.feeder:feed",
-        "worker": "wl_infer.worker:worker",
+        "anchor": "wl_infer.commands.chain:anchor",
+        "audit": "wl_infer.commands.audit:audit",
+        "canary": "wl_infer.commands.canary:canary",
+        "feed": "wl_infer.commands.feed:feed",
+        "worker": "wl_infer.commands.worker:worker",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -80,13 +61,12 @@ def infer() -> None:
 @infer.command()
 @click.option("--prompt", required=True)
 @click.option("--model", required=True, help="e.g. gemma3:270m (the embedded default for llama-cpp).")
-@click.option("--backend", type=BACKEND_CHOICE, default=None, help="Default: config default_backend, else ollama.")
+@click.option("--backend", type=BackendChoice(), default=None, help="Default: config default_backend, else ollama.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(0, None), default=0, show_default=True, help="0: the model's default.")
 @click.option("--chat", is_flag=True, help="Apply the model's chat template instead of raw completion.")
 @click.option("--no-push", is_flag=True)
 @click.pass_obj
-@friendly
 def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool, no_push: bool) -> None:
     """Post an inference job."""
     from wl_infer.codec import Job
@@ -123,7 +103,6 @@ def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_
 @click.option("--anchor", is_flag=True, help="Also anchor the result hash on the board's chain.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
 @click.pass_obj
-@friendly
 def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, threads: int | None) -> None:
     """Claim an inference item, run it, and submit signed evidence."""
     from wl_infer.jobs import open_pool, run_item
@@ -133,9 +112,9 @@ def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, t
         res = run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push)
     anchored = None
     if anchor:
-        from wl_infer.anchoring import anchor_item
+        from wl_infer.anchoring import anchor_result
 
-        anchored = anchor_item(board, res.item_id, push=not no_push)
+        anchored = anchor_result(board, res, push=not no_push)
     gen = res.generation
 
     def human() -> None:
@@ -167,9 +146,11 @@ def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, t
 @click.pass_obj
 def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) -> None:
     """Re-run (or re-score) a result and compare hashes: exit 0 VERIFIED, 1 MISMATCH/INVALID, 3 cannot verify."""
-    from board.errors import Ambiguous, BoardError, NotFound, UsageError
+    from board.api import Ambiguous, BoardError, NotFound, UsageError
+    from wl_infer.errors import CannotVerify
     from wl_infer.jobs import open_pool
-    from wl_infer.verify import VERIFIED, CannotVerify, verify_item
+    from wl_infer.outcomes import Verdict
+    from wl_infer.verify import verify_item
 
     board = obj.board()
     try:
@@ -182,14 +163,14 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
     v.on_chain = _chain_report(board, v)
 
     def human() -> None:
-        if v.verdict == VERIFIED:
+        if v.verdict is Verdict.VERIFIED:
             say("✓ VERIFIED — hashes match", "green")
-        elif v.verdict == "MISMATCH":
+        elif v.verdict is Verdict.MISMATCH:
             say("✗ MISMATCH — hashes differ", "red")
         else:
             say(f"✗ INVALID — {v.reason}", "red")
         say(f"  Expected: {v.expected or '(none)'}")
-        say(f"  Actual:   {v.actual or ('(not reproduced)' if v.verdict == 'INVALID' else '(prefill: see divergence)')}")
+        say(f"  Actual:   {v.actual or ('(not reproduced)' if v.verdict is Verdict.INVALID else '(prefill: see divergence)')}")
         out = v.actual_output if v.actual_output is not None else v.claimed_output
         if out is not None:
             say(f"  Output:   {out if len(out) <= 200 else out[:200] + '…'}")
@@ -199,7 +180,7 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
             margin = f", logit margin {d['margin']:.3f}" if d.get("margin") is not None else ""
             say(f"  Diverges at token {d.get('position')}: claimed {d.get('claimed_token')} "
                 f"{d.get('claimed_piece')!r}, expected {d.get('expected_token')} {d.get('expected_piece')!r}{margin}")
-        if v.verdict == "MISMATCH" and v.reason:
+        if v.verdict is Verdict.MISMATCH and v.reason:
             say(f"  Reason:   {v.reason}")
         if v.envelope_differences:
             say(f"  Note: envelopes differ in {', '.join(v.envelope_differences)}")
@@ -209,8 +190,8 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
             say("  Attestation recorded" + ("" if v.mutation.pushed else f" locally ({v.mutation.local_reason})"))
 
     emit(v.to_dict(), human)
-    if v.verdict != VERIFIED:
-        sys.exit(1)
+    if v.verdict.exit_code:
+        click.get_current_context().exit(v.verdict.exit_code)
 
 
 def _chain_report(board: Any, v: Any) -> str | None:
@@ -225,7 +206,6 @@ def _chain_report(board: Any, v: Any) -> str | None:
 @infer.command()
 @click.argument("item_id")
 @click.pass_obj
-@friendly
 def status(obj: Obj, item_id: str) -> None:
     """The item, its job, the result (hash, output, envelope) and attestations."""
     from wl_infer.codec import CodecError, Evidence
@@ -280,7 +260,6 @@ def status(obj: Obj, item_id: str) -> None:
 @click.option("--add", "add_path", type=click.Path(exists=True, dir_okay=False), help="Register a GGUF file.")
 @click.option("--name", help="Name for --add.")
 @click.pass_obj
-@friendly
 def models(obj: Obj, add_path: str | None, name: str | None) -> None:
     """Models each backend can run here, with digests (`--add PATH --name N` registers a GGUF)."""
     from wl_infer.catalog import list_all, register

@@ -1,0 +1,1 @@
+"""The command line of wl_infer: the only modules that import click, rich or board.cli."""
