@@ -21,7 +21,7 @@ OVER_LIMIT_FOR_NOW = {"wl_infer.backends.llama_cpp"}
 
 BOARD_FLOORS: dict[str, int] = {
     # 0: no board imports
-    "board": 0, "board.errors": 0, "board.secp256k1": 0, "board.store": 0,
+    "board": 0, "board.errors": 0, "board.secp256k1": 0, "board.store": 0, "board.text": 0,
     # 1: ids, home, keys
     "board.ids": 1, "board.home": 1, "board.keys": 1,
     # 2: records and paths, the remote
@@ -34,7 +34,7 @@ BOARD_FLOORS: dict[str, int] = {
     "board.api": 5,
     # 6: the command line
     "board.cli": 6, "board.cli.output": 6, "board.cli.main": 6, "board.cli.doctor": 6, "board.cli.items": 6,
-    "board.cli.rig": 6, "board.cli.setup": 6,
+    "board.cli.rig": 6, "board.cli.setup": 6, "board.cli.frame": 6, "board.cli.complete": 6, "board.cli.overview": 6,
 }  # fmt: skip
 
 INFER_FLOORS: dict[str, int] = {
