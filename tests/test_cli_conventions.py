@@ -286,3 +286,10 @@ def test_a_bare_group_shows_its_help_and_json_asks_for_a_command(tmp_path: Path)
     assert one_json_error(err) == {"error": "missing command", "exit_code": 2, "hint": "try 'wl infer --help'"}
     code, out, _ = invoke("--version")
     assert code == 0 and out.startswith("wl, version ")
+
+
+def test_a_trailing_home_without_its_value_is_a_usage_error(tmp_path: Path) -> None:
+    code, out, err = invoke("show", "w-0123456789", "--home")
+    assert code == 2 and out == "" and err == "wl: error: Option '--home' requires an argument.\n"
+    code, out, err = invoke("show", "w-0123456789", "--json", "--home")
+    assert code == 2 and out == "" and one_json_error(err)["exit_code"] == 2

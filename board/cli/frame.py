@@ -27,6 +27,7 @@ def lift_globals(args: list[str]) -> list[str]:
     posts without a title; write `--title=--json` for that title.
     """
     global _json_mode
+    _json_mode = "--json" in (args[: args.index("--")] if "--" in args else args)
     front: list[str] = []
     rest: list[str] = []
     i = 0
@@ -37,7 +38,9 @@ def lift_globals(args: list[str]) -> list[str]:
             break
         if tok in GLOBAL_FLAGS:
             front.append(tok)
-        elif tok in GLOBAL_OPTIONS and i + 1 < len(args):
+        elif tok in GLOBAL_OPTIONS:
+            if i + 1 == len(args):
+                raise click.UsageError(f"Option '{tok}' requires an argument.")
             front += [tok, args[i + 1]]
             i += 1
         elif any(tok.startswith(f"{opt}=") for opt in GLOBAL_OPTIONS):
@@ -45,7 +48,6 @@ def lift_globals(args: list[str]) -> list[str]:
         else:
             rest.append(tok)
         i += 1
-    _json_mode = "--json" in front
     return front + rest
 
 
