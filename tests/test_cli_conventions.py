@@ -164,7 +164,7 @@ def test_status_shows_counts_claims_and_what_waits(board: tuple[Path, Path, Path
 
     code, out, _ = run(alice, "status")
     assert code == 0 and "3 item(s): 1 open, 1 claimed, 1 in_review" in out
-    assert f"{ids[1]}  done by bob  item 1" in out and "local copy as of 20" in out
+    assert f"{ids[1]}  done by bob  item 1" in out and "local copy as of 20" in out and "its last change" in out
 
     run_json(bob, "unclaim", ids[0], "--no-push")
     code, out, _ = run(bob, "status")

@@ -6,7 +6,7 @@ The ids come from the local copy only (completion never fetches: a key press mus
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import CompletionItem
@@ -36,7 +36,13 @@ def item_ids(home: Path | None, incomplete: str) -> list[CompletionItem]:
     return out
 
 
-class ItemId(click.ParamType):
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[str, str]  # generic in click ≥ 8.3, plain before
+else:
+    _ParamType = click.ParamType
+
+
+class ItemId(_ParamType):
     """An item id or unique prefix (resolved by the command); completes from the local board."""
 
     name = "ID"

@@ -64,7 +64,7 @@ class WlGroup(click.Group):
 
         return super().parse_args(ctx, lift_globals(args))
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,

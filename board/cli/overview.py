@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,16 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
+def _commit_time(commit: Any) -> str | None:
+    """A commit's committer time as RFC 3339 (None for a time a hostile commit set out of range)."""
+    from board.ids import fmt_time
+
+    try:
+        return fmt_time(datetime.fromtimestamp(commit.commit_time, UTC))
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
 def _brief(item: Any, **extra: Any) -> dict[str, Any]:
     return {"id": item.id, "title": item.title, "status": item.status, **extra}
 
@@ -67,9 +78,7 @@ def status(obj: Obj) -> None:
                  if me and i.claimed_by == me and i.status == "in_review"]
     pending = len(board.pending())
     meta = view.meta()
-    from board.ids import fmt_time
-
-    as_of = fmt_time(datetime.fromtimestamp(board.store.commit(board.head()).commit_time, UTC))
+    as_of = _commit_time(board.store.commit(board.head()))
     data = {
         "as_of": as_of,
         "board": {"name": meta.get("name"), "board_id": meta.get("board_id")},
@@ -85,12 +94,12 @@ def status(obj: Obj) -> None:
 
     def human() -> None:
         say(f"{sanitize(meta.get('name', '?'))} ({sanitize(meta.get('board_id', '?'))}) as {sanitize(me or '-')}", "bold")
-        say(f"  local copy as of {as_of} (the last change seen; `wl sync` refreshes it)")
+        say(f"  local copy as of {as_of or 'an unreadable time'} (its last change; `wl sync` refreshes it)")
         shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         say(f"  {len(items)} item(s)" + (f": {shown}" if shown else ""))
         if pending:
             say(f"  ⚠ {pending} local operation(s) not pushed yet: run `wl sync`", "yellow")
-        sections = (
+        sections: tuple[tuple[str, list[dict[str, Any]], Callable[[dict[str, Any]], str]], ...] = (
             ("My claims", claims, lambda c: _duration(c["lease_left_seconds"]) if c["lease_left_seconds"] is not None
              else "lease unknown"),
             ("Waiting for my review (wl accept / wl reject)", to_review, lambda c: f"done by {c['claimed_by']}"),
@@ -135,7 +144,6 @@ def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict
 
     What each commit's `Wl-Op` trailer records; commits without a readable trailer are passed over.
     """
-    from board.ids import fmt_time
     from board.ops import op_from_message
 
     store = board.store
@@ -152,7 +160,7 @@ def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict
                 "by": op.by,
                 "at": op.at,
                 "commit": sha.decode(),
-                "committed_at": fmt_time(datetime.fromtimestamp(commit.commit_time, UTC)),
+                "committed_at": _commit_time(commit),
                 "args": op.args,
             })
             if op.op == "post":
