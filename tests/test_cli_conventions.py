@@ -293,3 +293,35 @@ def test_a_trailing_home_without_its_value_is_a_usage_error(tmp_path: Path) -> N
     assert code == 2 and out == "" and err == "wl: error: Option '--home' requires an argument.\n"
     code, out, err = invoke("show", "w-0123456789", "--json", "--home")
     assert code == 2 and out == "" and one_json_error(err)["exit_code"] == 2
+
+
+def test_log_reads_a_hostile_history_without_tripping(board: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Commits pushed with git itself: a trailer that does not parse, a forged handle, escapes in the arguments."""
+    commons, alice, _ = board
+    item = run_json(alice, "post", "--title", "target")["id"]
+    clone = tmp_path / "mallory.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(commons), str(clone)], check=True, timeout=60)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "m", "GIT_AUTHOR_EMAIL": "m@example.invalid",
+           "GIT_COMMITTER_NAME": "m", "GIT_COMMITTER_EMAIL": "m@example.invalid"}
+    evil = json.dumps({"op": "reject", "by": "mallory", "at": "2026-01-01T00:00:00Z", "id": item,
+                       "args": {"reason": "\x1b]0;owned\x07\x1b[2Jgone\nfake line"}})
+    messages = (
+        f"wl: claim {item} by x\n\nWl-Op: {{not json",
+        f"wl: claim {item} by x\n\nWl-Op: " + json.dumps({"op": "claim", "by": "Bad\x1bHandle", "at": "x", "id": item}),
+        f"wl: reject {item} by mallory\n\nWl-Op: {evil}",
+    )
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "--git-dir", str(clone), *args], capture_output=True, text=True,
+                              env=env, check=True, timeout=60).stdout.strip()
+
+    for message in messages:
+        sha = git("commit-tree", "main^{tree}", "-p", "main", "-m", message)
+        git("update-ref", "refs/heads/main", sha)
+    subprocess.run(["git", "--git-dir", str(clone), "push", "--quiet", "origin", "main"], check=True, timeout=60)
+    run_json(alice, "sync")
+
+    records = run_json(alice, "log", item)
+    assert [(r["op"], r["by"]) for r in records] == [("post", "alice"), ("reject", "mallory")]  # as recorded
+    code, out, err = run(alice, "log", item)
+    assert code == 0 and "Traceback" not in err
+    assert "\x1b" not in out and "\x07" not in out and "\nfake line" not in out and len(out.strip().split("\n")) == 2
