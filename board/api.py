@@ -34,11 +34,12 @@ if TYPE_CHECKING:  # resolved lazily at run time, by __getattr__ below
     from board.ids import check_item_id, fmt_time, new_completion_id, new_item_id, parse_time, utcnow
     from board.keys import KeyFileError, load_private_key
     from board.layout import blob_path
-    from board.ops import DEFAULT_LEASE, lease_expired
-    from board.records import Completion, Item, Rig
+    from board.ops import DEFAULT_LEASE, lease_expired, op_from_message
+    from board.records import STATUSES, TYPES, Completion, Item, Rig
     from board.secp256k1 import N as SECP256K1_ORDER
     from board.secp256k1 import SignatureError, eip191_hash, recover, sign_hash
     from board.service import Board, Kept, MutationResult, SyncReport, create_commons, join
+    from board.text import sanitize
     from board.view import TreeView
 
 # name -> (module, attribute): resolved on first access and cached in this module's namespace.
@@ -56,6 +57,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "blob_path": ("board.layout", "blob_path"),
     "DEFAULT_LEASE": ("board.ops", "DEFAULT_LEASE"),
     "lease_expired": ("board.ops", "lease_expired"),
+    "op_from_message": ("board.ops", "op_from_message"),
+    "STATUSES": ("board.records", "STATUSES"),
+    "TYPES": ("board.records", "TYPES"),
     "Completion": ("board.records", "Completion"),
     "Item": ("board.records", "Item"),
     "Rig": ("board.records", "Rig"),
@@ -70,6 +74,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "SyncReport": ("board.service", "SyncReport"),
     "create_commons": ("board.service", "create_commons"),
     "join": ("board.service", "join"),
+    "sanitize": ("board.text", "sanitize"),
     "TreeView": ("board.view", "TreeView"),
 }
 
@@ -97,8 +102,10 @@ __all__ = [
     "Rig",
     "RuleError",
     "SECP256K1_ORDER",
+    "STATUSES",
     "SignatureError",
     "SyncReport",
+    "TYPES",
     "TreeView",
     "Unreachable",
     "UsageError",
@@ -116,9 +123,11 @@ __all__ = [
     "load_private_key",
     "new_completion_id",
     "new_item_id",
+    "op_from_message",
     "parse_time",
     "recover",
     "refresh_if_online",
+    "sanitize",
     "sign_hash",
     "utcnow",
 ]

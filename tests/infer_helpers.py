@@ -55,3 +55,23 @@ def post(rigs: Rigs, handle: str, *args: str, env: dict[str, str] | None = None)
     code, data = rigs.wl_json(handle, "infer", "post", *args, env=env)
     assert code == 0, data
     return str(data["id"])
+
+
+def wait_with_peak_rss(proc: Any, poll_s: float = 0.02) -> tuple[int, int]:
+    """(exit code, peak RSS in KiB) of a child, from its own VmHWM in /proc polled until it exits.
+
+    Not wait4's ru_maxrss: on Linux a child inherits its parent's high-water mark across fork and exec, so a
+    child of a large test process would report the parent's memory."""
+    import time as _time
+
+    peak = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        _time.sleep(poll_s)
+    return int(proc.returncode), peak

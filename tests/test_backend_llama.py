@@ -22,6 +22,7 @@ from wl_infer.backends.base import (
 from wl_infer.backends.gguf import register_model
 from wl_infer.backends.llama_cpp import LlamaCppBackend
 from wl_infer.codec import Job, output_hash
+from wl_infer.limits import JobRefused
 
 GEMMA = "gemma3:270m"
 GEMMA_SHA = "sha256:a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -205,18 +206,20 @@ def test_the_right_pinned_digest_runs(llama: LlamaCppBackend) -> None:
 
 def test_unknown_model_is_model_not_found(tmp_path: Path) -> None:
     backend = LlamaCppBackend(BackendConfig(home=tmp_path))
-    for missing in ("no-such:model", str(tmp_path / "absent.gguf")):
-        with pytest.raises(ModelNotFound):
-            backend.generate(Job(prompt="x", model=missing, backend="llama-cpp"))
+    with pytest.raises(ModelNotFound):
+        backend.generate(Job(prompt="x", model="no-such:model", backend="llama-cpp"))
+    with pytest.raises(JobRefused, match="is a path"):  # issue 10: a job never names a file on this disk
+        backend.generate(Job(prompt="x", model=str(tmp_path / "absent.gguf"), backend="llama-cpp"))
 
 
 def test_missing_engine_is_backend_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     weights = tmp_path / "fake.gguf"
     weights.write_bytes(b"GGUF not really")
+    register_model(tmp_path, "fake", weights)
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     backend = LlamaCppBackend(BackendConfig(home=tmp_path))
     with pytest.raises(BackendUnavailable, match=r"pip install 'wl-infer\[llama\]'"):
-        backend.generate(Job(prompt="x", model=str(weights), backend="llama-cpp"))
+        backend.generate(Job(prompt="x", model="fake", backend="llama-cpp"))
 
 
 def test_capabilities() -> None:

@@ -69,6 +69,7 @@ def test_generate_sends_deterministic_request(server: FakeOpenAI, backend: OpenA
     assert (gen.output, gen.finish_reason) == (text, reason)
     assert gen.tokens is None
     assert gen.prompt_tokens == len("what is 1+1")
+    assert gen.completion_tokens == gen.n_tokens == len(text)  # the server's usage count, without token ids
 
 
 def test_max_tokens_omitted_when_zero(server: FakeOpenAI, backend: OpenAIBackend) -> None:

@@ -332,3 +332,18 @@ def test_real_executable_race_loser_message(tmp_path: Path) -> None:
         f'wl: error: wanted item {item_id} has status "claimed", expected "open" (claimed by ann'
     )
     assert p.stdout == ""
+
+
+def test_doctor_shows_optional_backends_as_absent_not_failed(board: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Ollama server, no OpenAI-compatible server and no vLLM here: each is absent, and doctor still exits 0."""
+    _, alice, _ = board
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens on the discard port
+    code, out, _ = run(alice, "--json", "doctor")
+    doc = json.loads(out)
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert code == 0 and doc["ok"] is True
+    for name in ("backend ollama", "backend openai", "backend vllm"):
+        assert checks[name]["ok"] is None and checks[name]["absent"] is True, checks[name]
+    code, out, _ = run(alice, "doctor")
+    line = next(ln for ln in out.splitlines() if "backend vllm" in ln)
+    assert line.startswith("–") and line.endswith("(absent)")

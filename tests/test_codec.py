@@ -108,15 +108,26 @@ def test_job_max_tokens_omitted_when_zero() -> None:
 
 
 def test_job_defaults() -> None:
+    """As in Go: a description written without a seed decodes as seed 0 (the command line's default is 42)."""
     job = Job.decode('{"prompt":"p","model":"m"}')
     assert (job.seed, job.max_tokens, job.backend, job.model_digest, job.options) == (
-        42,
+        0,
         0,
         "ollama",
         None,
         {},
     )
-    assert Job.decode('{"prompt":"p","model":"m","seed":null,"backend":null,"options":null}').seed == 42
+    assert Job.decode('{"prompt":"p","model":"m","seed":null,"backend":null,"options":null}').seed == 0
+
+
+def test_job_keys_match_in_any_letter_case_as_in_go() -> None:
+    job = Job.decode('{"Prompt":"p","MODEL":"m","Seed":7,"Max_Tokens":5,"extra":1}')
+    assert (job.prompt, job.model, job.seed, job.max_tokens) == ("p", "m", 7, 5)
+    assert Job.decode('{"prompt":"exact","PROMPT":"later wins","model":"m"}').prompt == "later wins"
+
+
+def test_job_negative_max_tokens_means_the_model_default() -> None:
+    assert Job.decode('{"prompt":"p","model":"m","max_tokens":-1}').max_tokens == 0
 
 
 @pytest.mark.parametrize(
@@ -130,7 +141,6 @@ def test_job_defaults() -> None:
         ('{"prompt":"p","model":"m","seed":"42"}', "inference job: seed must be an integer"),
         ('{"prompt":"p","model":"m","seed":true}', "inference job: seed must be an integer"),
         ('{"prompt":"p","model":"m","max_tokens":1.5}', "inference job: max_tokens must be an integer"),
-        ('{"prompt":"p","model":"m","max_tokens":-1}', "inference job: max_tokens must not be negative"),
         ('{"prompt":"p","model":"m","backend":"gpt"}', "inference job: unknown backend 'gpt'"),
         (
             '{"prompt":"p","model":"m","model_digest":"abc"}',

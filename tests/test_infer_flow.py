@@ -70,10 +70,23 @@ def test_post_prints_the_anchor_texts_and_pins_the_digest(rigs: Rigs, ollama: Fa
     assert job["model_digest"].startswith("sha256:") and "max_tokens" not in job
 
 
-def test_post_warns_but_succeeds_when_the_model_is_not_available(rigs: Rigs) -> None:
+def test_post_refuses_a_model_the_server_does_not_have_unless_forced(rigs: Rigs) -> None:
+    """A job nobody here could run is not posted by accident; --force posts it with a warning."""
     res = rigs.wl("alice", "infer", "post", "--prompt", "hi", "--model", "absent:1b")
-    assert res.exit_code == 0
+    assert res.exit_code == 1 and "absent:1b" in res.output and "--force" in res.output
+    with rigs.board("alice") as b:
+        assert [i for i in b.view().items() if i.type == "inference"] == []
+    res = rigs.wl("alice", "infer", "post", "--prompt", "hi", "--model", "absent:1b", "--force")
+    assert res.exit_code == 0, res.output
     assert "not available locally" in res.stdout
+
+
+def test_post_infers_the_backend_from_the_model(rigs: Rigs) -> None:
+    """Without --backend: the embedded model is llama-cpp's (no server asked), a model the server lists is its."""
+    code, data = rigs.wl_json("alice", "infer", "post", "--prompt", "hi", "--model", "gemma3:270m", "--no-push")
+    assert code == 0 and data["job"]["backend"] == "llama-cpp", data
+    code, data = rigs.wl_json("alice", "infer", "post", "--prompt", "hi", "--model", MODEL, "--no-push")
+    assert code == 0 and data["job"]["backend"] == "ollama", data
 
 
 def test_wrong_type_is_refused_mentioning_inference(rigs: Rigs) -> None:
@@ -103,6 +116,7 @@ def test_description_that_is_not_json_is_refused(rigs: Rigs) -> None:
 def test_backend_failure_puts_the_item_back_to_open(rigs: Rigs, ollama: FakeOllama) -> None:
     iid = post(rigs, "alice", "--prompt", "x", "--model", MODEL)
     ollama.state.fail_status = 500
+    ollama.state.fail_paths = ("/api/generate",)  # listing works, so pre-flight passes and the claim is made
     res = rigs.wl("bob", "infer", "run", iid)
     assert res.exit_code == 1
     assert "released" in res.stderr and "Traceback" not in res.output

@@ -40,31 +40,35 @@ BOARD_FLOORS: dict[str, int] = {
 INFER_FLOORS: dict[str, int] = {
     # 0: no wl_infer imports beyond these (board.api only)
     "wl_infer": 0, "wl_infer.plugins": 0, "wl_infer.outcomes": 0, "wl_infer.errors": 0, "wl_infer.merkle": 0,
-    "wl_infer.signing": 0, "wl_infer.text": 0,
+    "wl_infer.signing": 0, "wl_infer.text": 0, "wl_infer.attestations": 0,
     # 1: the board format of jobs and evidence
     "wl_infer.codec": 1,
     # 2: what a backend is
     "wl_infer.backends.base": 2, "wl_infer.backends._http": 2,
     # 3: the registry, the GGUF model cache
     "wl_infer.backends": 3, "wl_infer.backends.gguf": 3,
+    # 2: a job's limits, GGUF header facts, bounded HTTP replies (what every engine is held to)
+    "wl_infer.limits": 2, "wl_infer.gguf_meta": 2, "wl_infer.bounded_http": 2,
     # 4: the engines
     "wl_infer.backends.llama_cpp": 4, "wl_infer.backends.ollama": 4, "wl_infer.backends.openai": 4,
-    "wl_infer.backends.vllm": 4,
+    "wl_infer.backends.vllm": 4, "wl_infer.backends.llama_fit": 4,
     # 5: settings, the model catalogue, the chain library
     "wl_infer.settings": 5, "wl_infer.catalog": 5, "wl_infer.rpc": 5, "wl_infer.chain_abi": 5, "wl_infer.chain": 5,
     # 6: posting and running jobs, anchoring
-    "wl_infer.jobs": 6, "wl_infer.anchoring": 6,
+    "wl_infer.jobs": 6, "wl_infer.anchoring": 6, "wl_infer.preflight": 6,
     # 7: verifying, the canary, what loops share
     "wl_infer.verify": 7, "wl_infer.canary": 7, "wl_infer.automation": 7,
     # 8: audits, the feeder, a worker's pieces
-    "wl_infer.audit": 8, "wl_infer.feeder": 8, "wl_infer.jobrun": 8, "wl_infer.saved": 8,
-    # 9: the worker
-    "wl_infer.worker": 9,
+    "wl_infer.audit": 8, "wl_infer.feeder": 8, "wl_infer.interrupt": 8, "wl_infer.jobrun": 8, "wl_infer.saved": 8,
+    # 9: the worker; the web app (wl serve) over the same domain functions
+    "wl_infer.worker": 9, "wl_infer.web": 9, "wl_infer.web.data": 9, "wl_infer.web.charts": 9,
+    "wl_infer.web.index": 9, "wl_infer.web.detail": 9, "wl_infer.web.app": 9, "wl_infer.web.pages": 9,
+    "wl_infer.web.api": 9,
     # 10: the command line (the only place for click, rich and board.cli)
     "wl_infer.commands": 10, "wl_infer.commands.params": 10, "wl_infer.commands.events": 10,
     "wl_infer.commands.infer": 10, "wl_infer.commands.chain": 10, "wl_infer.commands.demo": 10,
     "wl_infer.commands.audit": 10, "wl_infer.commands.canary": 10, "wl_infer.commands.feed": 10,
-    "wl_infer.commands.worker": 10,
+    "wl_infer.commands.worker": 10, "wl_infer.commands.serve": 10,
 }  # fmt: skip
 
 FLOORS = {**BOARD_FLOORS, **INFER_FLOORS}
@@ -82,8 +86,6 @@ def _modules() -> dict[str, Path]:
     found = {}
     for package in ("board", "wl_infer"):
         for path in sorted((ROOT / package).rglob("*.py")):
-            if "web" in path.relative_to(ROOT / package).parts[:1]:
-                continue  # wl_infer/web/ is its own subpackage with its own floors (issue 12)
             found[_module_name(path)] = path
     return found
 

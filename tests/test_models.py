@@ -57,9 +57,13 @@ def test_cache_dir_follows_home_then_env_then_xdg(tmp_path: Path, monkeypatch: p
     assert model_cache_dir(None) == Path.home() / ".local" / "share" / "wl" / "models"
 
 
-def test_embedded_cache_can_be_shared_through_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedded_cache_is_one_per_user_or_set_by_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every home of a user shares one assembled copy (XDG cache dir), not 253 MB each."""
     monkeypatch.delenv("WL_MODEL_CACHE", raising=False)
-    assert embedded_cache_dir(tmp_path) == tmp_path / "models"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    assert embedded_cache_dir(tmp_path / "a") == embedded_cache_dir(tmp_path / "b") == tmp_path / "xdg-cache" / "wl-infer" / "models"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert embedded_cache_dir(tmp_path) == Path.home() / ".cache" / "wl-infer" / "models"
     monkeypatch.setenv("WL_MODEL_CACHE", str(tmp_path / "shared"))
     assert embedded_cache_dir(tmp_path) == tmp_path / "shared"
     assert model_cache_dir(tmp_path) == tmp_path / "models"  # the registry stays per home
@@ -228,3 +232,20 @@ def test_unknown_model_lists_what_is_known(tmp_path: Path) -> None:
     not_gguf = fake_gguf(tmp_path / "weights.bin")
     with pytest.raises(ModelNotFound):
         resolve_gguf(str(not_gguf), tmp_path)
+
+
+def test_models_pull_assembles_the_embedded_model_before_any_board(tmp_path: Path) -> None:
+    """`wl infer models --pull` works in a fresh home (no join yet), digest-checked, and names the path."""
+    import orjson
+    from click.testing import CliRunner
+
+    from board.cli.main import cli
+
+    home = tmp_path / "fresh"
+    res = CliRunner().invoke(cli, ["--home", str(home), "--json", "infer", "models", "--pull", "gemma3:270m"])
+    assert res.exit_code == 0, res.output
+    data = orjson.loads(res.stdout)
+    assert data["backend"] == "llama-cpp" and data["digest"] == "sha256:" + models.EMBEDDED["gemma3:270m"].sha256
+    assert Path(data["path"]).is_file() and Path(data["path"]).stat().st_size == data["size"]
+    res = CliRunner().invoke(cli, ["--home", str(home), "infer", "models", "--pull", "nosuch", "--backend", "llama-cpp"])
+    assert res.exit_code == 1 and "nosuch" in res.output and "Traceback" not in res.output

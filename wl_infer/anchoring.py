@@ -248,6 +248,11 @@ def anchor_attestation(
     att = view.attestations(iid).get(me)
     if att is None:
         raise AnchorError(iid, f"{me} has no attestation on this item to publish (run wl infer verify first)")
+    from wl_infer.attestations import check_attestation
+
+    check = check_attestation(view, iid, me, att)
+    if not check.valid:  # a file someone else wrote under our name is never published as our verdict
+        raise AnchorError(iid, f"the attestation under {me} is not valid ({check.problem}); run wl infer verify again")
     result_hash = att.get("actual") or att.get("expected")
     verdict = att.get("verdict")
     if not isinstance(result_hash, str) or not isinstance(verdict, str):

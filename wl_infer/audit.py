@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from board.api import BoardError, refresh_if_online
+from wl_infer.attestations import check_attestation
 from wl_infer.errors import InferError
 from wl_infer.outcomes import AuditOutcome
 
@@ -100,7 +101,7 @@ def candidates(view: TreeView, me: str) -> tuple[list[Candidate], list[str], lis
             own.append(item.id)
             continue
         mine = view.attestations(item.id).get(me)
-        if mine is not None and mine.get("completion_id") == comp.id:
+        if mine is not None and mine.get("completion_id") == comp.id and check_attestation(view, item.id, me, mine).valid:
             attested.append(item.id)
             continue
         eligible.append(Candidate(item.id, comp.id, comp.completed_by, item.status))

@@ -40,6 +40,22 @@ def _load_object(text: str | bytes, what: str) -> dict[str, Any]:
     return value
 
 
+# The fields a job has, for Go's decoding rule: a JSON key matches a field exactly or, failing that, ignoring
+# letter case; when several keys land on one field the later one wins, and unknown keys are ignored.
+JOB_FIELDS = ("prompt", "model", "seed", "max_tokens", "backend", "model_digest", "options")
+
+
+def go_fields(data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The object's values by field name, matched as Go's encoding/json matches them."""
+    by_fold = {f.lower(): f for f in fields}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key if key in fields else by_fold.get(key.lower())
+        if name is not None:
+            out[name] = value
+    return out
+
+
 def _int_field(data: dict[str, Any], key: str, default: int, what: str) -> int:
     value = data.get(key, default)
     if value is None:
@@ -102,7 +118,10 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Decode as Go's `wl` does: keys in any letter case, a missing seed is 0, a negative max_tokens means
+        the model's default (0)."""
         what = "inference job"
+        data = go_fields(data, JOB_FIELDS)
         prompt = data.get("prompt")
         model = data.get("model")
         if not isinstance(prompt, str) or not prompt:
@@ -121,8 +140,8 @@ class Job:
         return cls(
             prompt=prompt,
             model=model,
-            seed=_int_field(data, "seed", 42, what),
-            max_tokens=_int_field(data, "max_tokens", 0, what),
+            seed=_int_field(data, "seed", 0, what),
+            max_tokens=max(0, _int_field(data, "max_tokens", 0, what)),
             backend=backend,
             model_digest=digest,
             options=options,
@@ -218,7 +237,7 @@ class Evidence:
             output=output,
             output_hash=ohash,
             model=model,
-            seed=_int_field(data, "seed", 42, what),
+            seed=_int_field(data, "seed", 0, what),
             backend=data.get("backend"),
             envelope=envelope,
             tokens=tokens,

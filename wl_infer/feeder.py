@@ -34,6 +34,7 @@ from wl_infer.automation import (
     runnable_items,
 )
 from wl_infer.errors import CodecError
+from wl_infer.limits import Limits, job_refusal
 
 if TYPE_CHECKING:
     from board.api import Board
@@ -82,6 +83,7 @@ class FeedOptions:
     lease_s: int = 1800
     idle_exit_s: float | None = None
     push: bool = True
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -192,6 +194,12 @@ class Feeder:
                 self.log("skipped", id=item.id, reason=str(e))
                 continue
             if not self.opts.filters.admit(job):
+                continue
+            refused = job_refusal(job, self.opts.limits)  # issue 10: what the job alone decides, before claiming
+            if refused is not None:
+                self.seen.add(item.id)
+                self.stats.skipped += 1
+                self.log("skipped", id=item.id, reason=refused)
                 continue
             res, retries = claim_item(self.board, item.id, self.opts.lease_s, self.opts.push, self.log)
             self.stats.claim_retries += retries

@@ -61,12 +61,12 @@ class JobRun:
         self.result: Any = None
         self.error: BaseException | None = None
         self._lock = threading.Lock()
-        self._abandoned = False
+        self._abandoned = threading.Event()  # also the job's cancel flag: the engine stops at its next token
         self._submitting = False
 
     def checkpoint(self, event: str, data: dict[str, Any]) -> None:
         with self._lock:
-            if self._abandoned:
+            if self._abandoned.is_set():
                 raise Abandoned()
             if event == "generated":
                 self._submitting = True  # from here on the job is finished, never abandoned
@@ -76,7 +76,7 @@ class JobRun:
         with self._lock:
             if self._submitting:
                 return False
-            self._abandoned = True
+            self._abandoned.set()
             return True
 
     def start(self, work: Callable[[], Any], name: str) -> threading.Thread:

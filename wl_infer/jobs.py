@@ -51,6 +51,14 @@ class BadJob(InferError):
         self.item_id = item_id
 
 
+class UnknownModel(InferError):
+    """Posting a model the backend here answers it does not have: nobody here could run the job."""
+
+    def __init__(self, backend: str, model: str, detail: str) -> None:
+        super().__init__(f"{detail}; not posted (post it anyway with --force)")
+        self.backend, self.model = backend, model
+
+
 class RunFailed(InferError):
     def __init__(self, item_id: str, error: Exception, released: bool | None) -> None:
         tail = {True: "; the claim was released", False: "; the claim is kept (its lease will expire)", None: ""}[released]
@@ -99,15 +107,45 @@ class PostResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
-    """Pin the model's weights digest when this machine can resolve it; warn (never fail) otherwise."""
+def infer_backend(model: str, pool: BackendPool | None) -> str | None:
+    """The backend a model belongs to when `--backend` is not given: the first registered backend that knows
+    it here (its own registry, e.g. the embedded GGUF, then a reachable server that lists it); None if none."""
+    from wl_infer.backends import backend_class, backend_names
+
+    names = backend_names()
+    for name in names:  # what a backend knows without asking a server: no network for the common case
+        try:
+            if backend_class(name).known_digest(model) is not None:
+                return name
+        except BackendError:
+            continue
+    if pool is None:
+        return None
+    for name in names:
+        try:
+            cls = backend_class(name)
+            if cls.unavailable(pool.config) is None:
+                pool.get(name).resolve(model)
+                return name
+        except (BackendError, ImportError):
+            continue
+    return None
+
+
+def pin_digest(job: Job, pool: BackendPool | None, *, force: bool = False) -> tuple[Job, list[str]]:
+    """Pin the model's weights digest when this machine can resolve it. A backend that answers but does not
+    have the model refuses the post (nobody here could run it) unless `force`; an unreachable one warns."""
     if job.model_digest or pool is None:
         return job, []
-    from wl_infer.backends import backend_class
+    from wl_infer.backends import ModelNotFound, backend_class
 
     try:
         cls = backend_class(job.backend)
         digest = cls.known_digest(job.model) or pool.get(job.backend).resolve(job.model).digest
+    except ModelNotFound as e:
+        if not force:
+            raise UnknownModel(job.backend, job.model, str(e)) from None
+        return job, [f"not available locally: {e}; posted anyway (--force) without a pinned digest"]
     except BackendError as e:
         return job, [f"not available locally: {e}; posted without a pinned digest"]
     if digest is None:
@@ -116,8 +154,13 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
     return dataclasses.replace(job, model_digest=digest), []
 
 
-def post_job(board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None) -> PostResult:
-    job, warnings = pin_digest(job, pool)
+def post_job(
+    board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None, force: bool = False
+) -> PostResult:
+    from wl_infer.limits import check_model_name  # issue 10: no worker runs a job that names a file
+
+    check_model_name(job.backend, job.model)
+    job, warnings = pin_digest(job, pool, force=force)
     title = job_title(job.prompt)
     item_id = new_item_id(title, utcnow())
     op = board.new_op(
@@ -255,8 +298,14 @@ def run_item(
     push: bool = True,
     lease_seconds: int | None = None,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunResult:
-    """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item."""
+    """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item.
+
+    Pre-flight (key, limits, backend, model) runs before the claim; `cancel` stops the generation (a signal)."""
+    from wl_infer import limits as bounds  # issue 10: pre-flight, deadline, cancel
+    from wl_infer.preflight import preflight
+
     notify = on_event or (lambda event, data: None)
     item = _fresh_item(board, prefix)
     job = load_job(item)
@@ -267,20 +316,31 @@ def run_item(
             raise WrongStatus(item.id, item.status, "claimed", "--skip-claim runs only items already claimed for this rig")
         if item.claimed_by != me:
             raise RuleError(f"wanted item {item.id} is claimed by {item.claimed_by}, not by this rig ({me})")
-    else:
+    limits = bounds.limits_of(pool.config)
+    try:
+        preflight(board, job, pool, limits)
+    except BackendError as e:
+        if skip_claim:  # the claim exists already and belongs to whoever made it: keep it
+            raise RunFailed(item.id, e, False) from None
+        raise
+    if cancel is not None and cancel.is_set():
+        raise bounds.Cancelled()
+    if not skip_claim:
         board.mutate(board.new_op("claim", item.id, lease_seconds=lease), push=push)
         notify("claimed", {"id": item.id, "lease_seconds": lease})
     try:
         backend = pool.get(job.backend)
         notify("generating", {"id": item.id, "backend": job.backend, "model": job.model})
-        with LeaseKeeper(board.home, item.id, lease, push):
+        with LeaseKeeper(board.home, item.id, lease, push), bounds.bounded(limits, cancel):
             gen = backend.generate(job)
+        if limits.max_output_bytes is not None and len(gen.output.encode("utf-8")) > limits.max_output_bytes:
+            raise bounds.JobStopped("its output is larger than this worker submits", limits.max_output_bytes)
     except BackendError as e:
         released = False  # under --skip-claim the claim belongs to whoever claimed it: keep it
         if not skip_claim:
             released = release(board, item.id, push)
         raise RunFailed(item.id, e, released) from None
-    notify("generated", {"id": item.id, "tokens": len(gen.tokens or []), "elapsed_s": gen.elapsed_s})
+    notify("generated", {"id": item.id, "tokens": gen.n_tokens or 0, "elapsed_s": gen.elapsed_s})
     evidence, attachments = build_evidence(board, item.id, job, gen)
     saved = _save_result(board, item.id, evidence, next(iter(attachments.values()), None))
     completion_id = new_completion_id()

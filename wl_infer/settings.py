@@ -16,6 +16,12 @@ CONFIG_KEYS: dict[str, type] = {
     "rpc_url": str,
     "contract": str,
     "timeout": int,  # seconds a backend waits for its engine or server
+    # per-job limits (wl_infer/limits.py): 0 means no limit
+    "limit_ctx": int,
+    "limit_tokens": int,
+    "limit_seconds": int,
+    "limit_output_bytes": int,
+    "limit_memory_mb": int,
 }
 
 
@@ -29,6 +35,8 @@ def backend_config(home: Path, config: dict[str, Any], **flags: Any) -> BackendC
             return os.environ[env]
         return config.get(key)
 
+    from wl_infer.limits import resolve_limits  # issue 10: the operator's limits travel with the config
+
     threads = flags.get("threads")
     return BackendConfig(
         home=home,
@@ -36,6 +44,7 @@ def backend_config(home: Path, config: dict[str, Any], **flags: Any) -> BackendC
         openai_base_url=pick("openai_base_url", "WL_OPENAI_BASE_URL", "openai_base_url"),
         timeout=float(flags.get("timeout") or config.get("timeout") or 300.0),
         threads=int(threads) if threads else None,
+        extra={"limits": resolve_limits(config, **flags)},
     )
 
 

@@ -31,6 +31,7 @@ from wl_infer.automation import (
 from wl_infer.errors import CodecError
 from wl_infer.jobrun import JobRun, LeaseWatch, ModelCheck, release_fresh
 from wl_infer.outcomes import JobOutcome
+from wl_infer.preflight import check_key, refusal
 from wl_infer.saved import SavedResults
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ class Worker:
             from board.api import NotRegistered
 
             raise NotRegistered(self.me)
+        check_key(self.board)  # issue 10: a key that cannot sign fails now, not after generating
         self.log("started", rig=self.me, pid=os.getpid(), backend=self.opts.filters.backend,
                  model=self.opts.filters.model, lease_seconds=self.opts.lease_s, poll=self.opts.poll_s)  # fmt: skip
         self.saved.resubmit()
@@ -173,6 +175,9 @@ class Worker:
             if problem is not None:
                 self._skip(item.id, problem, permanent=False)
                 continue
+            if (refused := refusal(job, self.pool)) is not None:  # issue 10: limits before the claim, for good
+                self._skip(item.id, refused, permanent=True)
+                continue
             if not self.claim(item):
                 continue
             return self.execute(item.id, job)
@@ -206,7 +211,7 @@ class Worker:
         started = time.monotonic()
         thread = run.start(
             lambda: run_item(self.board, item_id, self.pool, skip_claim=True, push=self.opts.push,
-                             lease_seconds=self.opts.lease_s, on_event=run.checkpoint),  # fmt: skip
+                             lease_seconds=self.opts.lease_s, on_event=run.checkpoint, cancel=run._abandoned),  # fmt: skip
             name=f"job-{item_id}",
         )
         try:
@@ -233,9 +238,9 @@ class Worker:
             res = run.result
             s.done += 1
             gen = res.generation
-            if gen.tokens and gen.elapsed_s > 0:
-                s.last_rate = f"{len(gen.tokens) / gen.elapsed_s:.1f}"
-            self.log("done", id=item_id, output_hash=res.evidence.output_hash, tokens=len(gen.tokens or []),
+            if gen.n_tokens and gen.elapsed_s > 0:
+                s.last_rate = f"{gen.n_tokens / gen.elapsed_s:.1f}"
+            self.log("done", id=item_id, output_hash=res.evidence.output_hash, tokens=gen.n_tokens or 0,
                      generate_s=round(gen.elapsed_s, 3), elapsed_s=elapsed, pushed=res.mutation.pushed)  # fmt: skip
             return JobOutcome.DONE
         s.failed += 1

@@ -15,7 +15,7 @@ from board.cli.main import Obj
 from board.cli.output import emit, say
 from board.text import sanitize
 
-Check = tuple[str, bool, str]
+Check = tuple[str, bool | None, str]  # ok None: optional and absent here (shown as such, never a failure)
 
 
 def _board_checks(obj: Obj) -> list[Check]:
@@ -88,14 +88,15 @@ def doctor(obj: Obj) -> None:
     config_ok = all(ok for name, ok, _ in board_checks if name == "config")
     checks = board_checks + (_plugin_checks(obj) if config_ok else [])
     data: dict[str, Any] = {
-        "ok": all(ok for _, ok, _ in checks),
-        "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks],
+        "ok": all(ok is not False for _, ok, _ in checks),
+        "checks": [{"name": n, "ok": ok, "absent": ok is None, "detail": d} for n, ok, d in checks],
     }
 
     def human() -> None:
         for name, ok, detail in checks:
-            say(f"{'✓' if ok else '✗'} {name:<16} {sanitize(detail)}", None if ok else "red")
+            mark, style = ("✓", None) if ok else ("–", "dim") if ok is None else ("✗", "red")
+            say(f"{mark} {name:<16} {sanitize(detail)}" + (" (absent)" if ok is None else ""), style)
 
     emit(data, human)
-    if not all(ok for _, ok, _ in board_checks):  # backends a machine lacks are findings, not failures
+    if not all(ok is not False for _, ok, _ in board_checks):  # backends a machine lacks are findings, not failures
         raise click.exceptions.Exit(1)

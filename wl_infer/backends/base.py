@@ -11,10 +11,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from wl_infer.codec import Job
 from wl_infer.errors import InferError
+
+if TYPE_CHECKING:
+    from wl_infer.limits import Limits
 
 
 class BackendError(InferError):
@@ -76,6 +79,12 @@ class Generation:
     finish_reason: str = "stop"  # "stop" (end of generation) or "length" (max_tokens reached)
     prompt_tokens: int | None = None
     elapsed_s: float = 0.0
+    completion_tokens: int | None = None  # counted by a server that returns no token ids (OpenAI's usage)
+
+    @property
+    def n_tokens(self) -> int | None:
+        """Tokens generated: the ids when known, else the server's count, else None (unknown)."""
+        return len(self.tokens) if self.tokens is not None else self.completion_tokens
 
 
 @dataclass
@@ -148,10 +157,21 @@ class Backend(ABC):
 
     def check_digest(self, job: Job) -> ModelInfo:
         """Resolve the job's model and refuse weights that differ from the pinned digest."""
+        from wl_infer.limits import check_model_name  # issue 10: a job names a model, never a path
+
+        check_model_name(self.name, job.model)
         info = self.resolve(job.model)
         if job.model_digest and info.digest != job.model_digest:
             raise DigestMismatch(self.name, job.model, job.model_digest, info.digest)
         return info
+
+    def pull(self, model: str) -> ModelInfo:
+        """Fetch or assemble the model so that jobs naming it run without waiting (`wl infer models --pull`)."""
+        raise BackendError(self.name, f"cannot fetch models; {model!r} must be installed by hand")
+
+    def fit(self, job: Job, limits: Limits, info: ModelInfo | None = None) -> None:
+        """Refuse (JobRefused) a job that cannot fit this worker, from the model's own facts; before any work."""
+        return None  # a backend that knows nothing of its models' limits takes every job the job checks allow
 
     @abstractmethod
     def generate(self, job: Job) -> Generation:

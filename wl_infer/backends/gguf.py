@@ -86,9 +86,13 @@ def model_cache_dir(home: Path | None = None) -> Path:
 
 
 def embedded_cache_dir(home: Path | None = None) -> Path:
-    """Where embedded models are assembled: $WL_MODEL_CACHE when set (shared by many homes), else the home's."""
+    """Where embedded models are assembled, once per user and shared by all their homes: $WL_MODEL_CACHE,
+    else $XDG_CACHE_HOME/wl-infer/models, else ~/.cache/wl-infer/models (each file digest-checked on use)."""
     env = os.environ.get("WL_MODEL_CACHE")
-    return Path(env) if env else model_cache_dir(home)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "wl-infer" / "models"
 
 
 # --- small file helpers ---------------------------------------------------------------------------------
@@ -371,5 +375,5 @@ def resolve_gguf(name_or_path: str, home: Path | None = None) -> ModelInfo:
     raise ModelNotFound(
         BACKEND,
         name_or_path,
-        hint=f"known here: {known}; register a GGUF file by path, or give a path to a .gguf file",
+        hint=f"known here: {known}; register a GGUF file with `wl infer models --add PATH --name NAME`",
     )

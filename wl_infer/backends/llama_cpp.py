@@ -25,7 +25,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wl_infer.backends.base import (
     Backend,
@@ -37,6 +37,10 @@ from wl_infer.backends.base import (
     ScoreResult,
 )
 from wl_infer.codec import Job
+from wl_infer.limits import checkpoint
+
+if TYPE_CHECKING:
+    from wl_infer.limits import Limits
 
 DEFAULT_N_CTX = 2048
 DEFAULT_N_BATCH = 512
@@ -294,6 +298,14 @@ class LlamaCppBackend(Backend):
 
         return models.resolve_gguf(model, self.config.home)
 
+    def pull(self, model: str) -> ModelInfo:
+        """The embedded model is assembled from its package (digest-checked); a registered file is checked."""
+        from wl_infer.backends import gguf as models
+
+        if model in models.EMBEDDED:
+            return models.ensure_embedded(model, self.config.home)
+        return self.resolve(model)
+
     def list_models(self) -> list[ModelInfo]:
         from wl_infer.backends import gguf as models
 
@@ -304,13 +316,18 @@ class LlamaCppBackend(Backend):
                 ModelInfo(
                     name=name,
                     digest="sha256:" + spec.sha256,
-                    path=str(path) if path.exists() else None,
+                    path=str(path),  # where it is, or will be once assembled (size None until then)
                     size=path.stat().st_size if path.exists() else None,
                 )
             )
         return out + models.list_registered(self.config.home)
 
     # settings and engines -----------------------------------------------------------------------------
+
+    def fit(self, job: Job, limits: Limits, info: ModelInfo | None = None) -> None:
+        from wl_infer.backends.llama_fit import fit_llama
+
+        fit_llama(self, job, info or self.resolve(job.model), limits)
 
     def _settings(self, job: Job, info: ModelInfo) -> Settings:
         unknown = sorted(set(job.options) - set(SUPPORTED_OPTIONS))
@@ -457,6 +474,7 @@ class LlamaCppBackend(Backend):
 
     def generate(self, job: Job) -> Generation:
         info = self.check_digest(job)
+        _fits(self, job, info)  # issue 10: limits checked before any context is allocated
         started = time.perf_counter()
         with self._lock:
             engine = self._engine(self._settings(job, info))
@@ -489,6 +507,7 @@ class LlamaCppBackend(Backend):
         engine.reset()
         step = engine.capacity
         for start in range(0, len(prompt), step):
+            checkpoint()  # issue 10: the job's deadline, or an interrupted run
             chunk = prompt[start : start + step]
             last = start + len(chunk) == len(prompt)
             engine.decode(chunk, start, [last and i == len(chunk) - 1 for i in range(len(chunk))])
@@ -506,12 +525,14 @@ class LlamaCppBackend(Backend):
             out.append(token)
             if len(out) >= limit:
                 return out, "length"
+            checkpoint()  # issue 10: the job's deadline, or an interrupted run
             engine.decode([token], len(prompt) + len(out) - 1, [True])
 
     # prefill verification ------------------------------------------------------------------------------
 
     def score(self, job: Job, tokens: list[int], output: str) -> ScoreResult:
         info = self.check_digest(job)
+        _fits(self, job, info)  # issue 10
         started = time.perf_counter()
         with self._lock:
             engine = self._engine(self._settings(job, info))
@@ -626,6 +647,13 @@ class LlamaCppBackend(Backend):
                 next_row = logits[n - row].copy()
             row += produced
         return argmax, top, claimed, next_row
+
+
+def _fits(backend: LlamaCppBackend, job: Job, info: ModelInfo) -> None:
+    """Issue 10 hook: refuse a job that cannot fit (trained context, memory, tokens) before allocating."""
+    from wl_infer.limits import limits_of
+
+    backend.fit(job, limits_of(backend.config), info)
 
 
 def _meta(lib: ModuleType, model: Any, key: str) -> str | None:

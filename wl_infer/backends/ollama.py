@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wl_infer.backends._http import client_platform, normalise_digest, one_line, transport_failure, wl_version
 from wl_infer.backends.base import (
@@ -25,6 +25,9 @@ from wl_infer.backends.base import (
     ModelNotFound,
 )
 from wl_infer.codec import Job
+
+if TYPE_CHECKING:
+    from wl_infer.limits import Limits
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 T = TypeVar("T")
@@ -72,7 +75,10 @@ class OllamaBackend(Backend):
                 raise BackendUnavailable(
                     self.name, "the ollama client is not installed (pip install ollama)"
                 ) from None
-            self._client = ollama.Client(host=self.host, timeout=self.config.timeout)
+            # issue 10: the reply is capped and held to the job's deadline while it is read
+            from wl_infer.bounded_http import bounded_transport
+
+            self._client = ollama.Client(host=self.host, timeout=self.config.timeout, transport=bounded_transport(self.config))
         return self._client
 
     def _unreachable(self) -> BackendUnavailable:
@@ -113,12 +119,15 @@ class OllamaBackend(Backend):
 
             self._version_known = True
             try:
-                with httpx.Client(base_url=self.host, timeout=min(self.config.timeout, 5.0)) as c:
+                from wl_infer.bounded_http import bounded_transport  # issue 10: a flood here is capped too
+
+                with httpx.Client(base_url=self.host, timeout=min(self.config.timeout, 5.0),
+                                  transport=bounded_transport(self.config)) as c:
                     reply = c.get("/api/version")
                     if reply.status_code == 200:
                         value = reply.json().get("version")
                         self._version = value if isinstance(value, str) else None
-            except (httpx.HTTPError, ValueError, AttributeError):
+            except (httpx.HTTPError, ValueError, AttributeError, BackendError):
                 self._version = None
         return self._version
 
@@ -142,6 +151,11 @@ class OllamaBackend(Backend):
             if canonical_name(info.name) == wanted:
                 return ModelInfo(name=model, digest=info.digest, size=info.size)
         raise ModelNotFound(self.name, model, f"ollama pull {model}")
+
+    def pull(self, model: str) -> ModelInfo:
+        """`ollama pull` through the server, then the model as the server lists it (with its digest)."""
+        self._call("pulling the model", self._get_client().pull, model, for_model=model)
+        return self.resolve(model)
 
     def options(self, job: Job) -> dict[str, Any]:
         """The options sent with the job: fixed sampling first, then the job's own Ollama options."""
@@ -192,6 +206,19 @@ class OllamaBackend(Backend):
             prompt_tokens=reply.prompt_eval_count,
             elapsed_s=elapsed,
         )
+
+    def fit(self, job: Job, limits: Limits, info: ModelInfo | None = None) -> None:
+        """A job that sets num_ctx is held to the model's trained context as Ollama's /api/show reports it."""
+        from wl_infer.limits import JobRefused
+
+        wanted = job.options.get("num_ctx")
+        if not isinstance(wanted, int) or isinstance(wanted, bool):
+            return
+        shown = self._call("showing the model", self._get_client().show, job.model, for_model=job.model)
+        meta: dict[str, Any] = getattr(shown, "modelinfo", None) or {}
+        trained = next((v for k, v in meta.items() if str(k).endswith(".context_length") and isinstance(v, int)), None)
+        if trained is not None and wanted > trained:
+            raise JobRefused(f"options.num_ctx is larger than {job.model}'s trained context (/api/show)", trained, wanted)
 
     def close(self) -> None:
         if self._client is not None:

@@ -83,7 +83,11 @@ class OpenAIBackend(Backend):
             headers = {"Accept": "application/json"}
             if self._api_key:
                 headers["Authorization"] = f"Bearer {self._api_key}"
-            self._client = httpx.Client(base_url=self.base_url, timeout=self.config.timeout, headers=headers)
+            # issue 10: the reply is capped and held to the job's deadline while it is read
+            from wl_infer.bounded_http import bounded_transport
+
+            self._client = httpx.Client(base_url=self.base_url, timeout=self.config.timeout, headers=headers,
+                                        transport=bounded_transport(self.config))
         return self._client
 
     def _request(
@@ -220,13 +224,15 @@ class OpenAIBackend(Backend):
         envelope["system_fingerprint"] = fingerprint if isinstance(fingerprint, str) else None
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         prompt_tokens = usage.get("prompt_tokens")
+        completion_tokens = usage.get("completion_tokens")
         return Generation(
             output=text,
             tokens=_token_ids(choice.get("token_ids")),
             envelope=envelope,
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
+            prompt_tokens=prompt_tokens if _count(prompt_tokens) else None,
             elapsed_s=elapsed,
+            completion_tokens=completion_tokens if _count(completion_tokens) else None,
         )
 
     def close(self) -> None:
@@ -235,6 +241,11 @@ class OpenAIBackend(Backend):
                 self._client.close()
             finally:
                 self._client = None
+
+
+def _count(value: Any) -> bool:
+    """A token count a server may report: a non-negative int (never a bool), within reason."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31
 
 
 def _token_ids(value: Any) -> list[int] | None:

@@ -7,31 +7,29 @@ from typing import Any
 import click
 
 from board.cli.main import Obj
-from board.cli.output import emit, say
+from board.cli.output import cell, emit, say
 from wl_infer.audit import AuditEntry, AuditPlan, AuditReport, plan_audit, run_audit
 from wl_infer.outcomes import AuditOutcome
 
 
 def _selection_table(plan: AuditPlan) -> Any:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table("item", "worker", "status", "score", title="Selected for audit", title_justify="left")
     for c in plan.selected:
-        table.add_row(Text(c.item_id), Text(c.worker), Text(c.status), Text(f"{c.score:.4f}"))
+        table.add_row(cell(c.item_id), cell(c.worker), cell(c.status), cell(f"{c.score:.4f}"))
     return table
 
 
 def _summary_table(report: AuditReport) -> Any:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table("worker", "checked", "verified", "mismatched", "invalid", "could not verify")
     for worker, s in report.summary().items():
         bad = s.mismatched + s.invalid
         table.add_row(
-            Text(worker, style="red" if bad else ""),
-            *(Text(str(n)) for n in (s.checked, s.verified, s.mismatched, s.invalid, s.could_not_verify)),
+            cell(worker, style="red" if bad else ""),
+            *(cell(str(n)) for n in (s.checked, s.verified, s.mismatched, s.invalid, s.could_not_verify)),
         )
     return table
 

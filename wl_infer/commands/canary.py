@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from board.cli.main import Obj
-from board.cli.output import emit, say
+from board.cli.output import cell, emit, say
 from wl_infer.canary import (
     DEFAULT_BATCHES,
     DEFAULT_MAX_TOKENS,
@@ -21,23 +21,21 @@ from wl_infer.commands.params import BackendChoice
 
 def _settings_table(report: CanaryReport) -> Any:
     from rich.table import Table
-    from rich.text import Text
 
-    def mark(value: bool | None) -> Text:
-        return Text("n/a", style="dim") if value is None else Text("yes", style="green") if value else Text(
+    def mark(value: bool | None) -> Any:
+        return cell("n/a", style="dim") if value is None else cell("yes", style="green") if value else cell(
             "NO", style="red"
         )
 
     table = Table("setting", "repeatable", "agrees", "prefill accepts", "generate (s)")
     for r in report.setting_rows():
-        table.add_row(Text(r["label"]), mark(r["repeatable"]), mark(r["agrees"]), mark(r["prefill_ok"]),
-                      Text(f"{r['generate_s']:.2f}"))
+        table.add_row(cell(r["label"]), mark(r["repeatable"]), mark(r["agrees"]), mark(r["prefill_ok"]),
+                      cell(f"{r['generate_s']:.2f}"))
     return table
 
 
 def _rigs_table(rows: list[tuple[str, dict[str, Any]]]) -> Any:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table("rig", "stable", "backend", "model", "cpu / gpu", "at")
     for handle, c in rows:
@@ -46,8 +44,8 @@ def _rigs_table(rows: list[tuple[str, dict[str, Any]]]) -> Any:
         where = str(plat.get("gpu") or inner.get("cpu") or plat.get("machine") or "?")
         stable = c.get("stable")
         table.add_row(
-            Text(handle), Text(str(stable), style="green" if stable is True else "red"), Text(str(c.get("backend"))),
-            Text(str(c.get("model"))), Text(where), Text(str(c.get("at"))),
+            cell(handle), cell(str(stable), style="green" if stable is True else "red"), cell(str(c.get("backend"))),
+            cell(str(c.get("model"))), cell(where), cell(str(c.get("at"))),
         )
     return table
 

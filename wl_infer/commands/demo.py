@@ -54,7 +54,6 @@ class _Steps:
 @click.pass_obj
 def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
     """Run the whole story offline: commons, three rigs, post, run, verify, status."""
-    import os
 
     from board.api import Board, Home, create_commons, join
     from wl_infer.backends import BackendError
@@ -62,8 +61,7 @@ def demo(obj: Obj, prompt: str, max_tokens: int, keep: bool) -> None:
     from wl_infer.jobs import open_pool, post_job, run_item
     from wl_infer.verify import verify_item
 
-    # The rigs live in a temporary folder, but the assembled model belongs in the user's cache: assemble once.
-    os.environ.setdefault("WL_MODEL_CACHE", str(obj.home.path / "models"))
+    # The rigs live in a temporary folder; the assembled model is in the user's cache (embedded_cache_dir).
     quiet = is_json()
     steps = _Steps(quiet)
     root = Path(tempfile.mkdtemp(prefix="wl-demo-"))

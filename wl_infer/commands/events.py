@@ -52,12 +52,14 @@ class EventLog:
         from rich.table import Table
         from rich.text import Text
 
+        from board.api import sanitize
+
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
         grid.add_column()
         for label, value in self.status():
-            grid.add_row(label, Text(value))
-        events = Text("\n".join(self.recent) or "(no events yet)", style="dim", no_wrap=True, overflow="ellipsis")
+            grid.add_row(label, Text(sanitize(value)))
+        events = Text("\n".join(sanitize(line) for line in self.recent) or "(no events yet)", style="dim", no_wrap=True, overflow="ellipsis")
         body = Table.grid()
         body.add_row(grid)
         body.add_row(Text(""))

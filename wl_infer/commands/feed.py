@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from wl_infer.automation import MAX_LEASE_S
-from wl_infer.commands.params import BackendChoice
+from wl_infer.commands.params import BackendChoice, limit_options
 
 if TYPE_CHECKING:
     from wl_infer.feeder import Feeder
@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 @click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once nothing has run or been found for this many seconds.")
 @click.option("--backend", type=BackendChoice(), default=None, help="Only dispatch jobs for this backend.")
 @click.option("--model", default=None, help="Only dispatch jobs for this model.")
+@limit_options
 @click.pass_obj
-def feed(obj: Any, slots: int, command: str | None, poll: float, once: bool, max_jobs: int | None,
+def feed(obj: Any, /, slots: int, command: str | None, poll: float, once: bool, max_jobs: int | None,
          lease: int | None, lease_s: int | None, idle_exit: float | None, backend: str | None,
-         model: str | None) -> None:  # fmt: skip
+         model: str | None, **limit_flags: Any) -> None:  # fmt: skip
     """Claim open inference items under this rig's handle and start a run for each, N at a time.
 
     SIGINT/SIGTERM stop the runs and release their claims; a second signal exits at once.
@@ -35,10 +36,15 @@ def feed(obj: Any, slots: int, command: str | None, poll: float, once: bool, max
     from wl_infer.automation import Filters, StopSignals, resolve_lease
     from wl_infer.commands.events import EventLog, wants_live
     from wl_infer.feeder import Feeder, FeedOptions, parse_template
+    from wl_infer.limits import limit_argv, resolve_limits
 
     board = obj.board()
+    template = parse_template(command)
+    if command is None:  # our own runs get the limits given here (a custom --command sets its own)
+        template += limit_argv(limit_flags)
     opts = FeedOptions(
-        template=parse_template(command), slots=slots, filters=Filters(backend, model), once=once,
+        limits=resolve_limits(board.config, **limit_flags),
+        template=template, slots=slots, filters=Filters(backend, model), once=once,
         max_jobs=max_jobs, poll_s=poll, lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
     )  # fmt: skip
     holder: list[Feeder] = []

@@ -12,7 +12,7 @@ import click
 
 from board.cli.main import Obj
 from board.cli.output import emit, is_json, report_push, say
-from wl_infer.commands.params import BackendChoice
+from wl_infer.commands.params import BackendChoice, limit_options
 
 
 def _progress(label: str) -> Any:
@@ -61,23 +61,25 @@ def infer() -> None:
 @infer.command()
 @click.option("--prompt", required=True)
 @click.option("--model", required=True, help="e.g. gemma3:270m (the embedded default for llama-cpp).")
-@click.option("--backend", type=BackendChoice(), default=None, help="Default: config default_backend, else ollama.")
+@click.option("--backend", type=BackendChoice(), default=None, help="Default: config default_backend, else the backend that knows the model here, else ollama.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(0, None), default=0, show_default=True, help="0: the model's default.")
 @click.option("--chat", is_flag=True, help="Apply the model's chat template instead of raw completion.")
+@click.option("--force", is_flag=True, help="Post even when the backend here says it does not have the model.")
 @click.option("--no-push", is_flag=True)
 @click.pass_obj
-def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool, no_push: bool) -> None:
+def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool,
+         force: bool, no_push: bool) -> None:  # fmt: skip
     """Post an inference job."""
     from wl_infer.codec import Job
-    from wl_infer.jobs import open_pool, post_job
+    from wl_infer.jobs import infer_backend, open_pool, post_job
 
     board = obj.board()
-    backend = backend or board.config.get("default_backend") or "ollama"
-    job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend,
-              options={"chat": True} if chat else {})
     with open_pool(board, timeout=5.0) as pool:
-        res = post_job(board, job, push=not no_push, pool=pool)
+        backend = backend or board.config.get("default_backend") or infer_backend(model, pool) or "ollama"
+        job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend,
+                  options={"chat": True} if chat else {})  # fmt: skip
+        res = post_job(board, job, push=not no_push, pool=pool, force=force)
 
     def human() -> None:
         for w in res.warnings:
@@ -102,14 +104,29 @@ def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_
 @click.option("--no-push", is_flag=True)
 @click.option("--anchor", is_flag=True, help="Also anchor the result hash on the board's chain.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
+@limit_options
 @click.pass_obj
-def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, threads: int | None) -> None:
-    """Claim an inference item, run it, and submit signed evidence."""
+def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, threads: int | None, **limits: Any) -> None:
+    """Claim an inference item, run it, and submit signed evidence.
+
+    Pre-flight checks (key, limits, backend, model) run before the claim. SIGINT/SIGTERM abandon the
+    generation and release the claim (not under --skip-claim), then exit 128+signum.
+    """
+    from wl_infer.interrupt import Interrupted, RunGuard
     from wl_infer.jobs import open_pool, run_item
 
     board = obj.board()
-    with open_pool(board, threads=threads) as pool, _progress("Running inference…"):
-        res = run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push)
+    guard = RunGuard(item_id, skip_claim)  # issue 10: signals handled as the worker does
+    try:
+        with open_pool(board, threads=threads, **limits) as pool, _progress("Running inference…"):
+            res = guard.run(
+                lambda cancel, on_event: run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push,
+                                                  on_event=on_event, cancel=cancel),
+                lambda: _release_fresh(board, guard.item, not no_push),
+            )
+    except Interrupted as e:
+        click.echo(f"wl: {e.message}", err=True)
+        sys.exit(e.code)
     anchored = None
     if anchor:
         from wl_infer.anchoring import anchor_result
@@ -120,9 +137,9 @@ def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, t
     def human() -> None:
         say(f"✓ Inference completed for {res.item_id}")
         say(f"  Hash: {res.evidence.output_hash}")
-        n = len(gen.tokens or [])
+        n = gen.n_tokens
         rate = f", {n / gen.elapsed_s:.1f} tok/s" if gen.elapsed_s > 0 and n else ""
-        say(f"  Tokens: {n if gen.tokens is not None else '?'} in {gen.elapsed_s:.2f}s{rate} ({gen.finish_reason})")
+        say(f"  Tokens: {n if n is not None else '?'} in {gen.elapsed_s:.2f}s{rate} ({gen.finish_reason})")
         preview = gen.output if len(gen.output) <= 200 else gen.output[:200] + "…"
         say(f"  Output: {preview}")
         report_push(res.mutation)
@@ -132,7 +149,7 @@ def run(obj: Obj, item_id: str, skip_claim: bool, no_push: bool, anchor: bool, t
 
     emit(
         {"ok": True, "id": res.item_id, "output_hash": res.evidence.output_hash, "output": gen.output,
-         "tokens": len(gen.tokens or []), "finish_reason": gen.finish_reason, "elapsed_s": gen.elapsed_s,
+         "tokens": gen.n_tokens or 0, "finish_reason": gen.finish_reason, "elapsed_s": gen.elapsed_s,
          "pushed": res.mutation.pushed, "local_reason": res.mutation.local_reason, "anchor": anchored},
         human,
     )
@@ -194,6 +211,15 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
         click.get_current_context().exit(v.verdict.exit_code)
 
 
+def _release_fresh(board: Any, item_id: str, push: bool) -> bool:
+    """Release through a new board handle (the interrupted job's thread may still hold the first)."""
+    from board.api import Board, Home
+    from wl_infer.jobs import release
+
+    with Board(Home(board.home.path)) as b:
+        return release(b, item_id, push)
+
+
 def _chain_report(board: Any, v: Any) -> str | None:
     """`matches` / `differs` / `not anchored` when this board anchors on a chain; None otherwise."""
     try:
@@ -208,10 +234,12 @@ def _chain_report(board: Any, v: Any) -> str | None:
 @click.pass_obj
 def status(obj: Obj, item_id: str) -> None:
     """The item, its job, the result (hash, output, envelope) and attestations."""
+    from board.api import refresh_if_online, sanitize
     from wl_infer.codec import CodecError, Evidence
     from wl_infer.jobs import load_job
 
     board = obj.board()
+    fresh = refresh_if_online(board)  # the remote's state when it answers; say so when this is a local copy
     view = board.view()
     iid = view.resolve(item_id)
     item = view.item(iid)
@@ -225,33 +253,59 @@ def status(obj: Obj, item_id: str) -> None:
             evidence = Evidence.decode(comp.evidence).to_dict()
         except CodecError as e:
             problem = str(e)
-    atts = view.attestations(iid)
+    from wl_infer.attestations import checked_attestations
+
+    checked = checked_attestations(view, iid)
+    atts = {who: {**att, "check": check.to_dict()} for who, (att, check) in checked.items()}
     data = {"item": item.to_dict(), "job": job.to_dict(), "completion": comp.to_dict() if comp else None,
-            "evidence": evidence, "evidence_error": problem, "attestations": atts}
+            "evidence": evidence, "evidence_error": problem, "attestations": atts, "refreshed": fresh}
 
     def human() -> None:
-        say(f"{item.id}  {item.title}", "bold")
-        say(f"  Status:  {item.status}" + (f" (claimed by {item.claimed_by} until {item.claim_expires_at})" if item.claimed_by and item.status == "claimed" else ""))
-        say(f"  Job:     {job.model} via {job.backend}, seed {job.seed}, max_tokens {job.max_tokens or 'default'}")
+        pad = "\n" + " " * 12  # continuation lines of a multi-line value line up under its first line
+
+        def line(label: str, value: Any, style: str | None = None) -> None:
+            """`  Label:    value`, the Go labels automation scrapes (Model:, Seed:, Prompt:, Hash:, Output:)."""
+            text = sanitize("" if value is None else value, keep_newlines=True).replace("\n", pad)
+            say(f"  {label + ':':<10}{text}", style)
+
+        say(f"{item.id}  {sanitize(item.title)}", "bold")
+        if not fresh and board.remote is not None:
+            say("  (the remote could not be reached: this is the local copy)", "yellow")
+        held = f" (claimed by {item.claimed_by} until {item.claim_expires_at})" if item.claimed_by and item.status == "claimed" else ""
+        line("Status", item.status + held)
+        line("Model", f"{job.model} ({job.backend})")
+        line("Seed", job.seed)
+        line("Tokens", f"at most {job.max_tokens}" if job.max_tokens else "the model's default")
         if job.model_digest:
-            say(f"  Weights: {job.model_digest}")
-        say(f"  Prompt:  {job.prompt}")
+            line("Weights", job.model_digest)
+        if job.options:
+            line("Options", ", ".join(f"{k}={v}" for k, v in sorted(job.options.items())))
+        line("Prompt", job.prompt)
         if comp is None:
-            say("  Result:  none yet")
+            line("Result", "none yet")
         elif evidence is None:
-            say(f"  Result:  undecodable evidence: {problem}", "red")
+            line("Result", f"undecodable evidence: {problem}", "red")
         else:
-            say(f"  Result:  {evidence['output_hash']} by {comp.completed_by} at {comp.completed_at}")
+            line("Hash", evidence["output_hash"])
+            line("Worker", f"{comp.completed_by} at {comp.completed_at}")
             out = evidence.get("output")
             if out is not None:
-                say(f"  Output:  {out if len(out) <= 300 else out[:300] + '…'}")
+                line("Output", out if len(out) <= 2000 else out[:2000] + "…")
             else:
-                say(f"  Output:  in blob {evidence.get('output_blob')}")
+                line("Output", f"in blob {evidence.get('output_blob')}")
             env = evidence.get("envelope") or {}
             if env:
-                say("  Envelope: " + ", ".join(f"{k}={v}" for k, v in sorted(env.items()) if not isinstance(v, dict)))
-        for who, att in sorted(atts.items()):
-            say(f"  Attested by {who}: {att.get('verdict')} ({att.get('mode')}, {att.get('at')})")
+                say("  Envelope:")
+                for key, value in sorted(env.items()):
+                    shown = value if not isinstance(value, dict) else ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+                    text = sanitize(shown)
+                    say(f"    {sanitize(key) + ':':<20}{text if len(text) <= 80 else text[:77] + '…'}")
+        for who, (att, check) in sorted(checked.items()):
+            if not check.valid:  # never shown as the verifier's verdict
+                say(f"  Attestation under {who}: INVALID — {check.problem}", "red")
+                continue
+            note = f"; {check.problem}" if check.stale else ""
+            say(f"  Attested by {who}: {att.get('verdict')} ({att.get('mode')}, {att.get('at')}{note})")
 
     emit(data, human)
 
@@ -259,11 +313,29 @@ def status(obj: Obj, item_id: str) -> None:
 @infer.command()
 @click.option("--add", "add_path", type=click.Path(exists=True, dir_okay=False), help="Register a GGUF file.")
 @click.option("--name", help="Name for --add.")
+@click.option("--pull", "pull_model", metavar="MODEL", help="Fetch or assemble MODEL now (as `ollama pull` does), digest-checked.")
+@click.option("--backend", type=BackendChoice(), default=None, help="Backend for --pull (default: the one that knows the model).")
 @click.pass_obj
-def models(obj: Obj, add_path: str | None, name: str | None) -> None:
+def models(obj: Obj, add_path: str | None, name: str | None, pull_model: str | None, backend: str | None) -> None:
     """Models each backend can run here, with digests (`--add PATH --name N` registers a GGUF)."""
     from wl_infer.catalog import list_all, register
 
+    if pull_model:
+        from wl_infer.jobs import BackendPool, infer_backend
+        from wl_infer.settings import backend_config
+
+        config = obj.home.load_config()  # no board needed: models can be fetched before `wl join`
+        pool = BackendPool(backend_config(obj.home.path, config, timeout=600.0))
+        try:
+            chosen = backend or infer_backend(pull_model, pool) or config.get("default_backend") or "ollama"
+            with _progress(f"Fetching {pull_model} ({chosen})…"):
+                info = pool.get(chosen).pull(pull_model)
+        finally:
+            pool.close()
+        emit({"ok": True, "backend": chosen, "name": info.name, "digest": info.digest, "path": info.path,
+              "size": info.size},
+             lambda: say(f"✓ {info.name} ({chosen}) {info.digest or '(no digest)'}" + (f"\n  {info.path}" if info.path else "")))  # fmt: skip
+        return
     if add_path:
         if not name:
             raise click.UsageError("--add needs --name")
@@ -279,6 +351,7 @@ def models(obj: Obj, add_path: str | None, name: str | None) -> None:
             if r["error"]:
                 say(f"{r['backend']:<10} unavailable: {r['error']}", "dim")
             else:
-                say(f"{r['backend']:<10} {r['name']:<28} {r['digest'] or '(no digest)'}")
+                where = f"  {r['path']}" if r.get("path") else ""
+                say(f"{r['backend']:<10} {r['name']:<28} {r['digest'] or '(no digest)'}{where}")
 
     emit({"models": rows}, human)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
+
+from wl_infer import limits
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class BackendChoice(click.Choice):  # type: ignore[type-arg]
@@ -23,3 +27,18 @@ class BackendChoice(click.Choice):  # type: ignore[type-arg]
     @choices.setter
     def choices(self, value: Sequence[Any]) -> None:
         """click.Choice assigns its list in __init__; the registry is the list, so this is ignored."""
+
+
+def limit_options(fn: F) -> F:
+    """The `--limit-*` flags shared by run, worker and feed (passed to the command as limit_* keywords)."""
+    helps = {
+        "limit_ctx": f"Largest context (tokens) a job may ask for; 0: no limit [default: config, else {limits.DEFAULT_MAX_CTX}].",
+        "limit_tokens": f"Largest max_tokens a job may ask for [default: config, else {limits.DEFAULT_MAX_TOKENS}].",
+        "limit_seconds": f"Wall-clock deadline per job, in seconds [default: config, else {limits.DEFAULT_DEADLINE_S:g}].",
+        "limit_output_bytes": f"Largest output (bytes) read from a server [default: config, else {limits.DEFAULT_MAX_OUTPUT_BYTES}].",
+        "limit_memory_mb": f"Largest estimated memory (weights + KV cache, MiB) a job may need [default: config, else {limits.DEFAULT_MAX_MEMORY_MB}].",
+    }
+    for key in reversed(list(limits.CONFIG_KEYS)):
+        kind = click.FloatRange(0, None) if limits.CONFIG_KEYS[key][1] is float else click.IntRange(0, None)
+        fn = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None, help=helps[key])(fn)
+    return fn

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from wl_infer.automation import MAX_LEASE_S
-from wl_infer.commands.params import BackendChoice
+from wl_infer.commands.params import BackendChoice, limit_options
 
 if TYPE_CHECKING:
     from wl_infer.worker import Worker
@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 @click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
 @click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once no job has been found for this many seconds.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
+@limit_options
 @click.pass_obj
-def worker(obj: Any, backend: str | None, model: str | None, once: bool, max_jobs: int | None, poll: float,
-           lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None) -> None:  # fmt: skip
+def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_jobs: int | None, poll: float,
+           lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None, **limits: Any) -> None:  # fmt: skip
     """Claim → run → submit open inference jobs until stopped, keeping the model loaded.
 
     SIGINT/SIGTERM abandon the current job and release its claim; a second signal exits at once.
@@ -41,7 +42,7 @@ def worker(obj: Any, backend: str | None, model: str | None, once: bool, max_job
         filters=Filters(backend, model), once=once, max_jobs=max_jobs, poll_s=poll,
         lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
     )  # fmt: skip
-    pool = BackendPool(backend_config(board.home.path, board.config, threads=threads))
+    pool = BackendPool(backend_config(board.home.path, board.config, threads=threads, **limits))
     holder: list[Worker] = []
 
     def left() -> str:
