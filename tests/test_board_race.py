@@ -170,8 +170,8 @@ def _process_race(tmp_path: Path, url: str, commons: Path, rounds: int = PROC_RO
         loser = "bob" if winner == "alice" else "alice"
         rc, out, err = results[loser]
         assert rc == 1, results[loser]
-        assert err.startswith("wl: error: ") and err.count("\n") == 1, err
-        assert f"claimed by {winner}" in err and "Traceback" not in err
+        assert err.count("\n") == 1 and json.loads(err)["exit_code"] == 1, err  # under --json: one JSON object
+        assert f"claimed by {winner}" in json.loads(err)["error"] and "Traceback" not in err
         doc = json.loads(results[winner][1])
         assert doc["ok"] is True and doc["pushed"] is True and doc["id"] == item_id
         assert remote_item(commons, item_id).claimed_by == winner

@@ -36,7 +36,8 @@ BOARD_FLOORS: dict[str, int] = {
     "board.api": 5,
     # 6: the command line
     "board.cli": 6, "board.cli.output": 6, "board.cli.main": 6, "board.cli.doctor": 6, "board.cli.items": 6,
-    "board.cli.rig": 6, "board.cli.setup": 6, "board.cli.hook": 6,
+    "board.cli.rig": 6, "board.cli.setup": 6, "board.cli.hook": 6, "board.cli.frame": 6, "board.cli.complete": 6,
+    "board.cli.overview": 6,
 }  # fmt: skip
 
 INFER_FLOORS: dict[str, int] = {

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from board.cli.complete import ITEM_ID
 from board.cli.main import Obj
 from board.cli.output import cell, emit, mutation_data, report_push, say
 from board.records import EFFORTS, SEVERITIES, STATUSES, TYPES
@@ -112,17 +113,26 @@ def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int)
     board = obj.board()
     view = board.view()
     items = view.items()
-    if status != "all":
-        items = [i for i in items if i.status == status]
     if item_type:
         items = [i for i in items if i.type == item_type]
     if mine:
         me = board.handle
         items = [i for i in items if me in (i.posted_by, i.claimed_by)]
+    everything = items
+    if status != "all":
+        items = [i for i in items if i.status == status]
     items.sort(key=lambda i: (i.priority, i.created_at, i.id))
     total = len(items)
     items = items[:limit]
     data = {"items": [i.to_dict() for i in items], "total": total, "corrupt": view.corrupt}
+    elsewhere = ""
+    if not items and status != "all":  # an empty listing says where the items are (all in review, say)
+        others: dict[str, int] = {}
+        for i in everything:
+            if i.status != status:
+                others[i.status] = others.get(i.status, 0) + 1
+        if others:
+            elsewhere = "; " + ", ".join(f"{n} {s}" for s, n in sorted(others.items())) + " — try --status all"
 
     def human() -> None:
         from rich.table import Table
@@ -138,7 +148,7 @@ def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int)
 
         if items:
             console().print(table)
-        say(f"{len(items)} of {total} item(s)" + (f" ({status})" if status != "all" else ""))
+        say(f"{len(items)} of {total} item(s)" + (f" ({status})" if status != "all" else "") + elsewhere)
         if view.corrupt:  # each is named by a `wl: warning:` line on stderr
             say(f"⚠ skipped {len(view.corrupt)} malformed entr{'y' if len(view.corrupt) == 1 else 'ies'}", "yellow")
 
@@ -146,7 +156,7 @@ def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int)
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.pass_obj
 def show(obj: Obj, item_id: str) -> None:
     """Show one item, its completion and attestations."""
@@ -194,7 +204,7 @@ def show(obj: Obj, item_id: str) -> None:
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--lease", type=click.IntRange(1, 30 * 24 * 60), default=None, help="Lease in minutes (default 30).")
 @no_push_option
 @click.pass_obj
@@ -205,7 +215,7 @@ def claim(obj: Obj, item_id: str, lease: int | None, no_push: bool) -> None:
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @no_push_option
 @click.pass_obj
 def unclaim(obj: Obj, item_id: str, no_push: bool) -> None:
@@ -214,7 +224,7 @@ def unclaim(obj: Obj, item_id: str, no_push: bool) -> None:
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--evidence", required=True, help="What was done (a URL, a hash, a JSON record).")
 @no_push_option
 @click.pass_obj
@@ -229,7 +239,7 @@ def done(obj: Obj, item_id: str, evidence: str, no_push: bool) -> None:
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--quality", type=click.IntRange(1, 5), required=True)
 @click.option("--reliability", type=click.IntRange(1, 5))
 @click.option("--severity", type=click.Choice(SEVERITIES), default="leaf", show_default=True)
@@ -244,7 +254,7 @@ def accept(obj: Obj, item_id: str, quality: int, reliability: int | None, severi
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--reason", default="")
 @no_push_option
 @click.pass_obj
@@ -254,7 +264,7 @@ def reject(obj: Obj, item_id: str, reason: str, no_push: bool) -> None:
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @no_push_option
 @click.pass_obj
 def close(obj: Obj, item_id: str, no_push: bool) -> None:
@@ -263,7 +273,7 @@ def close(obj: Obj, item_id: str, no_push: bool) -> None:
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @no_push_option
 @click.pass_obj
 def delete(obj: Obj, item_id: str, no_push: bool) -> None:

@@ -7,8 +7,7 @@ imported until a command is asked for, so `wl --help` and board commands never p
 from __future__ import annotations
 
 import importlib
-import os
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,8 @@ CORE: dict[str, str] = {
     "doctor": "board.cli.doctor:doctor",
     "rig": "board.cli.rig:rig",
     "hook": "board.cli.hook:hook",
+    "status": "board.cli.overview:status",
+    "log": "board.cli.overview:log",
 }
 PLUGIN_GROUP = "wl.plugins"
 
@@ -47,9 +48,9 @@ class WlError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
-        from board.text import sanitize  # messages quote ids, paths and reasons from the board
+        from board.cli.frame import print_error  # one line, or one JSON object under --json
 
-        click.echo(f"wl: error: {sanitize(self.format_message())}", err=True)
+        print_error(self.format_message(), self.exit_code)
 
 
 def _plugins() -> dict[str, Any]:
@@ -59,6 +60,26 @@ def _plugins() -> dict[str, Any]:
 
 
 class WlGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from board.cli.frame import lift_globals  # --json / --home after the command, as gh and git allow
+
+        return super().parse_args(ctx, lift_globals(args))
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = super().main
+        if not standalone_mode:
+            return run(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from board.cli.frame import run_guarded  # one-line (or JSON) errors for CliRunner and `wl` alike
+
+        run_guarded(lambda: run(args, prog_name, complete_var, standalone_mode=False, **extra))
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(CORE) | set(_plugins()) | set(self.commands))
 
@@ -120,7 +141,7 @@ class Obj:
         return board
 
 
-@click.group(cls=WlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="wl", cls=WlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(path_type=Path), help="Home directory (config, key, local clone); default $WL_HOME.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of human text.")
 @click.version_option(package_name="wl-infer", prog_name="wl")
@@ -138,31 +159,4 @@ def cli(ctx: click.Context, home: Path | None, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        rc = cli.main(args=argv, prog_name="wl", standalone_mode=False)
-        if isinstance(rc, int) and not isinstance(rc, bool) and rc:
-            sys.exit(rc)  # outside standalone mode click returns an Exit's code instead of exiting (wl doctor)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("wl: aborted", err=True)
-        sys.exit(130)
-    except WlError as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except BoardError as e:
-        WlError(str(e)).show()
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("wl: interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(1)
-    except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
-        if os.environ.get("WL_DEBUG"):
-            raise
-        WlError(f"internal error: {type(e).__name__}: {e} (set WL_DEBUG=1 for details)").show()
-        sys.exit(1)
+    cli.main(args=argv, prog_name="wl")  # exits with SPEC's codes; errors are one line or one JSON object

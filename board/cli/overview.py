@@ -1,0 +1,191 @@
+"""Read-only overviews: `wl status` (the board at a glance, what waits for me) and `wl log ID` (an item's history)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from board.cli.complete import ITEM_ID
+from board.cli.main import Obj
+from board.cli.output import emit, say
+from board.records import STATUSES
+from board.text import sanitize
+
+
+def _lease_left(expires: str | None, now: datetime) -> int | None:
+    """Seconds of lease left (negative once expired); None for a missing or unreadable time."""
+    from board.ids import parse_time
+
+    if not expires:
+        return None
+    try:
+        return int((parse_time(expires) - now).total_seconds())
+    except ValueError:
+        return None
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 0:
+        return f"expired {_duration(-seconds)} ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _commit_time(commit: Any) -> str | None:
+    """A commit's committer time as RFC 3339 (None for a time a hostile commit set out of range)."""
+    from board.ids import fmt_time
+
+    try:
+        return fmt_time(datetime.fromtimestamp(commit.commit_time, UTC))
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _brief(item: Any, **extra: Any) -> dict[str, Any]:
+    return {"id": item.id, "title": item.title, "status": item.status, **extra}
+
+
+@click.command()
+@click.pass_obj
+def status(obj: Obj) -> None:
+    """The board at a glance: counts by status, my claims with lease left, what waits for me.
+
+    Reads the local copy (`wl sync` refreshes it) and says when it last changed.
+    """
+    from board.ids import utcnow
+
+    board = obj.board()
+    view = board.view()
+    items = view.items()
+    me = board.handle
+    now = utcnow()
+    counts = {s: 0 for s in STATUSES}
+    for i in items:
+        counts[i.status] = counts.get(i.status, 0) + 1
+    mine = sorted((i for i in items if me and i.claimed_by == me and i.status == "claimed"),
+                  key=lambda i: (i.claim_expires_at or "", i.id))
+    claims = [_brief(i, claim_expires_at=i.claim_expires_at, lease_left_seconds=_lease_left(i.claim_expires_at, now))
+              for i in mine]
+    to_review = [_brief(i, claimed_by=i.claimed_by) for i in items
+                 if me and i.posted_by == me and i.status == "in_review"]
+    submitted = [_brief(i, posted_by=i.posted_by) for i in items
+                 if me and i.claimed_by == me and i.status == "in_review"]
+    pending = len(board.pending())
+    meta = view.meta()
+    as_of = _commit_time(board.store.commit(board.head()))
+    data = {
+        "as_of": as_of,
+        "board": {"name": meta.get("name"), "board_id": meta.get("board_id")},
+        "handle": me,
+        "counts": counts,
+        "total": len(items),
+        "my_claims": claims,
+        "to_review": to_review,
+        "awaiting_review": submitted,
+        "pending_ops": pending,
+        "corrupt": view.corrupt,
+    }
+
+    def human() -> None:
+        say(f"{sanitize(meta.get('name', '?'))} ({sanitize(meta.get('board_id', '?'))}) as {sanitize(me or '-')}", "bold")
+        say(f"  local copy as of {as_of or 'an unreadable time'} (its last change; `wl sync` refreshes it)")
+        shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        say(f"  {len(items)} item(s)" + (f": {shown}" if shown else ""))
+        if pending:
+            say(f"  ⚠ {pending} local operation(s) not pushed yet: run `wl sync`", "yellow")
+        sections: tuple[tuple[str, list[dict[str, Any]], Callable[[dict[str, Any]], str]], ...] = (
+            ("My claims", claims, lambda c: _duration(c["lease_left_seconds"]) if c["lease_left_seconds"] is not None
+             else "lease unknown"),
+            ("Waiting for my review (wl accept / wl reject)", to_review, lambda c: f"done by {c['claimed_by']}"),
+            ("Submitted by me, awaiting review", submitted, lambda c: f"posted by {c['posted_by']}"),
+        )
+        for title, rows, detail in sections:
+            if not rows:
+                continue
+            say(f"{title}:")
+            for row in rows:
+                say(f"  {row['id']}  {sanitize(detail(row))}  {sanitize(row['title'])}")
+        if not (claims or to_review or submitted):
+            say("Nothing waits for you.")
+        if view.corrupt:
+            say(f"⚠ skipped {len(view.corrupt)} malformed entr{'y' if len(view.corrupt) == 1 else 'ies'}", "yellow")
+
+    emit(data, human)
+
+
+_DETAIL = {  # what a history line shows of an operation's arguments
+    "post": ("title",),
+    "claim": ("lease_seconds",),
+    "renew": ("lease_seconds",),
+    "done": ("evidence",),
+    "accept": ("quality", "reliability", "severity"),
+    "reject": ("reason",),
+    "attest": ("verdict",),
+}
+
+
+def _detail(op: str, args: dict[str, Any]) -> str:
+    parts = []
+    for key in _DETAIL.get(op, ()):
+        if key in args:
+            value = sanitize(args[key])
+            parts.append(f"{key}={value[:60] + '…' if len(value) > 60 else value}")
+    return " ".join(parts)
+
+
+def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict[str, Any]]:
+    """The item's operations, oldest first, from one first-parent walk of the local board stopped at its post.
+
+    What each commit's `Wl-Op` trailer records; commits without a readable trailer are passed over.
+    """
+    from board.ops import op_from_message
+
+    store = board.store
+    out: list[dict[str, Any]] = []
+    sha: bytes | None = board.head()
+    walked = 0
+    while sha is not None and walked < max_commits:
+        walked += 1
+        commit = store.commit(sha)
+        op = op_from_message(commit.message.decode("utf-8", "replace"))
+        if op is not None and op.id == item_id:
+            out.append({
+                "op": op.op,
+                "by": op.by,
+                "at": op.at,
+                "commit": sha.decode(),
+                "committed_at": _commit_time(commit),
+                "args": op.args,
+            })
+            if op.op == "post":
+                break
+        parents = commit.parents
+        sha = parents[0] if parents else None
+    out.reverse()
+    return out
+
+
+@click.command()
+@click.argument("item_id", type=ITEM_ID)
+@click.pass_obj
+def log(obj: Obj, item_id: str) -> None:
+    """An item's history from the board's commits: who did what, when (local copy; `wl sync` refreshes it)."""
+    board = obj.board()
+    iid = board.view().resolve(item_id)
+    records = history(board, iid)
+
+    def human() -> None:
+        if not records:
+            say(f"no recorded operations for {iid}")
+        for r in records:
+            line = f"{r['commit'][:7]}  {sanitize(r['at'])}  {sanitize(r['op']):<8} {sanitize(r['by']):<12}"
+            detail = _detail(r["op"], r["args"] if isinstance(r["args"], dict) else {})
+            say((line + f"  {detail}") if detail else line.rstrip())
+
+    emit(records, human)
