@@ -1,0 +1,155 @@
+"""Generation and batched scoring on the llama.cpp engine, with one token rule for both.
+
+The token at output index k is `sampling.choose(row, T, seed, k)` where `row` is the logit row of the position
+before it. On a batch-invariant engine (see llama_cpp's module docstring) that row is the same bit for bit
+whether it came from a two-token decode during generation or from one batched pass over prompt + output, so
+scoring reproduces every choice exactly: no tolerance, no rerun.
+
+Generation evaluates each new token together with a guess of the token after it, taken from the sequence
+so far (the token that followed the most recent earlier occurrence of the last two tokens, else of the last
+token, else the last token again). When the guess turns out to be the chosen token, its row is already
+computed and the next decode is skipped; when it is not, the guess is dropped from the cache. The guess
+only decides how much work is done, never which token is chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from wl_infer import sampling
+
+
+@dataclass
+class GenerationStats:
+    decodes: int = 0  # llama_decode calls after the prompt
+    guesses_kept: int = 0  # tokens whose row came for free with the previous decode
+
+
+class Guesser:
+    """Prompt lookup: what followed the latest earlier occurrence of the current context."""
+
+    def __init__(self, seq: list[int]) -> None:
+        self.seq: list[int] = []
+        self.after1: dict[int, int] = {}
+        self.after2: dict[tuple[int, int], int] = {}
+        for tok in seq:
+            self.push(tok)
+
+    def push(self, tok: int) -> None:
+        seq = self.seq
+        if seq:
+            self.after1[seq[-1]] = tok
+            if len(seq) >= 2:
+                self.after2[(seq[-2], seq[-1])] = tok
+        seq.append(tok)
+
+    def guess(self) -> int:
+        seq = self.seq
+        if len(seq) >= 2 and (seq[-2], seq[-1]) in self.after2:
+            return self.after2[(seq[-2], seq[-1])]
+        return self.after1.get(seq[-1], seq[-1])
+
+
+def prefill(engine: Any, prompt: list[int]) -> Any:
+    """Evaluate the prompt from an empty cache; returns a copy of its last row."""
+    engine.reset()
+    step = engine.capacity
+    row = None
+    for start in range(0, len(prompt), step):
+        chunk = prompt[start : start + step]
+        last = start + len(chunk) == len(prompt)
+        rows = engine.decode(chunk, start, [last and i == len(chunk) - 1 for i in range(len(chunk))])
+        if last:
+            row = rows[0].copy()
+    return row
+
+
+def generate(
+    engine: Any, prompt: list[int], limit: int, temperature: float, seed: int, stats: GenerationStats
+) -> tuple[list[int], str]:
+    """Tokens and finish reason ("stop" at an end-of-generation token, not included; "length" at limit)."""
+    row = prefill(engine, prompt)
+    guesser = Guesser(prompt)
+    out: list[int] = []
+    chosen: int | None = None  # a choice already made from `row`
+    while True:
+        tok = chosen if chosen is not None else sampling.choose(row, temperature, seed, len(out))
+        chosen = None
+        if engine.is_eog(tok):
+            return out, "stop"
+        out.append(tok)
+        guesser.push(tok)
+        if len(out) >= limit:
+            return out, "length"
+        pos = len(prompt) + len(out) - 1
+        guess = guesser.guess()
+        rows = engine.decode([tok, guess], pos, [True, True])
+        stats.decodes += 1
+        nxt = sampling.choose(rows[0], temperature, seed, len(out))
+        if nxt != guess or engine.is_eog(nxt):
+            engine.forget(pos + 1)
+            row, chosen = rows[0].copy(), nxt
+            continue
+        stats.guesses_kept += 1
+        out.append(nxt)
+        guesser.push(nxt)
+        if len(out) >= limit:
+            return out, "length"
+        row = rows[1].copy()
+
+
+@dataclass
+class Scored:
+    """Per scored position k (predicting output index k; k == n is the row after the last claimed token):
+    the chosen token, its decision score, the claimed token's score (k < n), and for the row after the last
+    token the best end-of-generation score."""
+
+    choice: Any
+    top: Any
+    claimed: Any
+    eog_best: float | None
+
+
+def forward(
+    engine: Any, prompt: list[int], tokens: list[int], need_next: bool, temperature: float, seed: int
+) -> Scored:
+    """One teacher-forced pass over prompt + tokens, in chunks of the engine's batch size, with logit rows
+    only at the positions that predict a claimed token (and the one after the last, when a stop must follow)."""
+    import numpy as np
+
+    seq, first, n = prompt + tokens, len(prompt) - 1, len(tokens)
+    last = first + n + (1 if need_next else 0)  # scored positions: [first, last)
+    count = last - first
+    choice = np.empty(count, dtype=np.int64)
+    top = np.empty(count, dtype=np.float64)
+    claimed = np.empty(n, dtype=np.float64)
+    eog_ids = sorted(engine.eog_ids) if need_next else []
+    eog_best = None
+    engine.reset()
+    k = 0
+    for start in range(0, len(seq), engine.capacity):
+        chunk = seq[start : start + engine.capacity]
+        rows = engine.decode(chunk, start, [first <= start + i < last for i in range(len(chunk))])
+        if temperature == 0.0:
+            am = np.argmax(rows, axis=1)  # first maximum: lowest token id on ties, as in generation
+            idx = np.arange(len(rows))
+            choice[k : k + len(rows)] = am
+            top[k : k + len(rows)] = rows[idx, am]
+            for j in range(len(rows)):
+                if k + j < n:
+                    claimed[k + j] = rows[j, tokens[k + j]]
+                elif eog_ids:
+                    eog_best = float(rows[j, eog_ids].max())
+            k += len(rows)
+            continue
+        for j in range(len(rows)):
+            s = sampling.scores(rows[j], temperature, seed, k)
+            c = int(np.argmax(s))
+            choice[k], top[k] = c, s[c]
+            if k < n:
+                claimed[k] = s[tokens[k]]
+            elif eog_ids:
+                eog_best = float(s[eog_ids].max())
+            k += 1
+    return Scored(choice, top, claimed, eog_best)
