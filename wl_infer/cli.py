@@ -84,18 +84,23 @@ def infer() -> None:
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(0, None), default=0, show_default=True, help="0: the model's default.")
 @click.option("--chat", is_flag=True, help="Apply the model's chat template instead of raw completion.")
+@click.option("--temperature", type=click.FloatRange(0.0, 4.0), default=0.0, show_default=True,
+              help="Above 0: sample, keyed by seed and position (llama-cpp only; verifiable).")
 @click.option("--no-push", is_flag=True)
 @click.pass_obj
 @friendly
-def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool, no_push: bool) -> None:
+def post(obj: Obj, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool,
+         temperature: float, no_push: bool) -> None:
     """Post an inference job."""
     from wl_infer.codec import Job
     from wl_infer.jobs import open_pool, post_job
 
     board = obj.board()
     backend = backend or board.config.get("default_backend") or "ollama"
-    job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend,
-              options={"chat": True} if chat else {})
+    options: dict[str, object] = {"chat": True} if chat else {}
+    if temperature > 0:
+        options["temperature"] = temperature
+    job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend, options=options)
     with open_pool(board, timeout=5.0) as pool:
         res = post_job(board, job, push=not no_push, pool=pool)
 

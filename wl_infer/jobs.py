@@ -115,6 +115,9 @@ def pin_digest(job: Job, pool: BackendPool | None) -> tuple[Job, list[str]]:
 
 
 def post_job(board: Board, job: Job, *, push: bool = True, pool: BackendPool | None = None) -> PostResult:
+    from wl_infer.sampling import check_backend
+
+    check_backend(job)  # a temperature the backend cannot honour is refused before anything is posted
     job, warnings = pin_digest(job, pool)
     title = job_title(job.prompt)
     item_id = new_item_id(title, utcnow())
@@ -242,9 +245,15 @@ def run_item(
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item."""
+    from wl_infer.sampling import check_backend
+
     notify = on_event or (lambda event, data: None)
     item = _fresh_item(board, prefix)
     job = load_job(item)
+    try:
+        check_backend(job)  # before claiming: a job this backend cannot honour is left for others
+    except BackendError as e:
+        raise RunFailed(item.id, e, None) from None
     me = board.require_handle()
     lease = lease_seconds or int(board.config.get("lease", 30)) * 60
     if skip_claim:

@@ -96,3 +96,19 @@ def describe(temperature: float, seed: int) -> dict[str, Any]:
         "argmax_ties": "lowest-token-id",
         "seed": seed,
     }
+
+
+def check_backend(job: Any) -> None:
+    """Refuse a job whose temperature its backend cannot honour verifiably (raises BackendError)."""
+    from wl_infer.backends import BackendError, backend_class
+
+    try:
+        t = temperature_of(job.options)
+    except SamplingError as e:
+        raise BackendError(job.backend, str(e)) from None
+    if t > 0.0 and not getattr(backend_class(job.backend), "samples", False):
+        raise BackendError(
+            job.backend,
+            f"temperature {t:g} needs verifiable sampling, which this backend does not offer "
+            "(it runs greedy only); use --backend llama-cpp or temperature 0",
+        )
