@@ -72,7 +72,9 @@ def share(args: argparse.Namespace) -> None:
     from wl_infer.backends.llama_cpp import LlamaCppBackend
     from wl_infer.codec import Job
 
-    backend = LlamaCppBackend(BackendConfig(home=Path(tempfile.mkdtemp(prefix="wl-bench-exact-"))))
+    backend = LlamaCppBackend(
+        BackendConfig(home=Path(tempfile.mkdtemp(prefix="wl-bench-exact-")), threads=args.threads)
+    )
     exact = total = positions = 0
     failures = []
     try:
@@ -266,6 +268,7 @@ def main() -> None:
     s = sub.add_parser("share")
     s.add_argument("--outputs", type=int, default=50)
     s.add_argument("--tokens", type=int, default=256)
+    s.add_argument("--threads", type=int, default=None, help="engine threads (they do not change the logits)")
     o = sub.add_parser("overhead")
     o.add_argument("--rounds", type=int, default=3)
     o.add_argument("--tokens", type=int, default=256)
