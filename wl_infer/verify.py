@@ -187,7 +187,8 @@ def verify_item(
             assert ev.tokens is not None
             if getattr(backend, "exact_numerics", None) and not claims_exact(backend, ev):
                 # evidence from batch-variant numerics: near-ties are tolerated, then confirmed by a rerun
-                score = backend.score(job, ev.tokens, output, strict=False)
+                exact_scorer: Any = backend  # its score() also takes strict= (llama-cpp)
+                score = exact_scorer.score(job, ev.tokens, output, strict=False)
             else:
                 score = backend.score(job, ev.tokens, output)
             if score.ok and score.details.get("exact", True):

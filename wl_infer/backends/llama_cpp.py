@@ -573,62 +573,18 @@ class LlamaCppBackend(Backend):
             return ScoreResult(
                 ok=False, n_tokens=n, detokenizes_exactly=detok_ok, stop_consistent=False, reason=why
             )
-        need_next = n < limit  # generation stopped on an end-of-generation token, so one must follow
         temp = _temperature(job)
+        need_next = n < limit  # generation stopped on an end-of-generation token, so one must follow
         scored = exact.forward(engine, prompt, tokens, need_next, temp, job.seed)
         # tolerance in decision units: logits at T = 0, logits / T + noise above
         tol = 0.0 if strict else self.prefill_tolerance / (temp or 1.0)
-        rule = "greedy decoding" if temp == 0.0 else f"sampling at temperature {temp:g}"
-        result = ScoreResult(ok=True, n_tokens=n, detokenizes_exactly=detok_ok)
-        near: list[list[float]] = []
-        margins = scored.top[:n] - scored.claimed
-        for k in range(n):
-            if engine.is_eog(tokens[k]):
-                result.stop_consistent = False
-                result.reason = result.reason or (
-                    f"claimed token {k} ({engine.show(tokens[k])!r}) ends generation; it can never be output"
-                )
-            expected, margin = int(scored.choice[k]), float(margins[k])
-            if expected == tokens[k]:
-                continue
-            if not strict and margin <= tol:
-                near.append([k, round(margin, 4)])
-            elif result.first_divergence is None:
-                result.first_divergence, result.margin = k, margin
-                result.claimed_token, result.expected_token = tokens[k], expected
-                result.claimed_piece, result.expected_piece = engine.show(tokens[k]), engine.show(expected)
-        next_token = int(scored.choice[n]) if need_next else None
-        if next_token is not None and not engine.is_eog(next_token):
-            eog_best = scored.eog_best if scored.eog_best is not None else float("-inf")
-            eog_margin = float(scored.top[n] - eog_best)
-            if not strict and eog_margin <= tol:
-                near.append([n, round(eog_margin, 4)])
-            else:
-                result.stop_consistent = False
-                result.reason = result.reason or (
-                    f"generation would continue after the last claimed token with {engine.show(next_token)!r} "
-                    f"(end-of-generation trails by {eog_margin:.3f})"
-                )
-        if result.first_divergence is not None:
-            result.reason = (
-                f"claimed token {result.first_divergence} is {result.claimed_piece!r} ({result.claimed_token}) "
-                f"but {rule} gives {result.expected_piece!r} ({result.expected_token}); "
-                f"margin {result.margin:.3f}"
-            )
-        elif not detok_ok:
+        result = exact.judge(engine, tokens, scored, need_next, strict, tol, temp)
+        result.detokenizes_exactly = detok_ok
+        if result.first_divergence is None and not detok_ok:
             result.reason = result.reason or "the claimed tokens do not detokenize to the claimed output"
-        result.ok = result.first_divergence is None and detok_ok and result.stop_consistent
-        result.details = {
-            "prompt_tokens": len(prompt),
-            "scored_positions": len(scored.choice),
-            "exact": not near and result.ok,
-            "strict": strict,
-            "near_ties": near,
-            "tolerance": tol,
-            "max_margin": round(float(margins.max()), 4) if n else 0.0,
-            "next_token": next_token,
-            "next_piece": engine.show(next_token),
-        }
+        result.ok = result.ok and detok_ok
+        result.details["exact"] = result.details["exact"] and detok_ok
+        result.details["prompt_tokens"] = len(prompt)
         return result
 
 

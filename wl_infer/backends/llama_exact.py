@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wl_infer import sampling
+from wl_infer.backends.base import ScoreResult
 
 
 @dataclass
@@ -153,3 +154,59 @@ def forward(
                 eog_best = float(s[eog_ids].max())
             k += 1
     return Scored(choice, top, claimed, eog_best)
+
+
+def judge(
+    engine: Any, tokens: list[int], scored: Scored, need_next: bool, strict: bool, tol: float, temperature: float
+) -> ScoreResult:
+    """Compare the claimed tokens with the choices: the first divergence, near-ties (tolerance mode only), and
+    whether the claim stops where generation would."""
+    n = len(tokens)
+    rule = "greedy decoding" if temperature == 0.0 else f"sampling at temperature {temperature:g}"
+    result = ScoreResult(ok=True, n_tokens=n)
+    near: list[list[float]] = []
+    margins = scored.top[:n] - scored.claimed
+    for k in range(n):
+        if engine.is_eog(tokens[k]):
+            result.stop_consistent = False
+            result.reason = result.reason or (
+                f"claimed token {k} ({engine.show(tokens[k])!r}) ends generation; it can never be output"
+            )
+        expected, margin = int(scored.choice[k]), float(margins[k])
+        if expected == tokens[k]:
+            continue
+        if not strict and margin <= tol:
+            near.append([k, round(margin, 4)])
+        elif result.first_divergence is None:
+            result.first_divergence, result.margin = k, margin
+            result.claimed_token, result.expected_token = tokens[k], expected
+            result.claimed_piece, result.expected_piece = engine.show(tokens[k]), engine.show(expected)
+    next_token = int(scored.choice[n]) if need_next else None
+    if next_token is not None and not engine.is_eog(next_token):
+        eog_best = scored.eog_best if scored.eog_best is not None else float("-inf")
+        eog_margin = float(scored.top[n] - eog_best)
+        if not strict and eog_margin <= tol:
+            near.append([n, round(eog_margin, 4)])
+        else:
+            result.stop_consistent = False
+            result.reason = result.reason or (
+                f"generation would continue after the last claimed token with {engine.show(next_token)!r} "
+                f"(end-of-generation trails by {eog_margin:.3f})"
+            )
+    if result.first_divergence is not None:
+        result.reason = (
+            f"claimed token {result.first_divergence} is {result.claimed_piece!r} ({result.claimed_token}) "
+            f"but {rule} gives {result.expected_piece!r} ({result.expected_token}); margin {result.margin:.3f}"
+        )
+    result.ok = result.first_divergence is None and result.stop_consistent
+    result.details = {
+        "scored_positions": len(scored.choice),
+        "exact": not near and result.ok,
+        "strict": strict,
+        "near_ties": near,
+        "tolerance": tol,
+        "max_margin": round(float(margins.max()), 4) if n else 0.0,
+        "next_token": next_token,
+        "next_piece": engine.show(next_token),
+    }
+    return result
