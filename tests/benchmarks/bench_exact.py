@@ -105,7 +105,7 @@ def share(args: argparse.Namespace) -> None:
 # --- overhead --------------------------------------------------------------------------------------------
 
 
-def _plain_worker(tokens: int, prompts: list[str]) -> dict[str, Any]:
+def _plain_worker(tokens: int, prompts: list[str], threads: int | None) -> dict[str, Any]:
     """The generation loop before issue 11, on stock engine settings: returns seconds and tokens."""
     import ctypes
 
@@ -130,7 +130,7 @@ def _plain_worker(tokens: int, prompts: list[str]) -> dict[str, Any]:
     cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = 2048, 512, 512, 1
     from wl_infer.backends.llama_cpp import default_threads
 
-    cp.n_threads = cp.n_threads_batch = default_threads()
+    cp.n_threads = cp.n_threads_batch = default_threads(threads)
     cp.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
     cp.offload_kqv = cp.op_offload = False
     cp.no_perf = True
@@ -170,12 +170,13 @@ def _plain_worker(tokens: int, prompts: list[str]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "tokens": produced}
 
 
-def _exact_worker(tokens: int, prompts: list[str]) -> dict[str, Any]:
+def _exact_worker(tokens: int, prompts: list[str], threads: int | None) -> dict[str, Any]:
     from wl_infer.backends import BackendConfig
     from wl_infer.backends.llama_cpp import LlamaCppBackend
     from wl_infer.codec import Job
 
-    backend = LlamaCppBackend(BackendConfig(home=Path(tempfile.mkdtemp(prefix="wl-bench-exact-"))))
+    home = Path(tempfile.mkdtemp(prefix="wl-bench-exact-"))
+    backend = LlamaCppBackend(BackendConfig(home=home, threads=threads))
     backend.generate(Job(prompt=prompts[0], model=MODEL, max_tokens=8, backend="llama-cpp"))  # warm-up
     started = time.perf_counter()
     produced = kept = 0
@@ -191,7 +192,8 @@ def overhead(args: argparse.Namespace) -> None:
     plain, exact = [], []
     for r in range(args.rounds):
         for side, acc in (("plain", plain), ("exact", exact)) if r % 2 == 0 else (("exact", exact), ("plain", plain)):
-            cmd = [sys.executable, __file__, "_worker", side, str(args.tokens), json.dumps(prompts)]
+            cmd = [sys.executable, __file__, "_worker", side, str(args.tokens), json.dumps(prompts),
+                   str(args.threads or 0)]
             res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             acc.append(res)
             extra = f", guesses kept {res['guesses_kept']}" if "guesses_kept" in res else ""
@@ -259,8 +261,8 @@ def e2e(args: argparse.Namespace) -> None:
 def main() -> None:
     _cache()
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
-        side, tokens, prompts = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
-        res = (_plain_worker if side == "plain" else _exact_worker)(tokens, prompts)
+        side, tokens, prompts, threads = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+        res = (_plain_worker if side == "plain" else _exact_worker)(tokens, prompts, threads or None)
         print(json.dumps(res))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,6 +275,7 @@ def main() -> None:
     o.add_argument("--rounds", type=int, default=3)
     o.add_argument("--tokens", type=int, default=256)
     o.add_argument("--prompts", type=int, default=6)
+    o.add_argument("--threads", type=int, default=None, help="engine threads on both sides (default: the backend's)")
     e = sub.add_parser("e2e")
     e.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
     e.add_argument("--repeats", type=int, default=3)
