@@ -13,10 +13,10 @@ call, so that one-token generation and a batched scoring pass agree bit for bit.
 kernel choices depend on the batch: llamafile's sgemm (F16 attention, Q5_0/Q8_0 weights) serves 2+ rows while
 one row goes to ggml's vec_dot; the repacked ("extra buffer") Q4_K kernels group rows by four; the tiled
 K-quant matmul serves 8+ rows. We turn the last two off (`use_extra_bufts = False`, `GGML_CPU_TILED_MM=0`)
-and never call llama_decode with fewer than two tokens or fewer than two logit rows: a lone token gets a
-filler token at the next position (removed from the cache right after; causal masking hides it from the real
-row). Generation uses that second slot for a guess of the next token (prompt lookup), kept when right. Each
-engine checks the property on load (`_Engine.exact`); where it fails, `score` falls back to the old
+and never call llama_decode with a single token: a lone token gets a filler token at the next position
+(removed from the cache right after; causal masking hides it from the real row). The output matmul may see
+one row: for Q8_0 weights vec_dot and sgemm agree bit for bit (integer block dots, the same float order).
+Each engine checks the property on load (`_Engine.exact`); where it fails, `score` falls back to the old
 tolerance, and verify confirms by rerun.
 """
 
@@ -56,7 +56,7 @@ MAX_DEFAULT_THREADS = 4
 PREFILL_TOLERANCE = 2.5
 SUPPORTED_OPTIONS = ("chat", "n_ctx", "n_batch", "temperature")
 NUMERICS = "batch-invariant-v1"
-MIN_ROWS = 2  # every llama_decode carries at least this many tokens and this many logit rows (or none)
+MIN_ROWS = 2  # every llama_decode carries at least this many tokens
 FILLER_TOKEN = 0  # fills a lone token's batch at the next position; masked from real rows, removed after
 MAX_ENGINES = 2  # loaded (model, context) pairs kept per backend
 INSTALL_HINT = "llama-cpp-python is not installed (pip install 'wl-infer[llama]')"
@@ -250,8 +250,8 @@ class _Engine:
         """Evaluate tokens at positions start.. in one llama_decode; returns the logit rows of the wanted
         positions, in order, as a (k, n_vocab) float32 view valid until the next decode.
 
-        A lone token is evaluated with a filler token at the next position (then removed from the cache),
-        and a single wanted row is computed together with a neighbour, so that no matmul ever sees one row."""
+        A lone token is evaluated with a filler token at the next position (then removed from the cache), so
+        that no layer's matmul ever sees a single row."""
         import numpy as np
 
         toks, flags = list(tokens), [bool(w) for w in want]
@@ -259,13 +259,6 @@ class _Engine:
         if filler:
             toks.append(FILLER_TOKEN)
             flags.append(False)
-        wanted = [i for i, w in enumerate(flags) if w]
-        keep: int | None = None
-        if len(wanted) == 1:
-            j = wanted[0]
-            extra = j - 1 if j > 0 else j + 1
-            flags[extra] = True
-            keep = 0 if j < extra else 1
         b = self.batch
         b.n_tokens = len(toks)
         for i, tok in enumerate(toks):
@@ -282,11 +275,10 @@ class _Engine:
         produced = sum(flags)
         if not produced:
             return np.empty((0, self.n_vocab), dtype=np.float32)
-        rows = np.ctypeslib.as_array(self.lib.llama_get_logits(self.ctx), shape=(produced, self.n_vocab))
-        return rows[keep : keep + 1] if keep is not None else rows
+        return np.ctypeslib.as_array(self.lib.llama_get_logits(self.ctx), shape=(produced, self.n_vocab))
 
     def forget(self, start: int) -> None:
-        """Drop positions start.. from the cache (a filler, or a guess that was wrong)."""
+        """Drop positions start.. from the cache (the filler after a lone token)."""
         self.lib.llama_memory_seq_rm(self.lib.llama_get_memory(self.ctx), 0, start, -1)
 
     @property
