@@ -241,7 +241,7 @@ def e2e(args: argparse.Namespace) -> None:
             raise SystemExit(f"{mode}: {data}")
         return elapsed, str(data.get("mode"))
 
-    print(f"{'tokens':>6}  {'auto (s)':>8}  {'mode':>8}  {'rerun (s)':>9}  {'ratio':>6}")
+    print(f"{'tokens':>6}  {'auto (s)':>8}  {'mode':>8}  {'rerun (s)':>9}  {'ratio':>6}", flush=True)
     for n in args.lengths:
         item, produced = items[n]
         auto_t, rerun_t, modes = [], [], set()
@@ -249,6 +249,7 @@ def e2e(args: argparse.Namespace) -> None:
             order = ("auto", "rerun") if r % 2 == 0 else ("rerun", "auto")
             for mode in order:
                 t, used = verify(item, mode)
+                print(f"  {produced} tokens, {mode}: {t:.2f} s ({used})", flush=True)
                 (auto_t if mode == "auto" else rerun_t).append(t)
                 if mode == "auto":
                     modes.add(used)
