@@ -120,7 +120,10 @@ def test_prompt_longer_than_the_context_is_refused(llama: LlamaCppBackend) -> No
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"temperature": 0.7}, "unsupported job option"),
+        ({"top_k": 40}, "unsupported job option"),
+        ({"temperature": "hot"}, "temperature must be a number"),
+        ({"temperature": -0.5}, r"temperature must be in \[0, 4\]"),
+        ({"temperature": float("nan")}, "temperature must be in"),
         ({"n_ctx": "big"}, "n_ctx"),
         ({"n_batch": 0}, "n_batch"),
         ({"chat": "yes"}, "chat"),
@@ -180,6 +183,10 @@ def test_envelope_is_complete_and_stable(llama: LlamaCppBackend) -> None:
     assert env["wl_infer_version"]
     assert envelope_differences(env, {**env, "wl_infer_version": "9.9"}) == []
     assert envelope_differences(env, llama.envelope(job(seed=7))) == ["sampling.seed"]
+    assert runtime["numerics"] == "batch-invariant-v1"
+    assert "runtime.numerics" in envelope_differences(env, {**env, "runtime": {**runtime, "numerics": "batch-variant"}})
+    hot = envelope_differences(env, llama.envelope(job(options={"temperature": 0.8})))
+    assert {"sampling.method", "sampling.temperature", "sampling.noise"} <= set(hot)
     assert "runtime.n_ctx" in envelope_differences(env, llama.envelope(job(options={"n_ctx": 1024})))
 
 

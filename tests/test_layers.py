@@ -49,12 +49,12 @@ INFER_FLOORS: dict[str, int] = {
     # 2: what a backend is
     "wl_infer.backends.base": 2, "wl_infer.backends._http": 2,
     # 3: the registry, the GGUF model cache
-    "wl_infer.backends": 3, "wl_infer.backends.gguf": 3,
+    "wl_infer.backends": 3, "wl_infer.backends.gguf": 3, "wl_infer.sampling": 3,
     # 2: a job's limits, GGUF header facts, bounded HTTP replies (what every engine is held to)
     "wl_infer.limits": 2, "wl_infer.gguf_meta": 2, "wl_infer.bounded_http": 2,
     # 4: the engines
     "wl_infer.backends.llama_cpp": 4, "wl_infer.backends.ollama": 4, "wl_infer.backends.openai": 4,
-    "wl_infer.backends.vllm": 4, "wl_infer.backends.llama_fit": 4,
+    "wl_infer.backends.vllm": 4, "wl_infer.backends.llama_fit": 4, "wl_infer.backends.llama_exact": 4,
     # 5: settings, the model catalogue, the chain library
     "wl_infer.settings": 5, "wl_infer.catalog": 5, "wl_infer.rpc": 5, "wl_infer.chain_abi": 5, "wl_infer.chain": 5,
     "wl_infer.bounty": 5,

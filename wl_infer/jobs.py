@@ -165,8 +165,10 @@ def post_job(
 ) -> PostResult:
     """Post ``job``; ``extra(item_id)``, when given, adds top-level keys to the stored job (a bounty)."""
     from wl_infer.limits import check_model_name  # issue 10: no worker runs a job that names a file
+    from wl_infer.sampling import check_backend
 
     check_model_name(job.backend, job.model)
+    check_backend(job)  # a temperature the backend cannot honour is refused before anything is posted
     job, warnings = pin_digest(job, pool, force=force)
     title = job_title(job.prompt)
     item_id = new_item_id(title, utcnow())
@@ -315,10 +317,15 @@ def run_item(
     Pre-flight (key, limits, backend, model) runs before the claim; `cancel` stops the generation (a signal)."""
     from wl_infer import limits as bounds  # issue 10: pre-flight, deadline, cancel
     from wl_infer.preflight import preflight
+    from wl_infer.sampling import check_backend
 
     notify = on_event or (lambda event, data: None)
     item = _fresh_item(board, prefix)
     job = load_job(item)
+    try:
+        check_backend(job)  # before claiming: a job this backend cannot honour is left for others
+    except BackendError as e:
+        raise RunFailed(item.id, e, None) from None
     me = board.require_handle()
     lease = lease_seconds or claim_lease(board.config)
     if skip_claim:

@@ -125,10 +125,20 @@ def self_check(
     return None
 
 
+def claims_exact(backend: Any, ev: Evidence) -> bool:
+    """Whether the evidence was made under the batch-invariant numerics this backend scores exactly."""
+    numerics = getattr(backend, "exact_numerics", None)
+    runtime = ev.envelope.get("runtime") if isinstance(ev.envelope, dict) else None
+    return bool(numerics) and isinstance(runtime, dict) and runtime.get("numerics") == numerics
+
+
 def choose_mode(backend: Any, ev: Evidence) -> str:
-    """`auto`: prefill where the backend can score the claimed tokens and it is expected to be cheaper."""
+    """`auto`: prefill where the backend can score the claimed tokens and it is expected to be cheaper: always
+    for evidence made under exact numerics (one pass decides), else up to the backend's length limit."""
     if not backend.can_score or ev.tokens is None:
         return "rerun"
+    if claims_exact(backend, ev):
+        return "prefill"
     limit = backend.prefill_auto_max_tokens
     return "prefill" if limit is None or len(ev.tokens) <= limit else "rerun"
 
@@ -183,12 +193,18 @@ def verify_item(
         mine = backend.envelope(job)
         if chosen == "prefill":
             assert ev.tokens is not None
-            score = backend.score(job, ev.tokens, output)
+            if getattr(backend, "exact_numerics", None) and not claims_exact(backend, ev):
+                # evidence from batch-variant numerics: near-ties are tolerated, then confirmed by a rerun
+                exact_scorer: Any = backend  # its score() also takes strict= (llama-cpp)
+                score = exact_scorer.score(job, ev.tokens, output, strict=False)
+            else:
+                score = backend.score(job, ev.tokens, output)
             if score.ok and score.details.get("exact", True):
                 verdict = VerifyResult(VERIFIED, item_id, ev.output_hash, ev.output_hash, chosen, claimed_output=output)
             elif score.ok:
-                # Batched logits drift slightly from one-token decoding, so the scorer tolerates near-ties; a
-                # near-tie could also be a forged runner-up, so only a regeneration may call it VERIFIED.
+                # Where batched logits drift from one-token decoding (evidence from older numerics, or an
+                # engine that failed its batch-invariance check) the scorer tolerates near-ties; a near-tie
+                # could also be a forged runner-up, so only a regeneration may call it VERIFIED.
                 verdict = _rerun(backend, job, ev, output, item_id, "prefill+rerun")
                 verdict.reason = verdict.reason or f"prefill near-ties at {score.details.get('near_ties')} confirmed by rerun"
             else:

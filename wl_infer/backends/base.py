@@ -135,6 +135,8 @@ class Backend(ABC):
     requires: ClassVar[str | None] = None  # the module it imports; missing means "not installed here"
     install_hint: ClassVar[str] = ""  # how to install `requires`
     default_model: ClassVar[str | None] = None  # a model it runs without any download or server
+    samples: ClassVar[bool] = False  # honours options.temperature > 0 verifiably (keyed sampling, wl_infer/sampling.py)
+    exact_numerics: ClassVar[str | None] = None  # the batch-invariant numerics it records when its engine has them
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()

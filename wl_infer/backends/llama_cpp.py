@@ -1,17 +1,23 @@
 """The embedded default backend: llama.cpp in-process through llama-cpp-python's low-level API.
 
-Decoding is our own greedy loop (argmax, lowest token id on ties) over `llama_decode`, so the token ids are
-exact and `score` can check claimed tokens with the very same argmax rule in one batched forward pass.
+Decoding is our own loop over `llama_decode` (greedy argmax, or keyed Gumbel-max sampling at temperature > 0,
+see wl_infer/sampling.py), so the token ids are exact and `score` checks claimed tokens with the very same
+rule in one batched forward pass.
 
 Output text is the UTF-8 decoding of the concatenated token pieces (control tokens render as nothing) with
 `errors="replace"`: a multi-byte character cut at the end, or any invalid byte sequence, becomes U+FFFD. The
 output is therefore a pure function of the token ids, and `score` rebuilds it byte for byte.
 
-Numerics: llama.cpp's CPU kernels round differently for a one-token decode than for a many-token batch (tile
-and quantisation paths depend on batch shape), so a claimed token can lose the batched argmax by a small logit
-margin although greedy generation chose it. `score` therefore accepts a claimed token whose logit is within
-`PREFILL_TOLERANCE` of the batched maximum and reports such near-ties; `details["exact"]` says whether every
-token was the strict argmax. A rerun (same envelope) reproduces outputs bit for bit.
+Numerics ("batch-invariant-v1"): a row's logits must not depend on how many tokens share its llama_decode
+call, so that one-token generation and a batched scoring pass agree bit for bit. On the CPU backend three
+kernel choices depend on the batch: llamafile's sgemm (F16 attention, Q5_0/Q8_0 weights) serves 2+ rows while
+one row goes to ggml's vec_dot; the repacked ("extra buffer") Q4_K kernels group rows by four; the tiled
+K-quant matmul serves 8+ rows. We turn the last two off (`use_extra_bufts = False`, `GGML_CPU_TILED_MM=0`)
+and never call llama_decode with a single token: a lone token gets a filler token at the next position
+(removed from the cache right after; causal masking hides it from the real row). The output matmul may see
+one row: for Q8_0 weights vec_dot and sgemm agree bit for bit (integer block dots, the same float order).
+Each engine checks the property on load (`_Engine.exact`); where it fails, `score` falls back to the old
+tolerance, and verify confirms by rerun.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from wl_infer import sampling
+from wl_infer.backends import llama_exact as exact
 from wl_infer.backends.base import (
     Backend,
     BackendConfig,
@@ -37,7 +45,6 @@ from wl_infer.backends.base import (
     ScoreResult,
 )
 from wl_infer.codec import Job
-from wl_infer.limits import checkpoint
 
 if TYPE_CHECKING:
     from wl_infer.limits import Limits
@@ -47,10 +54,13 @@ DEFAULT_N_BATCH = 512
 # Thread count does not change the logits of llama.cpp's CPU kernels (checked bit for bit at 1 and 2
 # threads); capped so that envelopes from machines with 4+ cores agree and small machines are not oversubscribed.
 MAX_DEFAULT_THREADS = 4
-# Largest logit gap by which a claimed token may trail the batched argmax and still count as greedy; covers
-# the one-token-vs-batch rounding differences of the CPU kernels (observed up to ~1.4 on AVX2).
+# Largest logit gap by which a claimed token may trail the batched argmax and still count as greedy, used only
+# where the engine is not batch-invariant (its self-check failed) or the evidence predates exact numerics.
 PREFILL_TOLERANCE = 2.5
-SUPPORTED_OPTIONS = ("chat", "n_ctx", "n_batch")
+SUPPORTED_OPTIONS = ("chat", "n_ctx", "n_batch", "temperature")
+NUMERICS = "batch-invariant-v1"
+MIN_ROWS = 2  # every llama_decode carries at least this many tokens
+FILLER_TOKEN = 0  # fills a lone token's batch at the next position; masked from real rows, removed after
 MAX_ENGINES = 2  # loaded (model, context) pairs kept per backend
 INSTALL_HINT = "llama-cpp-python is not installed (pip install 'wl-infer[llama]')"
 
@@ -61,6 +71,8 @@ _log_callback: Any = None  # keeps the ctypes callback alive for the life of the
 def _import_llama() -> tuple[ModuleType, ModuleType]:
     """Import llama-cpp-python lazily and silence llama.cpp's own stderr logging (kept for error messages)."""
     global _log_callback
+    # ggml reads this once, at the first matmul of the process: no tiled K-quant kernel for 8+ rows
+    os.environ["GGML_CPU_TILED_MM"] = "0"
     try:
         import llama_cpp
         from llama_cpp import llama_cpp as lib
@@ -130,14 +142,16 @@ class _Engine:
         mp = lib.llama_model_default_params()
         mp.n_gpu_layers = 0
         mp.load_mode = lib.LLAMA_LOAD_MODE_MMAP  # mmap only changes how bytes reach memory, not the numerics
+        mp.use_extra_bufts = False  # no repacked weights: their kernels group rows by four
         self.model = lib.llama_model_load_from_file(settings.path.encode(), mp)
         if not self.model:
             raise BackendError("llama-cpp", f"could not load {settings.path}: {_last_log()}")
         cp = lib.llama_context_default_params()
-        cp.n_ctx = settings.n_ctx
-        cp.n_batch = settings.n_batch
+        cp.n_ctx = settings.n_ctx + 1  # room for a filler token after the last position
+        self.capacity = max(settings.n_batch, MIN_ROWS)
+        cp.n_batch = self.capacity
         # one physical batch per logical batch: a prefill runs in as few passes as possible
-        cp.n_ubatch = settings.n_batch
+        cp.n_ubatch = self.capacity
         cp.n_seq_max = 1
         cp.n_threads = settings.n_threads
         cp.n_threads_batch = settings.n_threads
@@ -165,9 +179,9 @@ class _Engine:
         self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
         self.bos = int(lib.llama_vocab_bos(self.vocab))
         self._eog_ids: frozenset[int] | None = None
-        self.capacity = settings.n_batch
         self.batch = lib.llama_batch_init(self.capacity, 0, 1)
         self._pieces: dict[tuple[int, bool], bytes] = {}
+        self._exact: bool | None = None
 
     def is_eog(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
@@ -235,27 +249,61 @@ class _Engine:
     def reset(self) -> None:
         self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
 
-    def decode(self, tokens: list[int], start: int, want: list[bool]) -> int:
-        """Evaluate tokens at positions start.. (one llama_decode); returns how many logit rows were produced."""
+    def decode(self, tokens: list[int], start: int, want: list[bool]) -> Any:
+        """Evaluate tokens at positions start.. in one llama_decode; returns the logit rows of the wanted
+        positions, in order, as a (k, n_vocab) float32 view valid until the next decode.
+
+        A lone token is evaluated with a filler token at the next position (then removed from the cache), so
+        that no layer's matmul ever sees a single row."""
+        import numpy as np
+
+        toks, flags = list(tokens), [bool(w) for w in want]
+        filler = len(toks) < MIN_ROWS
+        if filler:
+            toks.append(FILLER_TOKEN)
+            flags.append(False)
         b = self.batch
-        b.n_tokens = len(tokens)
-        for i, tok in enumerate(tokens):
+        b.n_tokens = len(toks)
+        for i, tok in enumerate(toks):
             b.token[i] = tok
             b.pos[i] = start + i
             b.n_seq_id[i] = 1
             b.seq_id[i][0] = 0
-            b.logits[i] = want[i]
+            b.logits[i] = flags[i]
         rc = self.lib.llama_decode(self.ctx, b)
+        if filler:
+            self.forget(start + len(tokens))
         if rc != 0:
             raise BackendError("llama-cpp", f"llama_decode failed with status {rc}: {_last_log()}")
-        return sum(1 for w in want if w)
+        produced = sum(flags)
+        if not produced:
+            return np.empty((0, self.n_vocab), dtype=np.float32)
+        return np.ctypeslib.as_array(self.lib.llama_get_logits(self.ctx), shape=(produced, self.n_vocab))
 
-    def logits(self, rows: int) -> Any:
-        """The logit rows of the last decode, as a (rows, n_vocab) float32 view (valid until the next decode)."""
-        import numpy as np
+    def forget(self, start: int) -> None:
+        """Drop positions start.. from the cache (the filler after a lone token)."""
+        self.lib.llama_memory_seq_rm(self.lib.llama_get_memory(self.ctx), 0, start, -1)
 
-        ptr = self.lib.llama_get_logits(self.ctx)
-        return np.ctypeslib.as_array(ptr, shape=(rows, self.n_vocab))
+    @property
+    def exact(self) -> bool:
+        """Whether this engine's logits are batch-invariant: checked once, on a fixed 9-token sequence (fewer
+        where the batch size is smaller), by comparing one batch with the rows of 4-, 2-, 2- and 1-token
+        decodes, bit for bit."""
+        if self._exact is None:
+            import numpy as np
+
+            size = min(9, self.capacity)  # a batch of this engine never holds more
+            probe = [self.bos if self.bos >= 0 else 2] + [(1000 + 7919 * i) % self.n_vocab for i in range(size - 1)]
+            self.reset()
+            whole = self.decode(probe, 0, [True] * size).copy()
+            self.reset()
+            parts = []
+            bounds = sorted({min(b, size) for b in (0, 4, 6, 8, 9)})
+            for start, end in zip(bounds, bounds[1:], strict=False):
+                parts.append(self.decode(probe[start:end], start, [True] * (end - start)).copy())
+            self.reset()
+            self._exact = bool(np.array_equal(whole, np.concatenate(parts)))
+        return self._exact
 
 
 def _last_log() -> str:
@@ -263,13 +311,16 @@ def _last_log() -> str:
 
 
 class LlamaCppBackend(Backend):
-    """llama.cpp in-process: greedy, pinned settings, token ids returned, prefill scoring supported."""
+    """llama.cpp in-process: greedy or keyed sampling, pinned settings, token ids returned, exact scoring."""
 
     name = "llama-cpp"
     can_score = True
-    # ~1.2% of honest positions are batched-vs-sequential near-ties here, so P(exact) ≈ 0.988**n and a
-    # prefill pass (≈ 0.4× a rerun) plus the rerun it then needs beats a plain rerun only below ~70 tokens.
+    # For evidence made under older, batch-variant numerics (no runtime.numerics): ~1.2% of honest positions
+    # were near-ties, so P(exact) ≈ 0.988**n and prefill plus the rerun it then needs beat a plain rerun only
+    # below ~70 tokens. Evidence under NUMERICS is scored exactly at any length (verify.choose_mode).
     prefill_auto_max_tokens = 64
+    exact_numerics = NUMERICS
+    samples = True  # honours options.temperature > 0, verifiably (wl_infer/sampling.py)
     reports_digest = True
     supported_options = frozenset(SUPPORTED_OPTIONS)
     uses_threads = True
@@ -338,6 +389,7 @@ class LlamaCppBackend(Backend):
             )
         if not isinstance(job.options.get("chat", False), bool):
             raise BackendError(self.name, "job option chat must be true or false")
+        _temperature(job)
         n_ctx = _int_option(job, "n_ctx", DEFAULT_N_CTX, 16, 1 << 20)
         n_batch = min(_int_option(job, "n_batch", DEFAULT_N_BATCH, 1, 1 << 16), n_ctx)
         if info.path is None:
@@ -432,10 +484,7 @@ class LlamaCppBackend(Backend):
             "model_digest": info.digest,
             "model_size": info.size,
             "sampling": {
-                "method": "greedy",
-                "temperature": 0.0,
-                "argmax_ties": "lowest-token-id",
-                "seed": job.seed,
+                **sampling.describe(_temperature(job), job.seed),
                 "max_tokens": job.max_tokens,
                 "stop": "end-of-generation token (not included)",
             },
@@ -453,6 +502,10 @@ class LlamaCppBackend(Backend):
                 "type_v": engine.type_v,
                 "n_gpu_layers": 0,
                 "offload_kqv": False,
+                "numerics": NUMERICS if engine.exact else "batch-variant",
+                "extra_bufts": False,
+                "tiled_mm": False,
+                "min_rows_per_decode": MIN_ROWS,
             },
             "prompt_format": {
                 "chat": chat,
@@ -479,7 +532,11 @@ class LlamaCppBackend(Backend):
         with self._lock:
             engine = self._engine(self._settings(job, info))
             prompt = self._prompt_ids(engine, job)
-            tokens, finish = self._greedy(engine, prompt, job.max_tokens)
+            self._check_prompt(engine, prompt)
+            stats = exact.GenerationStats()
+            limit = self._limit(engine, len(prompt), job.max_tokens)
+            tokens, finish = exact.generate(engine, prompt, limit, _temperature(job), job.seed, stats)
+            self.last_stats = stats
             output = engine.detokenize(tokens)
             envelope = self._envelope(job, info, engine)
         return Generation(
@@ -496,7 +553,7 @@ class LlamaCppBackend(Backend):
         room = engine.n_ctx - n_prompt
         return min(room, max_tokens) if max_tokens > 0 else room
 
-    def _prefill_prompt(self, engine: _Engine, prompt: list[int]) -> None:
+    def _check_prompt(self, engine: _Engine, prompt: list[int]) -> None:
         if not prompt:
             raise BackendError(self.name, "the prompt tokenizes to nothing")
         if len(prompt) >= engine.n_ctx:
@@ -504,43 +561,25 @@ class LlamaCppBackend(Backend):
                 self.name,
                 f"the prompt is {len(prompt)} tokens; the context holds {engine.n_ctx} (options.n_ctx)",
             )
-        engine.reset()
-        step = engine.capacity
-        for start in range(0, len(prompt), step):
-            checkpoint()  # issue 10: the job's deadline, or an interrupted run
-            chunk = prompt[start : start + step]
-            last = start + len(chunk) == len(prompt)
-            engine.decode(chunk, start, [last and i == len(chunk) - 1 for i in range(len(chunk))])
-
-    def _greedy(self, engine: _Engine, prompt: list[int], max_tokens: int) -> tuple[list[int], str]:
-        import numpy as np
-
-        self._prefill_prompt(engine, prompt)
-        limit = self._limit(engine, len(prompt), max_tokens)
-        out: list[int] = []
-        while True:
-            token = int(np.argmax(engine.logits(1)[0]))  # first maximum: lowest token id on ties
-            if engine.is_eog(token):
-                return out, "stop"
-            out.append(token)
-            if len(out) >= limit:
-                return out, "length"
-            checkpoint()  # issue 10: the job's deadline, or an interrupted run
-            engine.decode([token], len(prompt) + len(out) - 1, [True])
 
     # prefill verification ------------------------------------------------------------------------------
 
-    def score(self, job: Job, tokens: list[int], output: str) -> ScoreResult:
+    def score(self, job: Job, tokens: list[int], output: str, strict: bool | None = None) -> ScoreResult:
+        """Score claimed tokens in one batched pass. `strict` (default: whether this engine is batch-invariant)
+        demands the exact choice at every position; otherwise a claimed token within the tolerance of the
+        choice is a near-tie (reported; `details["exact"]` is then false and only a rerun can confirm)."""
         info = self.check_digest(job)
         _fits(self, job, info)  # issue 10
         started = time.perf_counter()
         with self._lock:
             engine = self._engine(self._settings(job, info))
-            result = self._score(engine, job, list(tokens), output)
+            exact_here = engine.exact
+            result = self._score(engine, job, list(tokens), output, exact_here if strict is None else strict)
+            result.details["numerics"] = NUMERICS if exact_here else "batch-variant"
         result.elapsed_s = time.perf_counter() - started
         return result
 
-    def _score(self, engine: _Engine, job: Job, tokens: list[int], output: str) -> ScoreResult:
+    def _score(self, engine: _Engine, job: Job, tokens: list[int], output: str, strict: bool) -> ScoreResult:
         n = len(tokens)
         bad = [t for t in tokens if not isinstance(t, int) or not 0 <= t < engine.n_vocab]
         if bad:
@@ -548,6 +587,7 @@ class LlamaCppBackend(Backend):
             return ScoreResult(ok=False, n_tokens=n, detokenizes_exactly=False, reason=reason)
         detok_ok = engine.detokenize(tokens) == output
         prompt = self._prompt_ids(engine, job)
+        self._check_prompt(engine, prompt)
         limit = self._limit(engine, len(prompt), job.max_tokens)
         if n > limit:
             why = (
@@ -558,95 +598,26 @@ class LlamaCppBackend(Backend):
             return ScoreResult(
                 ok=False, n_tokens=n, detokenizes_exactly=detok_ok, stop_consistent=False, reason=why
             )
+        temp = _temperature(job)
         need_next = n < limit  # generation stopped on an end-of-generation token, so one must follow
-        argmax, top, claimed, next_row = self._forward(engine, prompt, tokens, need_next)
-
-        tol = self.prefill_tolerance
-        result = ScoreResult(ok=True, n_tokens=n, detokenizes_exactly=detok_ok)
-        near: list[list[float]] = []
-        margins = top[:n] - claimed
-        for k in range(n):
-            if engine.is_eog(tokens[k]):
-                result.stop_consistent = False
-                result.reason = result.reason or (
-                    f"claimed token {k} ({engine.show(tokens[k])!r}) ends generation; it can never be output"
-                )
-            expected, margin = int(argmax[k]), float(margins[k])
-            if expected == tokens[k]:
-                continue
-            if margin <= tol:
-                near.append([k, round(margin, 4)])
-            elif result.first_divergence is None:
-                result.first_divergence, result.margin = k, margin
-                result.claimed_token, result.expected_token = tokens[k], expected
-                result.claimed_piece, result.expected_piece = engine.show(tokens[k]), engine.show(expected)
-        next_token = int(argmax[n]) if need_next else None
-        if next_token is not None and not engine.is_eog(next_token):
-            eog_ids = sorted(engine.eog_ids)
-            eog_margin = float(top[n] - next_row[eog_ids].max()) if eog_ids else float("inf")
-            if eog_margin <= tol:
-                near.append([n, round(eog_margin, 4)])
-            else:
-                result.stop_consistent = False
-                result.reason = result.reason or (
-                    f"generation would continue after the last claimed token with {engine.show(next_token)!r} "
-                    f"(end-of-generation trails by {eog_margin:.3f})"
-                )
-        if result.first_divergence is not None:
-            result.reason = (
-                f"claimed token {result.first_divergence} is {result.claimed_piece!r} ({result.claimed_token}) "
-                f"but greedy decoding gives {result.expected_piece!r} ({result.expected_token}); "
-                f"margin {result.margin:.3f}"
-            )
-        elif not detok_ok:
+        scored = exact.forward(engine, prompt, tokens, need_next, temp, job.seed)
+        # tolerance in decision units: logits at T = 0, logits / T + noise above
+        tol = 0.0 if strict else self.prefill_tolerance / (temp or 1.0)
+        result = exact.judge(engine, tokens, scored, need_next, strict, tol, temp)
+        result.detokenizes_exactly = detok_ok
+        if result.first_divergence is None and not detok_ok:
             result.reason = result.reason or "the claimed tokens do not detokenize to the claimed output"
-        result.ok = result.first_divergence is None and detok_ok and result.stop_consistent
-        result.details = {
-            "prompt_tokens": len(prompt),
-            "scored_positions": len(argmax),
-            "exact": not near and result.ok,
-            "near_ties": near,
-            "tolerance": tol,
-            "max_margin": round(float(margins.max()), 4) if n else 0.0,
-            "next_token": next_token,
-            "next_piece": engine.show(next_token),
-        }
+        result.ok = result.ok and detok_ok
+        result.details["exact"] = result.details["exact"] and detok_ok
+        result.details["prompt_tokens"] = len(prompt)
         return result
 
-    def _forward(
-        self, engine: _Engine, prompt: list[int], tokens: list[int], need_next: bool
-    ) -> tuple[Any, ...]:
-        """One teacher-forced pass over prompt + tokens, with logits only at the positions that predict a
-        claimed token (and the one after the last, when a stop must follow). Returns per scored position the
-        argmax, the top logit, the claimed token's logit, and the full row after the last token (or None)."""
-        import numpy as np
 
-        seq, first, n = prompt + tokens, len(prompt) - 1, len(tokens)
-        last = first + n + (1 if need_next else 0)  # scored positions: [first, last)
-        argmax = np.empty(last - first, dtype=np.int64)
-        top = np.empty(last - first, dtype=np.float32)
-        claimed = np.empty(n, dtype=np.float32)
-        targets = np.asarray(tokens + [0], dtype=np.int64)  # the dummy 0 pairs with the after-last row
-        next_row = None
-        engine.reset()
-        row = 0
-        for start in range(0, len(seq), engine.capacity):
-            chunk = seq[start : start + engine.capacity]
-            produced = engine.decode(chunk, start, [first <= start + i < last for i in range(len(chunk))])
-            if not produced:
-                continue
-            logits = engine.logits(produced)
-            rows = np.arange(produced)
-            am = np.argmax(logits, axis=1)  # first maximum: lowest token id on ties, as in generation
-            argmax[row : row + produced], top[row : row + produced] = am, logits[rows, am]
-            picked = logits[rows, targets[row : row + produced]]
-            keep = min(produced, n - row)
-            if keep > 0:
-                claimed[row : row + keep] = picked[:keep]
-            if row + produced > n:  # this chunk holds the row after the last claimed token
-                next_row = logits[n - row].copy()
-            row += produced
-        return argmax, top, claimed, next_row
+def _temperature(job: Job) -> float:
+    try:
+        return sampling.temperature_of(job.options)
+    except sampling.SamplingError as e:
+        raise BackendError("llama-cpp", str(e)) from None
 
 
 def _fits(backend: LlamaCppBackend, job: Job, info: ModelInfo) -> None:

@@ -73,11 +73,13 @@ def infer() -> None:
 @click.option("--max-tokens", type=click.IntRange(0, None), default=0, show_default=True, help="0: the model's default.")
 @click.option("--chat", is_flag=True, help="Apply the model's chat template instead of raw completion.")
 @click.option("--force", is_flag=True, help="Post even when the backend here says it does not have the model.")
+@click.option("--temperature", type=click.FloatRange(0.0, 4.0), default=0.0, show_default=True,
+              help="Above 0: sample, keyed by seed and position (llama-cpp only; verifiable).")
 @click.option("--no-push", is_flag=True)
 @bounty_options
 @click.pass_obj
 def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool,
-         force: bool, no_push: bool, **bounty: Any) -> None:  # fmt: skip
+         force: bool, temperature: float, no_push: bool, **bounty: Any) -> None:  # fmt: skip
     """Post an inference job (with --bounty, escrow payment for it on the board's chain first)."""
     from wl_infer.codec import Job
     from wl_infer.jobs import infer_backend, open_pool, post_job
@@ -85,8 +87,10 @@ def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, m
     board = obj.board()
     with open_pool(board, timeout=5.0) as pool:
         backend = backend or board.config.get("default_backend") or infer_backend(model, pool) or "ollama"
-        job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend,
-                  options={"chat": True} if chat else {})  # fmt: skip
+        options: dict[str, object] = {"chat": True} if chat else {}
+        if temperature > 0:
+            options["temperature"] = temperature
+        job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend, options=options)
         escrow = bounty_maker(board, bounty)
         res = post_job(board, job, push=not no_push, pool=pool, force=force, extra=escrow)
 
