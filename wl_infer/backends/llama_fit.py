@@ -23,7 +23,7 @@ def fit_llama(backend: Any, job: Job, info: ModelInfo, limits: Limits) -> None:
     """Trained context, memory estimate and token budget, from the GGUF header and a vocabulary-only load."""
     import importlib.util
 
-    from wl_infer.backends.llama_cpp import INSTALL_HINT
+    from wl_infer.backends.llama_engine import INSTALL_HINT
     from wl_infer.gguf_meta import read_facts
 
     if importlib.util.find_spec("llama_cpp") is None:  # installed? (without paying for the import)
@@ -60,7 +60,7 @@ class _Vocabulary:
     """The parts of llama_cpp's _Engine that tokenizing and chat templates use, loaded with vocab_only."""
 
     def __init__(self, path: str) -> None:
-        from wl_infer.backends.llama_cpp import _Engine, _import_llama
+        from wl_infer.backends.llama_engine import _Engine, _import_llama
 
         _, lib = _import_llama()
         self.lib = lib
