@@ -89,7 +89,9 @@ def _check_value(key: str, value: Any) -> None:
 
 
 def _check_types(path: Path, data: dict[str, Any]) -> dict[str, Any]:
-    for key, kind in CONFIG_KEYS.items():
+    # The board's own keys first; plugins' declarations are loaded only when the file holds other keys.
+    keys: Mapping[str, type] = CONFIG_KEYS if any(k not in BOARD_CONFIG_KEYS for k in data) else BOARD_CONFIG_KEYS
+    for key, kind in keys.items():
         v = data.get(key)
         if v is None:
             continue

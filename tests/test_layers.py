@@ -40,7 +40,7 @@ BOARD_FLOORS: dict[str, int] = {
 INFER_FLOORS: dict[str, int] = {
     # 0: no wl_infer imports beyond these (board.api only)
     "wl_infer": 0, "wl_infer.plugins": 0, "wl_infer.outcomes": 0, "wl_infer.errors": 0, "wl_infer.merkle": 0,
-    "wl_infer.signing": 0, "wl_infer.text": 0, "wl_infer.attestations": 0,
+    "wl_infer.signing": 0, "wl_infer.text": 0, "wl_infer.attestations": 0, "wl_infer.limit_keys": 0, "wl_infer.config_keys": 0,
     # 1: the board format of jobs and evidence
     "wl_infer.codec": 1,
     # 2: what a backend is

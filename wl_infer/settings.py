@@ -7,22 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from wl_infer.backends import BackendConfig
-
-# The config.toml keys wl_infer reads, declared to `wl config` through the `wl.config` entry point.
-CONFIG_KEYS: dict[str, type] = {
-    "default_backend": str,
-    "ollama_url": str,
-    "openai_base_url": str,
-    "rpc_url": str,
-    "contract": str,
-    "timeout": int,  # seconds a backend waits for its engine or server
-    # per-job limits (wl_infer/limits.py): 0 means no limit
-    "limit_ctx": int,
-    "limit_tokens": int,
-    "limit_seconds": int,
-    "limit_output_bytes": int,
-    "limit_memory_mb": int,
-}
+from wl_infer.config_keys import CONFIG_KEYS as CONFIG_KEYS  # re-exported
 
 
 def backend_config(home: Path, config: dict[str, Any], **flags: Any) -> BackendConfig:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from wl_infer import limits
+from wl_infer import limit_keys as limits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
