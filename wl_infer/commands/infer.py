@@ -325,7 +325,7 @@ def status(obj: Obj, item_id: str) -> None:
                 for key, value in sorted(env.items()):
                     shown = value if not isinstance(value, dict) else ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
                     text = sanitize(shown)
-                    say(f"    {sanitize(key) + ':':<20}{text if len(text) <= 80 else text[:77] + '…'}")
+                    say(f"    {sanitize(key) + ':':<24}{text if len(text) <= 76 else text[:73] + '…'}")
         for who, (att, check) in sorted(checked.items()):
             if not check.valid:  # never shown as the verifier's verdict
                 say(f"  Attestation under {who}: INVALID — {check.problem}", "red")
