@@ -128,8 +128,11 @@ def test_board_filter_item_and_live_update_in_chromium(rigs: Rigs, browser: Any,
         browser.get(url + "/dashboard")
         assert browser.find_elements(By.CSS_SELECTOR, "figure.chart")
 
+        # A dropped event stream (a network entry for /events) is not a page error: EventSource reconnects by
+        # design, and the live update above shows the stream works. Everything else SEVERE fails the test.
         errors = [e for e in browser.get_log("browser")
-                  if e["level"] == "SEVERE" and "favicon" not in e["message"]]
+                  if e["level"] == "SEVERE" and "favicon" not in e["message"]
+                  and not (e.get("source") == "network" and "/events" in e["message"])]
         assert errors == [], errors  # no CSP violation, no script error
     for png in ("board", "filtered", "item", "item-hostile", "live", "dashboard", "rigs", "rigs-bob"):
         assert (shots / f"{png}.png").stat().st_size > 5000
