@@ -69,6 +69,8 @@ class Board:
         self.retries = 0  # CAS retries spent, for contention figures
         self.found = SyncReport()  # what validation found during this Board's fetches (reported by sync)
         self._held = False
+        self._lane_cache: Any = None  # (key, lanes) of board/claims.live_lanes
+        self._lane_warned: set[tuple[str, bytes]] = set()
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -119,10 +121,25 @@ class Board:
         return state
 
     def view(self) -> TreeView:
-        """The validated state, plus this rig's own unpushed operations; never a tree that failed validation."""
+        """The validated state, plus this rig's own unpushed operations, with the claims that live on lanes
+        laid over it; never a tree that failed validation."""
+        from board.claims import live_lanes
+        from board.lanes import record_blob
+
         main, state = self.head(), self.state()
         tree = state.tree.encode() if main.decode() == state.commit else self.store.tree_id(main)
-        return TreeView(self.store, tree, self.home.cache_dir / "items.json")
+        view = TreeView(self.store, tree, self.home.cache_dir / "items.json")
+        base = state.tree.encode()
+        for item_id, lane in live_lanes(self).items():
+            if tree == base or record_blob(self.store, tree, item_id) == record_blob(self.store, base, item_id):
+                view.overlay[item_id] = lane.item
+        return view
+
+    def lanes(self) -> dict[str, Any]:
+        """The live claim lanes: item id → board.lanes.Lane."""
+        from board.claims import live_lanes
+
+        return live_lanes(self)
 
     def meta(self) -> dict[str, Any]:
         return self.view().meta()
@@ -173,6 +190,10 @@ class Board:
         self.store.force_ref(ORIGIN_MAIN, origin)
         state, found = self.ledger.advance(origin)
         self._note(found)
+        from board.claims import track
+
+        track(self, self.remote.lanes)
+        self._lane_cache = None
         main = self.store.ref(MAIN)
         if main is None or main in previous or main in found.checked:
             self.store.force_ref(MAIN, origin)
@@ -211,15 +232,73 @@ class Board:
                 return self._commit_local(op, attachments, f"remote unreachable ({e.reason})")
             if origin is None:
                 raise RemoteError(self.remote.url, "the remote has no board")
+            from board import claims
+
+            if claims.on_lane(self, op):
+                return self._on_lane(op)
+            self._lane_proof(op)
+            self._precheck(op)
             try:
                 report, applied, head = self._publish(origin, max_attempts, op, attachments)
             except Unreachable as e:
                 return self._commit_local(op, attachments, f"push failed ({e.reason})")
             assert applied is not None
+            if op.op == "done" and op.id and "lane" in op.args:
+                claims.drop(self, [op.id])
             sync = report if report.eventful() else None
             return MutationResult(op, applied.result, head.decode(), True, None, report.attempts, sync)
 
+    def claim_many(self, item_ids: list[str], lease_seconds: int = ops.DEFAULT_LEASE) -> dict[str, Any]:
+        """Claim several items in one push (on their lanes); per item its MutationResult or the BoardError
+        that refused it. Offline, or on a board whose state is quarantined, they are claimed one by one."""
+        batch = [self.new_op("claim", i, lease_seconds=lease_seconds) for i in dict.fromkeys(item_ids)]
+        with self._lock():
+            if self.remote is not None:
+                from board import claims
+
+                try:
+                    self._fetch()
+                except Unreachable:
+                    pass
+                else:
+                    if batch and claims.on_lane(self, batch[0]):
+                        return dict(claims.push(self, batch))
+            out: dict[str, Any] = {}
+            for op in batch:
+                assert op.id is not None
+                try:
+                    out[op.id] = self.mutate(op)
+                except BoardError as e:
+                    out[op.id] = e
+            return out
+
+    def _on_lane(self, op: Op) -> MutationResult:
+        from board.claims import push
+
+        assert op.id is not None
+        result = push(self, [op])[op.id]
+        if isinstance(result, BoardError):
+            raise result
+        return result
+
+    def _lane_proof(self, op: Op) -> None:
+        """A `done` of an item claimed on its lane carries that claim, so main's rules know it is ours."""
+        if op.op != "done" or op.id is None or "lane" in op.args:
+            return
+        lane = self.lanes().get(op.id)
+        if lane is not None and lane.proof is not None and lane.item.claimed_by == op.by:
+            op.args["lane"] = lane.proof
+
+    def _precheck(self, op: Op) -> None:
+        """An item claimed on its lane is claimed: main's rules cannot see that, so check ours on the view
+        that can (a poster does not withdraw, nor a bystander complete, what a worker holds on a lane)."""
+        if op.id is None or op.id not in self.lanes() or op.op not in ops.RULES:
+            return
+        ops.apply(self.view(), op, utcnow())
+
     def _commit_local(self, op: Op, attachments: dict[str, bytes], reason: str) -> MutationResult:
+        self._lane_proof(op)
+        self._precheck(op)
         base, state, view = self.head(), self.state(), self.view()
         chain = Chain.on(self.store, state, self._keys(), base, view.tree)
         if base.decode() != state.commit:
