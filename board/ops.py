@@ -273,7 +273,7 @@ def _lane_claim(view: View, op: Op, item: Item, now: datetime) -> None:
     if (item.updated_at and at < parse_time(item.updated_at)) or at > now:
         raise RuleError(f"the lane claim of wanted item {item.id} is dated {inner.at}, outside its record's life")
     if item.status == "claimed" and item.claimed_by != op.by and not lease_expired(item, at):
-        raise AlreadyClaimed(item.id, item.claimed_by or "?", item.claim_expires_at)
+        raise NotAllowed(item.id, op.by, "complete", f"the claimer ({item.claimed_by})")
     if item.status not in ("open", "claimed"):
         raise WrongStatus(item.id, item.status, "open", "its lane claim cannot complete it")
     item.status, item.claimed_by = "claimed", op.by

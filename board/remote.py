@@ -152,28 +152,34 @@ class Remote:
             # The push may have landed in part (dulwich's HTTP server answers 500 when another writer holds a
             # ref's lock): the refs as the remote holds them now say which updates did.
             try:
-                return self._read_back(updates, dict.fromkeys(updates, True))
+                landed, unchanged = self._read_back(updates, dict.fromkeys(updates, True))
             except Unreachable:
                 raise Unreachable(self.url, _describe(e)) from None
+            if all(unchanged.values()):  # nothing landed and nobody else's did: the push failed
+                raise Unreachable(self.url, _describe(e)) from None
+            return landed
         sent = result.refs or {}
         status = result.ref_status or {}
         landed = {ref: ref in sent and status.get(ref) in (None, "ok", b"ok") for ref in updates}
         if self._confirm and any(landed.values()):  # dulwich's HTTP server says ok even when its CAS failed
-            landed = self._read_back(updates, landed)
+            landed, _ = self._read_back(updates, landed)
         return landed
 
     def _read_back(
         self, updates: dict[bytes, tuple[bytes | None, bytes | None]], landed: dict[bytes, bool]
-    ) -> dict[bytes, bool]:
+    ) -> tuple[dict[bytes, bool], dict[bytes, bool]]:
+        """(which updates the remote now holds, which refs still hold the old value) as read back."""
         try:
             refs = self._client.get_refs(self._path).refs
         except _network_errors() as e:
             raise Unreachable(self.url, _describe(e)) from None
-        out = {}
-        for ref, (_, new) in updates.items():
+        out, unchanged = {}, {}
+        for ref, (old, new) in updates.items():
             now = refs.get(ref)
-            out[ref] = landed[ref] and (now if now and now != ZERO else None) == new
-        return out
+            now = now if now and now != ZERO else None
+            out[ref] = landed[ref] and now == new
+            unchanged[ref] = now == old and now != new
+        return out, unchanged
 
     def push(self, store: Store, new: bytes, expected: bytes | None, objects: NewObjects | None) -> None:
         """Move the remote main from `expected` to `new`, or raise Rejected / Unreachable."""

@@ -123,15 +123,21 @@ class Board:
     def view(self) -> TreeView:
         """The validated state, plus this rig's own unpushed operations, with the claims that live on lanes
         laid over it; never a tree that failed validation."""
+        main, state = self.head(), self.state()
+        tree = state.tree.encode() if main.decode() == state.commit else self.store.tree_id(main)
+        return self._overlaid(TreeView(self.store, tree, self.home.cache_dir / "items.json"), state)
+
+    def _overlaid(self, view: TreeView, state: State) -> TreeView:
+        """Lay the live lanes over a view, where its item records are still those the lanes build on."""
         from board.claims import live_lanes
         from board.lanes import record_blob
 
-        main, state = self.head(), self.state()
-        tree = state.tree.encode() if main.decode() == state.commit else self.store.tree_id(main)
-        view = TreeView(self.store, tree, self.home.cache_dir / "items.json")
         base = state.tree.encode()
         for item_id, lane in live_lanes(self).items():
-            if tree == base or record_blob(self.store, tree, item_id) == record_blob(self.store, base, item_id):
+            same = view.tree == base or record_blob(self.store, view.tree, item_id) == record_blob(
+                self.store, base, item_id
+            )
+            if same:
                 view.overlay[item_id] = lane.item
         return view
 
@@ -235,7 +241,19 @@ class Board:
             from board import claims
 
             if claims.on_lane(self, op):
-                return self._on_lane(op)
+                report = None
+                state = self.ledger.load()
+                if self.pending() or (state is not None and state.dropped):  # our own work goes first
+                    try:
+                        report, _, _ = self._publish(origin, max_attempts)
+                    except Unreachable as e:
+                        return self._commit_local(op, attachments, f"push failed ({e.reason})")
+                try:
+                    result = self._on_lane(op)
+                except Unreachable as e:
+                    return self._commit_local(op, attachments, f"push failed ({e.reason})")
+                result.sync = report if report is not None and report.eventful() else None
+                return result
             self._lane_proof(op)
             self._precheck(op)
             try:
@@ -262,7 +280,10 @@ class Board:
                     pass
                 else:
                     if batch and claims.on_lane(self, batch[0]):
-                        return dict(claims.push(self, batch))
+                        try:
+                            return dict(claims.push(self, batch))
+                        except Unreachable:
+                            pass  # claimed one by one below: locally, to be published by `wl sync`
             out: dict[str, Any] = {}
             for op in batch:
                 assert op.id is not None
@@ -297,6 +318,11 @@ class Board:
         ops.apply(self.view(), op, utcnow())
 
     def _commit_local(self, op: Op, attachments: dict[str, bytes], reason: str) -> MutationResult:
+        if op.op in ("renew", "unclaim") and op.id is not None and op.id in self.lanes():
+            raise UsageError(
+                f"the claim on {op.id} lives on its claim lane on the remote: it is renewed or released only "
+                f"online, and here {reason}"
+            )
         self._lane_proof(op)
         self._precheck(op)
         base, state, view = self.head(), self.state(), self.view()
@@ -359,6 +385,8 @@ class Board:
             conflicts: list[tuple[bytes, Op, str]] = []
             for sha, own in pending:
                 try:
+                    if own.id is not None and own.id in self.lanes():  # a claim held on a lane holds
+                        ops.apply(self._overlaid(chain.view(), state), own, utcnow())
                     chain.add(own, self._attachments(sha, own))
                     report.replayed.append(own)
                 except AlreadyApplied:
