@@ -12,7 +12,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from board import lanes
-from board.errors import AlreadyClaimed, BoardError, Contention, RuleError
+from board import ops as rules
+from board.errors import AlreadyClaimed, BoardError, Contention, RuleError, Unreachable, UsageError
 from board.ids import fmt_time, utcnow
 from board.ops import Op
 from board.publish import Chain
@@ -22,6 +23,7 @@ from board.text import sanitize
 from board.view import TreeView
 
 if TYPE_CHECKING:
+    from board.ledger import State
     from board.service import Board
 
 log = logging.getLogger("wl.board")
@@ -158,3 +160,73 @@ def drop(board: Board, item_ids: list[str]) -> None:
             board.store.remove_ref(lanes.LOCAL_PREFIX + item_id.encode())
             board.remote.lanes.pop(item_id, None)
     board._lane_cache = None
+
+
+def mutate(board: Board, op: Op, origin: bytes, max_attempts: int) -> MutationResult:
+    """One lane operation, after publishing this rig's pending work on main (which goes first)."""
+    assert op.id is not None
+    report = None
+    state = board.ledger.load()
+    if board.pending() or (state is not None and state.dropped):
+        report, _, _ = board._publish(origin, max_attempts)
+    result = push(board, [op])[op.id]
+    if isinstance(result, BoardError):
+        raise result
+    result.sync = report if report is not None and report.eventful() else None
+    return result
+
+
+def claim_many(board: Board, item_ids: list[str], lease_seconds: int) -> dict[str, MutationResult | BoardError]:
+    """Board.claim_many, under the home's lock."""
+    batch = [board.new_op("claim", i, lease_seconds=lease_seconds) for i in dict.fromkeys(item_ids)]
+    if board.remote is not None and batch:
+        try:
+            board._fetch()
+            if on_lane(board, batch[0]):
+                return push(board, batch)
+        except Unreachable:
+            pass  # claimed one by one below: locally, to be published by `wl sync`
+    out: dict[str, MutationResult | BoardError] = {}
+    for op in batch:
+        assert op.id is not None
+        try:
+            out[op.id] = board.mutate(op)
+        except BoardError as e:
+            out[op.id] = e
+    return out
+
+
+def carry_proof(board: Board, op: Op) -> None:
+    """A `done` of an item claimed on its lane carries that claim, so main's rules know it is ours."""
+    if op.op != "done" or op.id is None or "lane" in op.args:
+        return
+    lane = live_lanes(board).get(op.id)
+    if lane is not None and lane.proof is not None and lane.item.claimed_by == op.by:
+        op.args["lane"] = lane.proof
+
+
+def precheck(board: Board, op: Op) -> None:
+    """An item claimed on its lane is claimed: main's rules cannot see that, so check ours on the view that
+    can (a poster does not withdraw, nor a bystander complete, what a worker holds on a lane)."""
+    if op.id is None or op.id not in live_lanes(board) or op.op not in rules.RULES:
+        return
+    rules.apply(board.view(), op, utcnow())
+
+
+def refuse_offline(board: Board, op: Op, reason: str) -> None:
+    if op.op in ("renew", "unclaim") and op.id is not None and op.id in live_lanes(board):
+        raise UsageError(
+            f"the claim on {op.id} lives on its claim lane on the remote: it is renewed or released only "
+            f"online, and here {reason}"
+        )
+
+
+def overlaid(board: Board, view: TreeView, state: State) -> TreeView:
+    """Lay the live lanes over a view, where its item records are still those the lanes build on."""
+    base = state.tree.encode()
+    for item_id, lane in live_lanes(board).items():
+        if view.tree == base or lanes.record_blob(board.store, view.tree, item_id) == lanes.record_blob(
+            board.store, base, item_id
+        ):
+            view.overlay[item_id] = lane.item
+    return view

@@ -23,18 +23,20 @@ see ops._lane_claim.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from board import commits, layout, ops
-from board.errors import BoardError
-from board.ids import ITEM_RE, utcnow
-from board.records import Item
+from board.errors import BoardError, NotAllowed, NotRegistered, RuleError, UsageError, WrongStatus
+from board.ids import parse_time, utcnow
+from board.records import Item, loads
 from board.store import Store
 from board.treecheck import strict_time
 from board.view import TreeView
 
-REMOTE_PREFIX = b"refs/wl/claims/"  # on the commons
+REMOTE_PREFIX = layout.LANE_PREFIX  # on the commons
 LOCAL_PREFIX = b"refs/wl/lanes/"  # this rig's copy of the lanes it fetched (keeps their objects)
 LANE_OPS = ("claim", "renew", "unclaim")
 MAX_LANE = 64  # commits a lane may hold above its base; a longer one is not read
@@ -46,13 +48,7 @@ def remote_ref(item_id: str) -> bytes:
 
 def item_of(ref: bytes, prefix: bytes = REMOTE_PREFIX) -> str | None:
     """The item id a lane ref names, or None when the name is not exactly a lane."""
-    if not ref.startswith(prefix):
-        return None
-    try:
-        name = ref[len(prefix) :].decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    return name if ITEM_RE.match(name) else None
+    return layout.lane_item(ref, prefix)
 
 
 def record_blob(store: Store, tree: bytes, item_id: str) -> bytes | None:
@@ -159,3 +155,46 @@ def proof_op(proof: Any) -> ops.Op:
     if not isinstance(proof, dict) or not all(isinstance(proof.get(k), str) for k in ("op", "sig", "parent", "tree")):
         raise commits.FormatError("a lane proof names op, sig, parent and tree")
     return commits.parse_op_json(proof["op"])
+
+
+HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
+
+
+def take_lane_claim(view: ops.View, op: ops.Op, item: Item, now: datetime) -> None:
+    """Take the claim `op.by` holds on the item's lane as the item's claim on main (the `done` rule's half).
+
+    `args.lane` is the lane's latest claim or renewal by the completer: its exact operation JSON, signature,
+    and the parent and tree it was signed over. It counts when it is signed by the completer's registered key,
+    is a claim of this item, is not older than the item's record on main (so a claim from before the item's
+    last change cannot come back) nor newer than the `done`, and main's record still lets it in: open, or
+    a claim whose lease had run out by the lane claim's time."""
+    proof = op.args.get("lane")
+    if not isinstance(proof, dict) or not all(isinstance(proof.get(k), str) for k in ("op", "sig", "parent", "tree")):
+        raise UsageError("a lane claim names op, sig, parent and tree")
+    if not HEX40.match(proof["parent"]) or not HEX40.match(proof["tree"]):
+        raise UsageError("a lane claim's parent and tree are commit and tree ids")
+    try:
+        inner = commits.parse_op_json(proof["op"])
+    except commits.FormatError as e:
+        raise RuleError(f"the lane claim of wanted item {item.id} is not an operation ({e})") from None
+    if inner.op not in ("claim", "renew") or inner.id != item.id or inner.by != op.by:
+        raise RuleError(f"the lane claim is not {op.by}'s claim of wanted item {item.id}")
+    rig = view.rig(op.by)
+    if rig is None:
+        raise NotRegistered(op.by)
+    raw = view.read(layout.BOARD)
+    board_id = str(loads(raw).get("board_id", "")) if raw else ""
+    got = commits.signer(board_id, proof["parent"].encode(), proof["tree"].encode(), proof["op"], proof["sig"])
+    if got is None or got.lower() != rig.address.lower():
+        raise RuleError(f"the lane claim of wanted item {item.id} is not signed by {op.by}'s registered key")
+    try:
+        at = parse_time(inner.at)
+    except ValueError:
+        raise RuleError(f"the lane claim of wanted item {item.id} has no valid time") from None
+    if (item.updated_at and at < parse_time(item.updated_at)) or at > now:
+        raise RuleError(f"the lane claim of wanted item {item.id} is dated {inner.at}, outside its record's life")
+    if item.status == "claimed" and item.claimed_by != op.by and not ops.lease_expired(item, at):
+        raise NotAllowed(item.id, op.by, "complete", f"the claimer ({item.claimed_by})")
+    if item.status not in ("open", "claimed"):
+        raise WrongStatus(item.id, item.status, "open", "its lane claim cannot complete it")
+    item.status, item.claimed_by = "claimed", op.by

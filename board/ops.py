@@ -7,7 +7,6 @@ it knows nothing of git, so a replay re-checks every rule against the fresh remo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -237,52 +236,12 @@ def _unclaim(view: View, op: Op, now: datetime) -> Applied:
     return Applied(changes, _item_dict(item))
 
 
-_HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
-
-
-def _lane_claim(view: View, op: Op, item: Item, now: datetime) -> None:
-    """Take the claim `op.by` holds on the item's lane (board/lanes.py) as the item's claim on main.
-
-    `args.lane` is the lane's latest claim or renewal by the completer: its exact operation JSON, signature,
-    and the parent and tree it was signed over. It counts when it is signed by the completer's registered key,
-    is a claim of this item, is not older than the item's record on main (so a claim from before the item's
-    last change cannot come back) nor newer than the `done`, and main's record still lets it in: open, or
-    a claim whose lease had run out by the lane claim's time."""
-    from board import commits
-
-    proof = op.args.get("lane")
-    if not isinstance(proof, dict) or not all(isinstance(proof.get(k), str) for k in ("op", "sig", "parent", "tree")):
-        raise UsageError("a lane claim names op, sig, parent and tree")
-    if not _HEX40.match(proof["parent"]) or not _HEX40.match(proof["tree"]):
-        raise UsageError("a lane claim's parent and tree are commit and tree ids")
-    try:
-        inner = commits.parse_op_json(proof["op"])
-    except commits.FormatError as e:
-        raise RuleError(f"the lane claim of wanted item {item.id} is not an operation ({e})") from None
-    if inner.op not in ("claim", "renew") or inner.id != item.id or inner.by != op.by:
-        raise RuleError(f"the lane claim is not {op.by}'s claim of wanted item {item.id}")
-    rig = _registered(view, op.by)
-    from board.records import loads
-
-    raw = view.read(layout.BOARD)
-    board_id = str(loads(raw).get("board_id", "")) if raw else ""
-    got = commits.signer(board_id, proof["parent"].encode(), proof["tree"].encode(), proof["op"], proof["sig"])
-    if got is None or got.lower() != rig.address.lower():
-        raise RuleError(f"the lane claim of wanted item {item.id} is not signed by {op.by}'s registered key")
-    at = parse_time(inner.at)
-    if (item.updated_at and at < parse_time(item.updated_at)) or at > now:
-        raise RuleError(f"the lane claim of wanted item {item.id} is dated {inner.at}, outside its record's life")
-    if item.status == "claimed" and item.claimed_by != op.by and not lease_expired(item, at):
-        raise NotAllowed(item.id, op.by, "complete", f"the claimer ({item.claimed_by})")
-    if item.status not in ("open", "claimed"):
-        raise WrongStatus(item.id, item.status, "open", "its lane claim cannot complete it")
-    item.status, item.claimed_by = "claimed", op.by
-
-
 def _done(view: View, op: Op, now: datetime) -> Applied:
     item = _item(view, op)
     if op.args.get("lane") is not None and not (item.status == "claimed" and item.claimed_by == op.by):
-        _lane_claim(view, op, item, now)
+        from board.lanes import take_lane_claim
+
+        take_lane_claim(view, op, item, now)
     if item.status != "claimed":
         raise WrongStatus(item.id, item.status, "claimed")
     if item.claimed_by != op.by:

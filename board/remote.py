@@ -87,7 +87,7 @@ class Remote:
         """Bring the remote's main (and its claim lanes) into the store; returns main's head (None: empty).
 
         The lanes the remote advertised are left in `self.lanes` (item id → tip), their objects fetched."""
-        from board.lanes import item_of
+        from board.layout import lane_item
 
         seen: list[bytes | None] = []
         lanes: dict[str, bytes] = {}
@@ -98,7 +98,7 @@ class Remote:
             lanes.clear()
             out = [sha] if sha and sha != ZERO and not store.has(sha) else []
             for ref, tip in refs.items():
-                item_id = item_of(ref)
+                item_id = lane_item(ref)
                 if item_id is None or tip == ZERO or len(lanes) >= MAX_LANES:
                     continue
                 lanes[item_id] = tip

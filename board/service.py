@@ -15,13 +15,11 @@ import contextlib
 import random
 import time
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from board import layout, ops
+from board import ops
+from board.commons import _initial_commit
+from board.commons import create_commons as create_commons  # re-exported: callers create boards here
 from board.errors import (
     AlreadyApplied,
     BoardError,
@@ -32,14 +30,14 @@ from board.errors import (
     UsageError,
 )
 from board.home import Home
-from board.ids import check_handle, fmt_time, new_board_id, utcnow
+from board.ids import check_handle, fmt_time, utcnow
 from board.keys import load_private_key
 from board.ledger import Advance, Ledger, State
 from board.ops import Op
 from board.publish import Chain
-from board.records import Item, board_meta, dumps
+from board.records import Item, dumps
 from board.results import Kept, MutationResult, SyncReport
-from board.store import MAIN, ORIGIN_MAIN, NewObjects, Store
+from board.store import MAIN, ORIGIN_MAIN, Store
 from board.view import TreeView
 
 LOCAL_BASE = b"refs/wl/local-base"  # the validated commit this rig's unpushed commits are built on
@@ -125,21 +123,9 @@ class Board:
         laid over it; never a tree that failed validation."""
         main, state = self.head(), self.state()
         tree = state.tree.encode() if main.decode() == state.commit else self.store.tree_id(main)
-        return self._overlaid(TreeView(self.store, tree, self.home.cache_dir / "items.json"), state)
+        from board.claims import overlaid
 
-    def _overlaid(self, view: TreeView, state: State) -> TreeView:
-        """Lay the live lanes over a view, where its item records are still those the lanes build on."""
-        from board.claims import live_lanes
-        from board.lanes import record_blob
-
-        base = state.tree.encode()
-        for item_id, lane in live_lanes(self).items():
-            same = view.tree == base or record_blob(self.store, view.tree, item_id) == record_blob(
-                self.store, base, item_id
-            )
-            if same:
-                view.overlay[item_id] = lane.item
-        return view
+        return overlaid(self, TreeView(self.store, tree, self.home.cache_dir / "items.json"), state)
 
     def lanes(self) -> dict[str, Any]:
         """The live claim lanes: item id → board.lanes.Lane."""
@@ -241,21 +227,12 @@ class Board:
             from board import claims
 
             if claims.on_lane(self, op):
-                report = None
-                state = self.ledger.load()
-                if self.pending() or (state is not None and state.dropped):  # our own work goes first
-                    try:
-                        report, _, _ = self._publish(origin, max_attempts)
-                    except Unreachable as e:
-                        return self._commit_local(op, attachments, f"push failed ({e.reason})")
                 try:
-                    result = self._on_lane(op)
+                    return claims.mutate(self, op, origin, max_attempts)
                 except Unreachable as e:
                     return self._commit_local(op, attachments, f"push failed ({e.reason})")
-                result.sync = report if report is not None and report.eventful() else None
-                return result
-            self._lane_proof(op)
-            self._precheck(op)
+            claims.carry_proof(self, op)
+            claims.precheck(self, op)
             try:
                 report, applied, head = self._publish(origin, max_attempts, op, attachments)
             except Unreachable as e:
@@ -269,62 +246,17 @@ class Board:
     def claim_many(self, item_ids: list[str], lease_seconds: int = ops.DEFAULT_LEASE) -> dict[str, Any]:
         """Claim several items in one push (on their lanes); per item its MutationResult or the BoardError
         that refused it. Offline, or on a board whose state is quarantined, they are claimed one by one."""
-        batch = [self.new_op("claim", i, lease_seconds=lease_seconds) for i in dict.fromkeys(item_ids)]
+        from board.claims import claim_many
+
         with self._lock():
-            if self.remote is not None:
-                from board import claims
-
-                try:
-                    self._fetch()
-                except Unreachable:
-                    pass
-                else:
-                    if batch and claims.on_lane(self, batch[0]):
-                        try:
-                            return dict(claims.push(self, batch))
-                        except Unreachable:
-                            pass  # claimed one by one below: locally, to be published by `wl sync`
-            out: dict[str, Any] = {}
-            for op in batch:
-                assert op.id is not None
-                try:
-                    out[op.id] = self.mutate(op)
-                except BoardError as e:
-                    out[op.id] = e
-            return out
-
-    def _on_lane(self, op: Op) -> MutationResult:
-        from board.claims import push
-
-        assert op.id is not None
-        result = push(self, [op])[op.id]
-        if isinstance(result, BoardError):
-            raise result
-        return result
-
-    def _lane_proof(self, op: Op) -> None:
-        """A `done` of an item claimed on its lane carries that claim, so main's rules know it is ours."""
-        if op.op != "done" or op.id is None or "lane" in op.args:
-            return
-        lane = self.lanes().get(op.id)
-        if lane is not None and lane.proof is not None and lane.item.claimed_by == op.by:
-            op.args["lane"] = lane.proof
-
-    def _precheck(self, op: Op) -> None:
-        """An item claimed on its lane is claimed: main's rules cannot see that, so check ours on the view
-        that can (a poster does not withdraw, nor a bystander complete, what a worker holds on a lane)."""
-        if op.id is None or op.id not in self.lanes() or op.op not in ops.RULES:
-            return
-        ops.apply(self.view(), op, utcnow())
+            return claim_many(self, item_ids, lease_seconds)
 
     def _commit_local(self, op: Op, attachments: dict[str, bytes], reason: str) -> MutationResult:
-        if op.op in ("renew", "unclaim") and op.id is not None and op.id in self.lanes():
-            raise UsageError(
-                f"the claim on {op.id} lives on its claim lane on the remote: it is renewed or released only "
-                f"online, and here {reason}"
-            )
-        self._lane_proof(op)
-        self._precheck(op)
+        from board import claims
+
+        claims.refuse_offline(self, op, reason)
+        claims.carry_proof(self, op)
+        claims.precheck(self, op)
         base, state, view = self.head(), self.state(), self.view()
         chain = Chain.on(self.store, state, self._keys(), base, view.tree)
         if base.decode() != state.commit:
@@ -348,6 +280,11 @@ class Board:
             if origin is None:
                 raise RemoteError(self.remote.url, "the remote has no board")
             report, _, _ = self._publish(origin, max_attempts)
+            done = [o.id for o in report.replayed if o.op == "done" and o.id and "lane" in o.args]
+            if report.pushed and done:
+                from board.claims import drop
+
+                drop(self, done)
             self.store.maintain()
             return report
 
@@ -386,7 +323,9 @@ class Board:
             for sha, own in pending:
                 try:
                     if own.id is not None and own.id in self.lanes():  # a claim held on a lane holds
-                        ops.apply(self._overlaid(chain.view(), state), own, utcnow())
+                        from board.claims import overlaid
+
+                        ops.apply(overlaid(self, chain.view(), state), own, utcnow())
                     chain.add(own, self._attachments(sha, own))
                     report.replayed.append(own)
                 except AlreadyApplied:
@@ -474,29 +413,6 @@ class Board:
 
 
 # --- creating and joining boards --------------------------------------------------------------------
-def _initial_commit(store: Store, name: str, when: datetime) -> tuple[bytes, str]:
-    board_id = new_board_id()
-    meta = board_meta(name, board_id, fmt_time(when))
-    trailer = orjson.dumps({"op": "create", "by": "wl", "at": fmt_time(when), "args": meta}).decode()
-    message = f"wl: create board {board_id}\n\n{ops.TRAILER}{trailer}\n"
-    commit = store.make_commit(None, {layout.BOARD: dumps(meta)}, message, "wl", NewObjects())
-    store.force_ref(MAIN, commit)
-    return commit, board_id
-
-
-def create_commons(path: Path, name: str | None = None) -> str:
-    """A new bare commons at path; returns its board id."""
-    if path.exists() and any(path.iterdir()):
-        raise UsageError(f"{path} already exists and is not empty")
-    store = Store.init_bare(path)
-    try:
-        _, board_id = _initial_commit(store, name or path.name.removesuffix(".git"), utcnow())
-        (path / "git-daemon-export-ok").touch()
-    finally:
-        store.close()
-    return board_id
-
-
 def _register(home: Home, handle: str, display_name: str | None) -> tuple[Board, MutationResult | None]:
     from board.keys import ensure_key
 

@@ -8,6 +8,7 @@ as real `wl infer worker` subprocesses, signals and SIGKILL. One test runs the r
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from remotes import (
     WL,
     commit_file_to_remote,
     join_rig,
+    lane_ops,
     make_commons,
     remote_ops,
     running_git_daemon,
@@ -123,7 +125,7 @@ def board_ops(commons: Path) -> list[Op]:
 
 def check_history(ops: list[Op], allow_takeover: bool = False) -> Counter[str]:
     """Replay the board's history: a claim never lands on a held item (unless taken over), only the holder
-    renews or completes. Returns the number of `done` operations per item."""
+    renews or completes (a claim made on the item's lane arrives with the done that carries it). Returns the number of `done` operations per item."""
     holder: dict[str, str | None] = {}
     done: Counter[str] = Counter()
     for op in ops:
@@ -138,6 +140,10 @@ def check_history(ops: list[Op], allow_takeover: bool = False) -> Counter[str]:
         elif op.op == "unclaim":
             holder[op.id] = None
         elif op.op == "done":
+            if isinstance(op.args.get("lane"), dict):  # the claim it carries from the item's claim lane
+                if not allow_takeover:
+                    assert holder.get(op.id) is None, f"{op.id} claimed by {op.by} while held by {holder[op.id]}"
+                holder[op.id] = op.by
             assert holder.get(op.id) == op.by, f"{op.id} completed by {op.by}, held by {holder.get(op.id)}"
             holder[op.id] = None
             done[op.id] += 1
@@ -218,7 +224,8 @@ def test_sigterm_mid_job_releases_the_claim_and_exits_0_promptly(
     assert worker.wait_for("stopping", timeout=1)["signal"] == "SIGTERM"
     item = rigs.item("alice", iid)
     assert item.status == "open" and item.claimed_by is None
-    assert [op.op for op in board_ops(rigs.commons) if op.id == iid] == ["post", "claim", "unclaim"]
+    assert [op.op for op in board_ops(rigs.commons) if op.id == iid] == ["post"]
+    assert [(op.op, op.by) for op in lane_ops(rigs.commons, iid)] == [("claim", "bob"), ("unclaim", "bob")]
     assert "Traceback" not in worker.output()
 
 
@@ -267,9 +274,11 @@ def test_sigkill_mid_job_is_taken_over_after_the_lease_expires(
 
     ops = [op for op in board_ops(rigs.commons) if op.id == iid]
     assert check_history(ops, allow_takeover=True) == Counter({iid: 1})
-    assert [(op.op, op.by) for op in ops if op.op != "renew"] == [
-        ("post", "alice"), ("claim", "bob"), ("claim", "carol"), ("done", "carol")]  # fmt: skip
-    assert sum(1 for op in ops if op.op == "renew" and op.by == "bob") >= 2
+    # bob's claim and renewals lived on the item's lane; carol took the lane over once the lease ran out,
+    # and her done carried her claim to main (the lane, spent, was dropped)
+    assert [(op.op, op.by) for op in ops] == [("post", "alice"), ("done", "carol")]
+    carried = json.loads(ops[-1].args["lane"]["op"])  # her latest claim or renewal on the lane
+    assert carried["op"] in ("claim", "renew") and carried["by"] == "carol"
     who, ev = completion_of(rigs.home("alice"), iid)
     assert who == "carol" and ev.output == fake_completion("a job longer than its lease", 42, 8)[0]
 
