@@ -26,6 +26,7 @@ from fake_servers import FakeOllama, fake_completion
 from infer_helpers import Rigs, make_rigs
 from remotes import (
     WL,
+    claims_of,
     commit_file_to_remote,
     join_rig,
     lane_ops,
@@ -203,6 +204,45 @@ def test_three_workers_over_git_daemon_complete_every_job_exactly_once(
         assert stopped["lost_races"] == len(p.named("lost_race"))
     for w in workers:
         assert not list((w.home / "results").glob("*.json"))  # nothing left unsubmitted
+
+
+@pytest.mark.timeout(240)
+def test_batch_workers_claim_in_one_push_and_publish_results_in_one_push(
+    tmp_path: Path, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    """`--batch 4`: each round claims up to four items on their lanes in one push, runs them, and publishes the
+    four `done` commits in one push; every job is still completed exactly once, by the rig that claimed it."""
+    with running_git_daemon(tmp_path / "srv") as daemon:
+        commons = make_commons(tmp_path / "srv")
+        url = daemon.url("commons.git")
+        poster = join_rig(tmp_path, url, "poster")
+        workers = [join_rig(tmp_path, url, h) for h in ("w1", "w2")]
+        prompts = [f"batched job {i}" for i in range(16)]
+        ids = post_jobs(poster.home, prompts)
+        main_before = len(remote_ops(commons))
+        for w in workers:
+            procs.append(WlProc(w.home, "infer", "worker", "--batch", "4", "--poll", "0.2", "--idle-exit", "2",
+                                env={"OLLAMA_HOST": ollama.url}))  # fmt: skip
+        codes = [p.finish(timeout=180) for p in procs]
+        assert codes == [0, 0], [p.output() for p in procs]
+        completions = {i: completion_of(poster.home, i) for i in ids}
+
+    ops = board_ops(commons)
+    assert check_history(ops) == Counter({i: 1 for i in ids})
+    assert len(remote_ops(commons)) - main_before == 16  # one done per job on main; the claims stayed on lanes
+    assert not [op for op in ops if op.op == "claim"]
+    for w, p in zip(workers, procs, strict=True):
+        claimed = p.named("claimed")
+        assert claimed and all(e["batch"] <= 4 for e in claimed)
+        assert any(e["batch"] > 1 for e in claimed), claimed  # several items really went out in one push
+        for e in p.named("done"):
+            assert e["pushed"] is False  # committed locally, then published with the rest of its batch
+            assert completions[e["id"]][0] == w.handle
+    assert {i: claims_of(commons, i) for i in ids} == {i: [completions[i][0]] for i in ids}
+    for w in workers:
+        assert not list((w.home / "results").glob("*.json"))
+        with Board(Home(w.home)) as b:
+            assert b.pending() == []
 
 
 # --- signals and crashes -----------------------------------------------------------------------------------
