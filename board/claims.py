@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from board.service import Board
 
 log = logging.getLogger("wl.board")
+PRUNE_AFTER = 600  # seconds a lane that folds to nothing must be old before `wl sync` deletes it
 LANE_ATTEMPTS = 5  # a lane moved under us (a renewal, an unclaim): read it again and rebuild, this often
 
 
@@ -230,3 +231,25 @@ def overlaid(board: Board, view: TreeView, state: State) -> TreeView:
         ):
             view.overlay[item_id] = lane.item
     return view
+
+
+def prune(board: Board) -> list[str]:
+    """Delete the remote's lanes that hold nothing (stale, or not a lane at all) and are older than PRUNE_AFTER
+    (a younger one may build on a main commit this rig has not seen yet); returns the items whose lane went.
+    Anyone may: such a lane changes no reader's state, and a validating server allows it."""
+    import time
+
+    live = live_lanes(board)
+    gone = []
+    for item_id, tip in board.remote.lanes.items():
+        if item_id in live:
+            continue
+        try:
+            when = board.store.commit(tip).commit_time
+        except (KeyError, ValueError, TypeError):
+            when = 0
+        if time.time() - when >= PRUNE_AFTER:
+            gone.append(item_id)
+    if gone:
+        drop(board, gone)
+    return [i for i in gone if i not in board.remote.lanes]

@@ -280,11 +280,12 @@ class Board:
             if origin is None:
                 raise RemoteError(self.remote.url, "the remote has no board")
             report, _, _ = self._publish(origin, max_attempts)
+            from board.claims import drop, prune
+
             done = [o.id for o in report.replayed if o.op == "done" and o.id and "lane" in o.args]
             if report.pushed and done:
-                from board.claims import drop
-
                 drop(self, done)
+            prune(self)
             self.store.maintain()
             return report
 

@@ -208,3 +208,31 @@ def test_a_validating_server_refuses_bad_lanes_and_the_deletion_of_a_live_one(
     assert carol.claim(other).pushed  # honest lanes pass the hook
     bob.done(item, "bob's result")  # and so does dropping a spent lane
     assert lane_ops(commons, item) == [] and remote_item(commons, item).status == "in_review"
+
+
+def test_sync_prunes_old_lanes_that_hold_nothing_and_keeps_live_ones(tmp_path: Path) -> None:
+    import time
+
+    commons = make_commons(tmp_path)
+    alice, bob, carol = _three(tmp_path, str(commons))
+    junk, young, held = alice.post("junk"), alice.post("young"), alice.post("held")
+    bob.claim(held)
+    store = Store(commons)
+    try:  # an hour-old lane ref on a commit that is no lane, and a fresh one
+        head = store.ref(MAIN)
+        assert head is not None
+        old = store.commit_tree(head, store.tree_id(head), "not a lane\n", "mallory", NewObjects(),
+                                when=time.time() - 3600)  # fmt: skip
+        store.force_ref(lanes.remote_ref(junk), old)
+        store.force_ref(lanes.remote_ref(young), head)
+    finally:
+        store.close()
+    carol.sync()
+    store = Store(commons)
+    try:
+        assert store.ref(lanes.remote_ref(junk)) is None  # pruned
+        assert store.ref(lanes.remote_ref(young)) is not None  # too young to judge
+        assert store.ref(lanes.remote_ref(held)) is not None  # bob's live claim stays
+    finally:
+        store.close()
+    assert remote_item(commons, held).claimed_by == "bob"
