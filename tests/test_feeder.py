@@ -61,6 +61,7 @@ def test_two_slots_finish_the_jobs_and_release_the_one_that_fails(rigs: Rigs) ->
 
     running = [e["running"] for e in events if e["event"] == "dispatched"]
     assert max(running) == 2  # two at a time, never more
+    assert any(e.get("batch", 1) == 2 for e in events if e["event"] == "claimed")  # both slots in one push
     for e in events:
         if e["event"] == "dispatched":
             assert e["argv"][-3:] == ["run", e["id"], "--skip-claim"] and str(rigs.home("bob")) in e["argv"]
