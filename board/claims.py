@@ -50,7 +50,7 @@ def live_lanes(board: Board) -> dict[str, lanes.Lane]:
                 board._lane_warned.add((item_id, tip))
                 log.warning("skipped claim lane %s: %s", item_id, sanitize(str(e)))
             continue
-        except (KeyError, ValueError, TypeError):  # a crafted object on the lane: not a lane
+        except Exception:  # noqa: BLE001 - a crafted object on the lane: not a lane, never a failed read
             continue
         if lane is not None:
             out[item_id] = lane
@@ -127,6 +127,9 @@ def _build(
     for op in batch:
         assert op.id is not None
         lane = live.get(op.id)
+        if lane is not None and op.op == "renew" and len(lane.ops) >= lanes.MAX_LANE // 2:
+            # a long-running job's lane would outgrow what readers walk: start it afresh on main's head
+            op.op, lane = "claim", None
         base = lane.tip if lane is not None else origin
         chain = Chain.on(board.store, state, keys, base, board.store.tree_id(base))
         if lane is not None and lane.ops:

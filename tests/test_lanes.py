@@ -236,3 +236,21 @@ def test_sync_prunes_old_lanes_that_hold_nothing_and_keeps_live_ones(tmp_path: P
     finally:
         store.close()
     assert remote_item(commons, held).claimed_by == "bob"
+
+
+def test_a_long_running_claims_lane_starts_afresh_before_readers_would_stop_walking_it(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)
+    alice, bob, _ = _three(tmp_path, str(commons))
+    item = alice.post("a long job")
+    bob.claim(item)
+    lengths = []
+    for _ in range(lanes.MAX_LANE // 2 + 1):
+        bob.op("renew", item, lease_seconds=1800)
+        lengths.append(len(lane_ops(commons, item)))
+    half = lanes.MAX_LANE // 2
+    assert lengths == [*range(2, half + 1), 1, 2]  # at half the walk it restarts on main's head with a claim
+    assert [(o.op, o.by) for o in lane_ops(commons, item)] == [("claim", "bob"), ("renew", "bob")]
+    assert remote_item(commons, item).claimed_by == "bob"
+    assert claims_of(commons, item) == ["bob"]
+    bob.done(item, "finally")
+    assert remote_item(commons, item).status == "in_review"
