@@ -101,6 +101,21 @@ def test_deploy_commits_chain_json_that_every_rig_finds(rigs: Rigs, deployed: di
     assert f"Bounties escrowed at {deployed['bounty_contract']}" in res.stdout
 
 
+def test_chain_status_check_exits_1_with_the_reason_when_the_check_fails(rigs: Rigs, deployed: dict[str, Any]) -> None:
+    nobody = "0x" + "5a" * 20  # a well-formed address with no code on this chain
+    res = rigs.wl("carol", "chain", "status", "--check", env={"WL_CONTRACT": nobody})
+    assert res.exit_code == 1, res.output
+    assert "✗ no contract code at" in res.stdout
+    assert res.stderr.startswith("wl: error: chain check failed: no contract code at ")
+    assert len(res.stderr.strip().splitlines()) == 1
+    code, data = rigs.wl_json("carol", "chain", "status", "--check", env={"WL_RPC_URL": f"http://127.0.0.1:{free_port()}"})
+    assert code == 1 and data["check"]["ok"] is False and data["check"]["problem"].startswith("unreachable: ")
+    res = rigs.wl("carol", "--json", "chain", "status", "--check", env={"WL_RPC_URL": f"http://127.0.0.1:{free_port()}"})
+    err = orjson.loads(res.stderr)
+    assert err["exit_code"] == 1 and err["error"].startswith("chain check failed: unreachable: ")
+    assert rigs.wl("carol", "chain", "status").exit_code == 0  # without --check nothing is asked, nothing fails
+
+
 def test_a_second_deploy_is_refused_unless_replace(rigs: Rigs, deployed: dict[str, Any]) -> None:
     res = rigs.wl("bob", "chain", "deploy", "--rpc-url", TESTER)
     assert res.exit_code == 1

@@ -100,7 +100,8 @@ def _source(flag: str | None, env: str, key: str, config: dict[str, Any], chain_
 
 
 @chain.command()
-@click.option("--check", is_flag=True, help="Also ask the node: its chain id, and whether the contract is there.")
+@click.option("--check", is_flag=True,
+              help="Also ask the node: its chain id, and whether the contract is there (exit 1 when not).")
 @click.pass_obj
 def status(obj: Obj, check: bool) -> None:
     """Where this board anchors (chain.json) and what this rig will use (flags > env > config > chain.json)."""
@@ -142,6 +143,8 @@ def status(obj: Obj, check: bool) -> None:
                 say(f"  ✗ {result['problem']}", "red")
 
     emit(data, human)
+    if data["check"] is not None and not data["check"]["ok"]:  # scripts gate on the exit code, as with doctor
+        raise WlError(f"chain check failed: {data['check']['problem']}")
 
 
 def _check(rpc: str | None, contract: str | None, chain_json: dict[str, Any] | None) -> dict[str, Any]:
