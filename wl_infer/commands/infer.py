@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from board.cli.main import Obj
-from board.cli.output import emit, is_json, report_push, say
+from board.cli.output import emit, report_push, say
 from wl_infer.commands.bounty import (
     bounty_maker,
     bounty_options,
@@ -20,17 +20,7 @@ from wl_infer.commands.bounty import (
     say_submission,
 )
 from wl_infer.commands.params import BackendChoice, limit_options
-
-
-def _progress(label: str) -> Any:
-    """A spinner on a terminal; silent when stdout is not one (automation)."""
-    import contextlib
-
-    if is_json() or not sys.stdout.isatty():
-        return contextlib.nullcontext()
-    from board.cli.output import console
-
-    return console().status(label)
+from wl_infer.commands.progress import progress_view
 
 
 class _LazyGroup(click.Group):
@@ -140,7 +130,8 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
         require_assigned(board, item_id)  # never reveal a paid result before the payout is bound to this rig
     guard = RunGuard(item_id, skip_claim)  # issue 10: signals handled as the worker does
     try:
-        with open_pool(board, threads=threads, **limits) as pool, _progress("Running inference…"):
+        with open_pool(board, threads=threads, **limits) as pool, progress_view("Running inference…") as shown:
+            pool.config.progress = shown  # live token counts (and the model's first assembly) on a terminal
             res = guard.run(
                 lambda cancel, on_event: run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push,
                                                   on_event=on_event, cancel=cancel),
@@ -194,7 +185,8 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
 
     board = obj.board()
     try:
-        with open_pool(board) as pool, _progress("Verifying…"):
+        with open_pool(board) as pool, progress_view("Verifying…") as shown:
+            pool.config.progress = shown
             v = verify_item(board, item_id, pool, mode=mode, record=not no_record, push=not no_push)
     except (CannotVerify, NotFound, Ambiguous, UsageError):
         raise  # a bad or unknown id keeps its own exit code
@@ -355,7 +347,8 @@ def models(obj: Obj, add_path: str | None, name: str | None, pull_model: str | N
         pool = BackendPool(backend_config(obj.home.path, config, timeout=600.0))
         try:
             chosen = backend or infer_backend(pull_model, pool) or config.get("default_backend") or "ollama"
-            with _progress(f"Fetching {pull_model} ({chosen})…"):
+            with progress_view(f"Fetching {pull_model} ({chosen})…") as shown:
+                pool.config.progress = shown
                 info = pool.get(chosen).pull(pull_model)
         finally:
             pool.close()
