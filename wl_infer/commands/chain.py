@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
+from board.cli.complete import ITEM_ID
 from board.cli.main import Obj, WlError
 from board.cli.output import emit, report_push, say
 from wl_infer.commands.bounty import assign as bounty_assign
@@ -170,7 +171,7 @@ def _check(rpc: str | None, contract: str | None, chain_json: dict[str, Any] | N
 
 
 @chain.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--rpc-url", help="Override the RPC URL (default: env, config, then chain.json).")
 @click.option("--contract", help="Override the contract address.")
 @click.pass_obj
@@ -195,7 +196,7 @@ def attest(obj: Obj, item_id: str, rpc_url: str | None, contract: str | None) ->
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--rpc-url", help="Override the RPC URL (default: $WL_RPC_URL, config, then chain.json).")
 @click.option("--contract", help="Override the contract address (default: $WL_CONTRACT, config, then chain.json).")
 @click.option("--no-push", is_flag=True, help="Record the transaction in the evidence locally only.")

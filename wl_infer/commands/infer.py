@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from board.cli.complete import ITEM_ID
 from board.cli.main import Obj
 from board.cli.output import emit, report_push, say
 from wl_infer.commands.bounty import (
@@ -105,7 +106,7 @@ def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, m
 
 
 @infer.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--skip-claim", is_flag=True, help="The item is already claimed for this rig (by a feeder).")
 @click.option("--no-push", is_flag=True)
 @click.option("--anchor", is_flag=True, help="Also anchor the result hash on the board's chain.")
@@ -170,7 +171,7 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
 
 
 @infer.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--no-record", is_flag=True, help="Do not record an attestation on the board.")
 @click.option("--no-push", is_flag=True)
 @click.option("--mode", type=click.Choice(["rerun", "prefill", "auto"]), default="auto", show_default=True)
@@ -245,7 +246,7 @@ def _chain_report(board: Any, v: Any) -> str | None:
 
 
 @infer.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.pass_obj
 def status(obj: Obj, item_id: str) -> None:
     """The item, its job, the result (hash, output, envelope), attestations and its bounty, if any."""
