@@ -53,10 +53,10 @@ class ModelNotFound(BackendError):
 class DigestMismatch(BackendError):
     """The local weights are not the weights the job pinned: the result would be unverifiable."""
 
-    def __init__(self, backend: str, model: str, expected: str, actual: str | None) -> None:
+    def __init__(self, backend: str, model: str, expected: str, actual: str | None, message: str = "") -> None:
         super().__init__(
             backend,
-            f"model {model!r} here has digest {actual or 'unknown'}, but the job pins {expected}",
+            message or f"model {model!r} here has digest {actual or 'unknown'}, but the job pins {expected}",
         )
         self.model = model
         self.expected = expected

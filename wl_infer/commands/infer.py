@@ -20,7 +20,7 @@ from wl_infer.commands.bounty import (
     say_bounty_status,
     say_submission,
 )
-from wl_infer.commands.params import BackendChoice, limit_options
+from wl_infer.commands.params import BackendChoice, digest_option, limit_options
 from wl_infer.commands.progress import progress_view
 
 
@@ -64,13 +64,16 @@ def infer() -> None:
 @click.option("--max-tokens", type=click.IntRange(0, None), default=0, show_default=True, help="0: the model's default.")
 @click.option("--chat", is_flag=True, help="Apply the model's chat template instead of raw completion.")
 @click.option("--force", is_flag=True, help="Post even when the backend here says it does not have the model.")
+@click.option("--model-digest", metavar="sha256:HEX", callback=digest_option, default=None,
+              help="Pin these weights (default: the digest the backend here reports, if any); a worker whose "
+                   "backend reports other weights, or none, refuses the job.")
 @click.option("--temperature", type=click.FloatRange(0.0, 4.0), default=0.0, show_default=True,
               help="Above 0: sample, keyed by seed and position (llama-cpp only; verifiable).")
 @click.option("--no-push", is_flag=True)
 @bounty_options
 @click.pass_obj
 def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool,
-         force: bool, temperature: float, no_push: bool, **bounty: Any) -> None:  # fmt: skip
+         force: bool, model_digest: str | None, temperature: float, no_push: bool, **bounty: Any) -> None:  # fmt: skip
     """Post an inference job (with --bounty, escrow payment for it on the board's chain first)."""
     from wl_infer.codec import Job
     from wl_infer.jobs import infer_backend, open_pool, post_job
@@ -81,7 +84,8 @@ def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, m
         options: dict[str, object] = {"chat": True} if chat else {}
         if temperature > 0:
             options["temperature"] = temperature
-        job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend, options=options)
+        job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend, options=options,
+                  model_digest=model_digest)
         escrow = bounty_maker(board, bounty)
         res = post_job(board, job, push=not no_push, pool=pool, force=force, extra=escrow)
 
@@ -217,6 +221,9 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
             say(f"  Reason:   {v.reason}")
         if v.envelope_differences:
             say(f"  Note: envelopes differ in {', '.join(v.envelope_differences)}")
+        if v.weights == "unbound":
+            say("  Weights:  unbound (no digest pinned by the job or reported by the worker's server): the output "
+                "is reproduced, but nothing ties it to particular weights", "yellow")
         if v.on_chain:
             say(f"  on-chain: {v.on_chain}")
         if v.mutation is not None:
