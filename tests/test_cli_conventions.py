@@ -339,6 +339,16 @@ def test_log_reads_a_hostile_history_without_tripping(board: tuple[Path, Path, P
 
     records = run_json(alice, "log", item)
     assert [(r["op"], r["by"]) for r in records] == [("post", "alice"), ("reject", "mallory")]  # as recorded
+    assert records[0]["refused"] is None
+    assert records[1]["refused"] == "its message is not a signed wl operation (summary, Wl-Op and Wl-Sig lines)"
     code, out, err = run(alice, "log", item)
     assert code == 0 and "Traceback" not in err
     assert "\x1b" not in out and "\x07" not in out and "\nfake line" not in out and len(out.strip().split("\n")) == 2
+    assert "✗ refused by the ledger: its message is not a signed wl operation" in out.strip().split("\n")[1]
+    assert "refused" not in out.strip().split("\n")[0]
+    # after a healthy commit the ledger no longer lists it, but an unsigned commit is still marked
+    assert run(alice, "claim", item)[0] == 0
+    records = run_json(alice, "log", item)
+    assert [(r["op"], r["by"], bool(r["refused"])) for r in records] == [
+        ("post", "alice", False), ("reject", "mallory", True), ("claim", "alice", False)]
+    assert "not a signed wl operation" in records[1]["refused"]
