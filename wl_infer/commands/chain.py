@@ -82,6 +82,10 @@ def deploy(obj: Obj, rpc_url: str | None, replace: bool, hide_rpc: bool, no_push
         say(f"  Chain: {dep.chain_id}, tx {dep.tx} in block {dep.block} ({dep.gas_used:,} gas)")
         say(f"✓ Deployed InferenceBounty at {escrow.contract} (tx {escrow.tx}, {escrow.gas_used:,} gas)")
         say("  Recorded in chain.json: every rig finds it after `wl sync`")
+        if rpc == chain_lib.TESTER_URL:
+            say("  ⚠ eth-tester:// is an in-process chain: it ends with this command, so later commands cannot "
+                "anchor on it (it is for one process: tests, `wl demo`); for a real try, run a Hardhat node "
+                "(README: Anchoring on a chain)", "yellow")
         report_push(res)
 
     emit({"ok": True, **record, "gas_used": dep.gas_used, "bounty_gas_used": escrow.gas_used, "pushed": res.pushed, "local_reason": res.local_reason},
@@ -166,7 +170,12 @@ def _check(rpc: str | None, contract: str | None, chain_json: dict[str, Any] | N
     if expected is not None and expected != chain_id:
         return {"ok": False, "chain_id": chain_id, "problem": f"the node is chain {chain_id}, chain.json says {expected}"}
     if not code:
-        return {"ok": False, "chain_id": chain_id, "problem": f"no contract code at {address} on chain {chain_id}"}
+        problem = f"no contract code at {address} on chain {chain_id}"
+        if rpc == chain_lib.TESTER_URL:
+            from wl_infer.anchoring import TESTER_GONE
+
+            problem += f" ({TESTER_GONE})"
+        return {"ok": False, "chain_id": chain_id, "problem": problem}
     return {"ok": True, "chain_id": chain_id, "problem": None}
 
 
