@@ -145,33 +145,15 @@ def test_assembly_reports_its_bytes_and_checks_the_digest(fresh_cache: Path) -> 
 
 def test_models_pull_shows_a_bar_on_a_terminal_and_nothing_when_piped(fresh_cache: Path, tmp_path: Path) -> None:
     """`wl infer models --pull` in a real process: stderr a pseudo-terminal shows the bar; piped stays clean."""
-    import pty
+    from infer_helpers import run_with_tty_stderr
 
     wl = Path(sys.executable).with_name("wl")
     env = {**os.environ, "WL_MODEL_CACHE": str(fresh_cache), "WL_HOME": str(tmp_path / "home"), "COLUMNS": "100"}
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.run([str(wl), "infer", "models", "--pull", "gemma3:270m"], env=env, stdout=subprocess.PIPE,
-                              stderr=follower, timeout=300)  # fmt: skip
-        os.close(follower)
-        follower = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        os.close(leader)
-        if follower >= 0:
-            os.close(follower)
-    assert proc.returncode == 0, shown.decode(errors="replace")
+    code, stdout, shown = run_with_tty_stderr(["infer", "models", "--pull", "gemma3:270m"], env)
+    assert code == 0, shown.decode(errors="replace")
     assert b"Assembling the model" in shown and b"MiB" in shown
-    assert proc.stdout.decode().startswith("\u2713 gemma3:270m (llama-cpp) " + EMBEDDED_SHA)
-    assert b"\x1b" not in proc.stdout  # stdout was piped: plain text
+    assert stdout.decode().startswith("\u2713 gemma3:270m (llama-cpp) " + EMBEDDED_SHA)
+    assert b"\x1b" not in stdout  # stdout was piped: plain text
     for extra in ([], ["--json"]):  # assembled now; piped (and --json) runs show nothing on stderr at all
         again = subprocess.run([str(wl), *extra, "infer", "models", "--pull", "gemma3:270m"], env=env,
                                capture_output=True, timeout=120)  # fmt: skip
