@@ -217,7 +217,7 @@ def log(obj: Obj, item_id: str) -> None:
         for r in records:
             line = f"{r['commit'][:7]}  {sanitize(r['at'])}  {sanitize(r['op']):<8} {sanitize(r['by']):<12}"
             detail = _detail(r["op"], r["args"] if isinstance(r["args"], dict) else {})
-            if r["refused"]:  # shown, never applied: the board's state does not include it
+            if r.get("refused"):  # shown, never applied: the board's state does not include it
                 say(f"{line}  ✗ refused by the ledger: {sanitize(r['refused'])}" + (f"  ({detail})" if detail else ""), "red")
                 continue
             say((line + f"  {detail}") if detail else line.rstrip())
