@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from board.api import UsageError
-from board.cli.complete import ITEM_ID
-from board.cli.main import Obj
+from board.cli.main import ITEM_ID, Obj
 from board.cli.output import emit, say
 
 F = Callable[..., Any]

@@ -11,8 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from board.cli.complete import ITEM_ID
-from board.cli.main import Obj, WlError
+from board.cli.main import ITEM_ID, Obj, WlError
 from board.cli.output import emit, report_push, say
 from wl_infer.commands.bounty import assign as bounty_assign
 from wl_infer.commands.bounty import refund as bounty_refund

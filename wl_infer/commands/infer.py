@@ -10,8 +10,7 @@ from typing import Any
 
 import click
 
-from board.cli.complete import ITEM_ID
-from board.cli.main import Obj
+from board.cli.main import ITEM_ID, Obj
 from board.cli.output import emit, report_push, say
 from wl_infer.commands.bounty import (
     bounty_maker,
