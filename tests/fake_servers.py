@@ -61,6 +61,7 @@ class FakeState:
     slow_s: float = 0.0  # sleep this long before answering (bounded by MAX_SLOW_S)
     missing_paths: tuple[str, ...] = ()  # paths answered with a bare 404 (an older or smaller server)
     api_key: str | None = None  # when set, requests must carry "Authorization: Bearer <key>"
+    describe_models: bool = True  # the OpenAI fake answers GET /v1/models/{id} (OpenAI's retrieve-model call)
     requests: list[Recorded] = field(default_factory=list)
 
     def last(self, path: str) -> Recorded:
@@ -248,6 +249,13 @@ class _OpenAIApi(_Api):
                 for name, extra in state.models.items()
             ]
             return 200, {"object": "list", "data": data}
+        if method == "GET" and path.startswith("/v1/models/") and state.describe_models and "/v1/models" not in state.missing_paths:
+            from urllib.parse import unquote
+
+            name = unquote(path[len("/v1/models/"):])
+            if name not in state.models:
+                return 404, {"error": {"message": f"The model `{name}` does not exist.", "code": 404}}
+            return 200, {"id": name, "object": "model", "created": 0, "owned_by": "fake", **state.models[name]}
         if method == "POST" and path == "/v1/completions":
             model = body.get("model", "")
             if model not in state.models:

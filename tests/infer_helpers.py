@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,3 +78,33 @@ def wait_with_peak_rss(proc: Any, poll_s: float = 0.02) -> tuple[int, int]:
             pass
         _time.sleep(poll_s)
     return int(proc.returncode), peak
+
+
+def run_with_tty_stderr(args: list[str], env: dict[str, str], timeout: float = 300) -> tuple[int, bytes, bytes]:
+    """A real `wl` process whose stderr is a pseudo-terminal (what a person sees) and stdout a pipe:
+    (exit code, stdout, everything drawn on the terminal)."""
+    import pty
+
+    wl = str(Path(sys.executable).with_name("wl"))
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen([wl, *args], env={**os.environ, "COLUMNS": "100", **env}, stdout=subprocess.PIPE,
+                                stderr=follower, stdin=subprocess.DEVNULL)  # fmt: skip
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:  # drain the terminal as it is drawn, so the process never blocks on a full buffer
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the process closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out = proc.stdout.read() if proc.stdout else b""
+        code = proc.wait(timeout=timeout)
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    return code, out, shown

@@ -101,6 +101,47 @@ def test_deploy_commits_chain_json_that_every_rig_finds(rigs: Rigs, deployed: di
     assert f"Bounties escrowed at {deployed['bounty_contract']}" in res.stdout
 
 
+def test_chain_status_check_exits_1_with_the_reason_when_the_check_fails(rigs: Rigs, deployed: dict[str, Any]) -> None:
+    nobody = "0x" + "5a" * 20  # a well-formed address with no code on this chain
+    res = rigs.wl("carol", "chain", "status", "--check", env={"WL_CONTRACT": nobody})
+    assert res.exit_code == 1, res.output
+    assert "✗ no contract code at" in res.stdout
+    assert res.stderr.startswith("wl: error: chain check failed: no contract code at ")
+    assert len(res.stderr.strip().splitlines()) == 1
+    code, data = rigs.wl_json("carol", "chain", "status", "--check", env={"WL_RPC_URL": f"http://127.0.0.1:{free_port()}"})
+    assert code == 1 and data["check"]["ok"] is False and data["check"]["problem"].startswith("unreachable: ")
+    res = rigs.wl("carol", "--json", "chain", "status", "--check", env={"WL_RPC_URL": f"http://127.0.0.1:{free_port()}"})
+    err = orjson.loads(res.stderr)
+    assert err["exit_code"] == 1 and err["error"].startswith("chain check failed: unreachable: ")
+    assert rigs.wl("carol", "chain", "status").exit_code == 0  # without --check nothing is asked, nothing fails
+
+
+@pytest.mark.timeout(180)
+def test_an_eth_tester_chain_deployed_by_another_process_gets_a_hint_that_can_help(rigs: Rigs) -> None:
+    """The in-process chain dies with the `wl chain deploy` process: retrying `wl infer anchor` cannot help."""
+    import os
+
+    from remotes import WL
+
+    iid = _ran(rigs)
+    env = {**os.environ, **rigs.env}
+
+    def wl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([WL, "--home", str(rigs.home("bob")), *args], capture_output=True, text=True,
+                              timeout=120, env=env)  # fmt: skip
+
+    deployed = wl("chain", "deploy", "--rpc-url", TESTER)
+    assert deployed.returncode == 0, deployed.stderr
+    assert "⚠ eth-tester:// is an in-process chain: it ends with this command" in deployed.stdout
+    res = wl("infer", "anchor", iid)
+    assert res.returncode == 1
+    [line] = res.stderr.strip().splitlines()
+    assert "no InferenceAnchor contract" in line and "eth-tester:// is an in-process chain that ended" in line
+    assert "retry:" not in line and "--rpc-url http://127.0.0.1:8545 --replace" in line
+    res = wl("chain", "status", "--check")
+    assert res.returncode == 1 and "eth-tester:// is an in-process chain that ended" in res.stderr
+
+
 def test_a_second_deploy_is_refused_unless_replace(rigs: Rigs, deployed: dict[str, Any]) -> None:
     res = rigs.wl("bob", "chain", "deploy", "--rpc-url", TESTER)
     assert res.exit_code == 1

@@ -8,6 +8,7 @@ under test is the publishing, not the engine.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -165,3 +166,22 @@ def test_a_bounty_paid_over_json_rpc_with_time_travel(rigs: Rigs, deployed: dict
     after = int(str(rpc(hardhat_url, "eth_getBalance", [bob, "latest"])), 16)
     assert 5 * 10**17 - 10**16 < after - before <= 5 * 10**17  # the bounty, less gas; the stake came back
     assert rigs.wl_json("bob", "chain", "withdraw")[1]["withdrawn"] == 0
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_the_readme_funding_recipe_lets_a_fresh_rig_deploy(tmp_path: Path, hardhat_url: str) -> None:
+    """README, Anchoring on a chain: `hardhat_setBalance` through curl funds the address `wl rig show` prints."""
+    rigs = make_rigs(tmp_path, ("dave",))
+    code, shown = rigs.wl_json("dave", "rig", "show")
+    address = shown["rig"]["address"]
+    assert int(str(rpc(hardhat_url, "eth_getBalance", [address, "latest"])), 16) == 0
+    res = rigs.wl("dave", "chain", "deploy", "--rpc-url", hardhat_url)
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1, res.output  # unfunded: one line
+    body = '{"jsonrpc":"2.0","id":1,"method":"hardhat_setBalance","params":["' + address + '","0x56BC75E2D63100000"]}'
+    done = subprocess.run(["curl", "-s", "-H", "Content-Type: application/json", hardhat_url, "--data", body],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0 and '"result":true' in done.stdout, done.stdout + done.stderr
+    assert int(str(rpc(hardhat_url, "eth_getBalance", [address, "latest"])), 16) == 100 * 10**18
+    code, deployed = rigs.wl_json("dave", "chain", "deploy", "--rpc-url", hardhat_url)
+    assert code == 0 and deployed["chain_id"] == 31337, deployed
+    assert rigs.wl("dave", "chain", "status", "--check").exit_code == 0

@@ -58,6 +58,22 @@ def test_generate_twice_is_identical(llama: LlamaCppBackend) -> None:
 
 
 @pytest.mark.model
+def test_generation_reports_live_token_counts(llama: LlamaCppBackend) -> None:
+    seen: list[tuple[str, int, int | None]] = []
+    llama.config.progress = lambda what, done, total: seen.append((what, done, total))
+    try:
+        gen = llama.generate(job(max_tokens=12))
+    finally:
+        llama.config.progress = None
+    counts = [done for what, done, _ in seen if what == "tokens"]
+    assert counts == list(range(13))  # 0 when it starts, then one call per token as it is generated
+    assert {total for what, _, total in seen if what == "tokens"} == {12}
+    assert len(gen.tokens or []) == counts[-1]
+    quiet = llama.generate(job(max_tokens=12))  # nobody watching: the same output, nothing reported
+    assert quiet.tokens == gen.tokens and len(seen) == 13
+
+
+@pytest.mark.model
 def test_a_fresh_engine_reproduces_the_output(llama: LlamaCppBackend, tmp_path: Path) -> None:
     other = get_backend("llama-cpp", BackendConfig(home=tmp_path / "other-home"))
     try:

@@ -108,6 +108,7 @@ def test_envelope(server: FakeOpenAI, backend: OpenAIBackend) -> None:
         "host": server.url,
         "model": MODEL,
         "model_digest": None,
+        "model_meta": None,
         "sampling": {"temperature": 0, "seed": 42, "max_tokens": 5},
         "system_fingerprint": "fp_fake",
         "wl_infer_version": env["wl_infer_version"],
@@ -175,8 +176,31 @@ def test_pinned_digest_refused_when_server_reports_none(server: FakeOpenAI, back
     with pytest.raises(DigestMismatch) as err:
         backend.generate(Job(prompt="p", model=MODEL, model_digest=PINNED))
     assert err.value.actual is None
-    assert "unknown" in str(err.value)
+    assert "reports no weights digest" in str(err.value) and "cannot be checked" in str(err.value)
     assert not [r for r in server.state.requests if r.path == "/v1/completions"]
+
+
+def test_the_servers_own_model_record_binds_the_weights(server: FakeOpenAI, backend: OpenAIBackend) -> None:
+    """`/v1/models/{id}` is asked first; a digest in llama.cpp's `meta` counts as the server's report."""
+    server.state.models["meta-model"] = {"meta": {"sha256": "CD" * 32, "n_params": 268098176, "size": 253}}
+    assert backend.resolve("meta-model").digest == "sha256:" + "cd" * 32
+    assert any(r.path == "/v1/models/meta-model" for r in server.state.requests)
+    with pytest.raises(DigestMismatch, match="job pins " + PINNED):  # a mismatch refuses before generating
+        backend.generate(Job(prompt="p", model="meta-model", model_digest=PINNED))
+    assert not [r for r in server.state.requests if r.path == "/v1/completions"]
+    ok = backend.generate(Job(prompt="p", model="meta-model", model_digest="sha256:" + "cd" * 32))
+    assert ok.envelope["model_digest"] == "sha256:" + "cd" * 32 and ok.envelope["model_meta"] is None
+    server.state.describe_models = False  # a server with only the list: the same digest from its entry
+    other = backend_for(server.url)
+    assert other.resolve("meta-model").digest == "sha256:" + "cd" * 32
+
+
+def test_weights_facts_without_a_digest_are_recorded_not_trusted(server: FakeOpenAI, backend: OpenAIBackend) -> None:
+    server.state.models["llama-server"] = {"meta": {"n_params": 268098176, "n_vocab": 262144, "size": "big",
+                                                    "path": "/home/me/secret/model.gguf"}}
+    env = backend.generate(Job(prompt="p", model="llama-server")).envelope
+    assert env["model_digest"] is None
+    assert env["model_meta"] == {"n_params": 268098176, "n_vocab": 262144}  # numbers only; no paths or text
 
 
 def test_sha256_field_spellings(server: FakeOpenAI, backend: OpenAIBackend) -> None:

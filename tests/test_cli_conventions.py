@@ -272,6 +272,22 @@ def test_completion_through_clicks_env_protocol(board: tuple[Path, Path, Path]) 
     assert result.stdout.split() == [f"plain,{item}"]
 
 
+@pytest.mark.parametrize("words", ["infer status", "infer run", "infer verify", "infer anchor", "chain attest",
+                                   "chain assign", "chain refund", "chain withdraw"])
+def test_infer_and_chain_commands_complete_item_ids(board: tuple[Path, Path, Path], words: str) -> None:
+    _, alice, _ = board
+    job = run_json(alice, "post", "--title", "an inference job", "--type", "inference")["id"]
+    other = run_json(alice, "post", "--title", "another")["id"]
+    line = f"wl {words} --home {alice} w-"
+    env = {"_WL_COMPLETE": "bash_complete", "COMP_WORDS": line, "COMP_CWORD": str(len(line.split()) - 1)}
+    result = CliRunner().invoke(cli, [], prog_name="wl", env=env)
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.split()) == sorted([f"plain,{job}", f"plain,{other}"])
+    env["COMP_WORDS"] = f"wl {words} --home {alice} {job[:6]}"  # a prefix narrows it
+    result = CliRunner().invoke(cli, [], prog_name="wl", env=env)
+    assert result.stdout.split() == [f"plain,{job}"] or job[:6] == other[:6]
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_bash_completes_ids_with_the_documented_script(board: tuple[Path, Path, Path]) -> None:
     _, alice, _ = board
@@ -332,6 +348,16 @@ def test_log_reads_a_hostile_history_without_tripping(board: tuple[Path, Path, P
 
     records = run_json(alice, "log", item)
     assert [(r["op"], r["by"]) for r in records] == [("post", "alice"), ("reject", "mallory")]  # as recorded
+    assert records[0]["refused"] is None
+    assert records[1]["refused"] == "its message is not a signed wl operation (summary, Wl-Op and Wl-Sig lines)"
     code, out, err = run(alice, "log", item)
     assert code == 0 and "Traceback" not in err
     assert "\x1b" not in out and "\x07" not in out and "\nfake line" not in out and len(out.strip().split("\n")) == 2
+    assert "✗ refused by the ledger: its message is not a signed wl operation" in out.strip().split("\n")[1]
+    assert "refused" not in out.strip().split("\n")[0]
+    # after a healthy commit the ledger no longer lists it, but an unsigned commit is still marked
+    assert run(alice, "claim", item)[0] == 0
+    records = run_json(alice, "log", item)
+    assert [(r["op"], r["by"], bool(r["refused"])) for r in records] == [
+        ("post", "alice", False), ("reject", "mallory", True), ("claim", "alice", False)]
+    assert "not a signed wl operation" in records[1]["refused"]

@@ -126,3 +126,23 @@ def test_join_under_umask_000_and_a_loose_config_is_tightened(tmp_path: Path) ->
     assert real_wl(home, "config", "set", "lease", "45", umask=0).returncode == 0
     assert mode_of(home / "config.toml") == 0o600
     assert tomllib.loads((home / "config.toml").read_text())["lease"] == 45
+
+
+def test_engine_threads_leave_a_core_free_and_the_config_key_or_flag_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: threads = cores collapsed beside one busy neighbour; the default keeps one core free."""
+    from wl_infer.backends import llama_engine
+    from wl_infer.settings import backend_config
+
+    for cores, expected in ((1, 1), (2, 1), (3, 2), (5, 4), (64, 4)):
+        monkeypatch.setattr(llama_engine.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert llama_engine.default_threads(None) == expected, cores
+    assert llama_engine.default_threads(3) == 3  # a configured count is used as given
+    home = tmp_path / "home"
+    assert run(home, "init", "--handle", "solo")[0] == 0
+    assert run(home, "config", "set", "threads", "2")[0] == 0
+    config = Home(home).load_config()
+    assert backend_config(home, config).threads == 2
+    assert backend_config(home, config, threads=3).threads == 3  # --threads beats the config key
+    assert run(home, "config", "set", "threads", "many")[0] != 0

@@ -85,6 +85,26 @@ def test_two_slots_finish_the_jobs_and_release_the_one_that_fails(rigs: Rigs) ->
     assert (rigs.home("bob") / "feed" / f"{failing}.log").exists()  # the failed run's output is kept
 
 
+@pytest.mark.timeout(90)
+def test_once_under_json_prints_one_document_and_piped_output_streams_lines(rigs: Rigs) -> None:
+    first, second = post_jobs(rigs.home("alice"), ["one round", "the next round"])
+    res = rigs.wl("bob", "--json", "infer", "feed", "--once", "--workers", "1", "--poll", "0.1")
+    assert res.exit_code == 0, res.output
+    doc = orjson.loads(res.stdout)  # all of stdout is one document
+    assert set(doc) == {"events", "summary"}
+    names = [e["event"] for e in doc["events"]]
+    assert names[0] == "started" and names[-1] == "stopped" and names.count("dispatched") == 1
+    assert doc["summary"] == {**{k: v for k, v in doc["events"][-1].items() if k not in ("event", "at")},
+                              "exit_code": 0}
+    assert doc["summary"]["dispatched"] == doc["summary"]["succeeded"] == 1
+    # without --json, off a terminal, the same command streams one JSON line per event (for `tail -f` and jq)
+    res = rigs.wl("bob", "infer", "feed", "--once", "--workers", "1", "--poll", "0.1")
+    assert res.exit_code == 0, res.output
+    lines = [orjson.loads(ln) for ln in res.stdout.splitlines()]
+    assert lines[0]["event"] == "started" and lines[-1]["event"] == "stopped" and len(lines) > 2
+    assert {first, second} == {e["id"] for e in doc["events"] + lines if e["event"] == "done"}
+
+
 @pytest.mark.timeout(60)
 def test_feeder_renews_running_claims_and_sigterm_stops_runs_and_releases(rigs: Rigs, procs: list[WlProc]) -> None:
     first, second = post_jobs(rigs.home("alice"), ["runs for a long time", "waits for a free slot"])

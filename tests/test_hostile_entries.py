@@ -145,13 +145,14 @@ def test_commands_keep_serving_honest_items_past_every_crafted_entry(rigs: Rigs,
     assert wl(rigs, "carol", "claim", plain)[0] == 0
     assert wl(rigs, "carol", "unclaim", plain)[0] == 0
     code, out, err = wl(rigs, "bob", "--json", "infer", "worker", "--once", "--backend", "ollama", "--poll", "0.05")
-    events = [orjson.loads(ln) for ln in out.splitlines() if ln.strip()]
+    events = orjson.loads(out)["events"]
     assert code == 0 and any(e["event"] == "done" and e.get("id") == job for e in events), out + err
     assert rigs.item("alice", job).status == "in_review"
 
     [fed] = post_jobs(rigs.home("alice"), ["fed after the attack"])
     code, out, err = wl(rigs, "carol", "--json", "infer", "feed", "--once", "--poll", "0.1")
     assert code == 0, out + err
+    assert orjson.loads(out)["summary"]["succeeded"] == 1
     assert rigs.item("alice", fed).status == "in_review"
 
     code, out, err = wl(rigs, "carol", "--json", "infer", "audit", "--rate", "1", "--no-record")
@@ -181,7 +182,7 @@ def test_real_wl_processes_warn_once_and_keep_working(rigs: Rigs, tmp_path: Path
     res = run("--json", "infer", "worker", "--once", "--backend", "ollama", "--poll", "0.05")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "internal error" not in res.stderr and any(
-        orjson.loads(ln).get("event") == "done" for ln in res.stdout.splitlines() if ln.strip())
+        e["event"] == "done" for e in orjson.loads(res.stdout)["events"])
 
 
 # --- the readers, straight on the crafted tree ------------------------------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from infer_helpers import Rigs, make_rigs, post
+from infer_helpers import Rigs, make_rigs, post, run_with_tty_stderr
 
 from board.keys import load_private_key
 from wl_infer.codec import Evidence, output_hash
@@ -109,3 +109,20 @@ def test_a_worker_with_other_weights_refuses_before_claiming(rigs: Rigs) -> None
     assert res.exit_code == 1 and "pins sha256:000" in res.stderr
     assert "released" not in res.stderr  # pre-flight (issue 10): nothing was claimed, nothing to give back
     assert rigs.item("alice", data["id"]).status == "open"
+
+
+def test_run_shows_live_token_counts_on_a_terminal_and_nothing_when_piped(rigs: Rigs) -> None:
+    import os
+    import subprocess
+    import sys
+
+    first, second = post(rigs, "alice", *JOB), post(rigs, "alice", *JOB[:-1], "6")
+    home = str(rigs.home("bob"))
+    code, out, shown = run_with_tty_stderr(["--home", home, "infer", "run", first], {})
+    assert code == 0, shown.decode(errors="replace")
+    assert b"Generating" in shown and b"tokens" in shown and b"tok/s" in shown
+    assert out.decode().startswith(f"\u2713 Inference completed for {first}") and b"\x1b" not in out
+    piped = subprocess.run([str(Path(sys.executable).with_name("wl")), "--home", home, "infer", "run", second],
+                           capture_output=True, timeout=300, env=os.environ)  # fmt: skip
+    assert piped.returncode == 0 and piped.stderr == b"", piped.stderr
+    assert b"\x1b" not in piped.stdout and b"\r" not in piped.stdout

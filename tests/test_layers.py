@@ -72,6 +72,7 @@ INFER_FLOORS: dict[str, int] = {
     "wl_infer.commands.infer": 10, "wl_infer.commands.chain": 10, "wl_infer.commands.demo": 10,
     "wl_infer.commands.audit": 10, "wl_infer.commands.canary": 10, "wl_infer.commands.feed": 10,
     "wl_infer.commands.worker": 10, "wl_infer.commands.serve": 10, "wl_infer.commands.bounty": 10,
+    "wl_infer.commands.progress": 10,
 }  # fmt: skip
 
 FLOORS = {**BOARD_FLOORS, **INFER_FLOORS}

@@ -349,3 +349,44 @@ def test_a_tree_of_the_wrong_object_types_is_excluded_not_a_crash(tmp_path: Path
     code, out, err = wl(alice, "sync")
     assert code == 1 and commit.id.decode()[:12] in out and "changed wanted" in out
     assert remote_item(commons, item).title == "honest"  # repaired
+
+
+def test_wl_log_marks_a_signed_commit_the_ledger_refused_before_and_after_the_repair(tmp_path: Path) -> None:
+    """bob signs a claim computed on a stale state and pushes it over alice's claim: well-formed, rule-breaking."""
+    from board.keys import load_private_key
+    from board.ledger import Ledger
+    from board.ops import Op
+    from board.publish import Chain
+    from board.store import MAIN
+
+    commons = make_commons(tmp_path)
+    alice, bob, carol = board_of(tmp_path, str(commons))
+    item = alice.post("contested")
+    store = Store(commons)
+    try:
+        stale = store.ref(MAIN)
+        assert stale is not None
+        assert wl(alice, "claim", item)[0] == 0
+        head = store.ref(MAIN)
+        assert head is not None and head != stale
+        state, _ = Ledger(store, tmp_path / "scratch.json").advance(stale, save=False)
+        chain = Chain.on(store, state, [load_private_key(bob.home)], head, store.tree_id(stale))
+        chain.add(Op(op="claim", by="bob", at="", id=item, args={"lease_seconds": 1800}))
+        assert chain.head is not None and store.set_ref(MAIN, chain.head, head)
+        forged = chain.head.decode()
+    finally:
+        store.close()
+    assert wl(carol, "sync")[0] == 1  # excluded and reported
+    code, out, _ = wl(carol, "--json", "log", item)
+    records = json.loads(out)
+    assert code == 0 and [(r["op"], r["by"]) for r in records] == [("post", "alice"), ("claim", "alice"), ("claim", "bob")]
+    assert [r["commit"] for r in records if r["refused"]] == [forged]
+    reason = records[2]["refused"]
+    code, out, _ = wl(carol, "log", item)
+    assert out.strip().splitlines()[-1].startswith(forged[:7]) and f"✗ refused by the ledger: {reason}" in out
+    assert wl(carol, "post", "--title", "carol's next change repairs the commons")[0] == 0
+    code, out, _ = wl(carol, "--json", "log", item)
+    after = json.loads(out)
+    assert [(r["op"], r["by"], r["commit"] == forged) for r in after if r["refused"]] == [("claim", "bob", True)]
+    assert after[2]["refused"].startswith("excluded by repair ") and after[2]["refused"].endswith("(carol)")
+    assert remote_item(commons, item).claimed_by == "alice"

@@ -130,6 +130,40 @@ def test_concurrent_processes_never_see_a_partial_file(fresh_cache: Path) -> Non
     ]
 
 
+def test_assembly_reports_its_bytes_and_checks_the_digest(fresh_cache: Path) -> None:
+    seen: list[tuple[str, int, int | None]] = []
+    info = models.ensure_embedded("gemma3:270m", None, lambda what, done, total: seen.append((what, done, total)))
+    assert info.digest == EMBEDDED_SHA and models.sha256_file(Path(info.path or "")) == EMBEDDED_SHA
+    assert {what for what, _, _ in seen} == {"assemble"}
+    done = [d for _, d, _ in seen]
+    assert done[0] == 0 and done == sorted(done) and len(set(done)) == len(done) > 10  # a moving bar, not a jump
+    assert done[-1] == seen[-1][2] == info.size
+    seen.clear()
+    models.ensure_embedded("gemma3:270m", None, lambda *a: seen.append(a))  # type: ignore[arg-type]
+    assert seen == []  # already in the cache: nothing to report
+
+
+def test_models_pull_shows_a_bar_on_a_terminal_and_nothing_when_piped(fresh_cache: Path, tmp_path: Path) -> None:
+    """`wl infer models --pull` in a real process: stderr a pseudo-terminal shows the bar; piped stays clean."""
+    from infer_helpers import run_with_tty_stderr
+
+    wl = Path(sys.executable).with_name("wl")
+    env = {**os.environ, "WL_MODEL_CACHE": str(fresh_cache), "WL_HOME": str(tmp_path / "home"), "COLUMNS": "100"}
+    code, stdout, shown = run_with_tty_stderr(["infer", "models", "--pull", "gemma3:270m"], env)
+    assert code == 0, shown.decode(errors="replace")
+    assert b"Assembling the model" in shown and b"MiB" in shown
+    assert stdout.decode().startswith("\u2713 gemma3:270m (llama-cpp) " + EMBEDDED_SHA)
+    assert b"\x1b" not in stdout  # stdout was piped: plain text
+    for extra in ([], ["--json"]):  # assembled now; piped (and --json) runs show nothing on stderr at all
+        again = subprocess.run([str(wl), *extra, "infer", "models", "--pull", "gemma3:270m"], env=env,
+                               capture_output=True, timeout=120)  # fmt: skip
+        assert again.returncode == 0 and again.stderr == b"", again.stderr
+    (fresh_cache / EMBEDDED["gemma3:270m"].filename).unlink()  # a real assembly, piped: still nothing
+    piped = subprocess.run([str(wl), "infer", "models", "--pull", "gemma3:270m"], env=env, capture_output=True,
+                           timeout=300)  # fmt: skip
+    assert piped.returncode == 0 and piped.stderr == b"" and b"\x1b" not in piped.stdout
+
+
 def test_missing_weights_package_is_model_not_found(
     fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -382,7 +382,15 @@ def test_a_result_whose_submission_lost_every_race_is_submitted_again_by_the_loo
 
 # --- events, skips, failures, recovery (in-process: the same command, without process start-up) -------------
 def worker_events(rigs: Rigs, handle: str, *args: str) -> tuple[int, list[dict[str, Any]]]:
+    """The events of one `--json` worker run: one document for `--once`, else one JSON line per event."""
     res = rigs.wl(handle, "--json", "infer", "worker", "--poll", "0.05", *args)
+    if "--once" in args:
+        doc = orjson.loads(res.stdout)  # the whole of stdout is one document
+        assert set(doc) == {"events", "summary"} and doc["summary"]["exit_code"] == res.exit_code
+        stopped = doc["events"][-1]
+        assert stopped["event"] == "stopped" and all(doc["summary"][k] == v for k, v in stopped.items()
+                                                     if k not in ("event", "at"))
+        return res.exit_code, list(doc["events"])
     lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
     return res.exit_code, [orjson.loads(ln) for ln in lines]  # every line parses as one JSON event
 

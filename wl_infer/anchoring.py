@@ -111,6 +111,23 @@ def anchor_item(
     return anchor_evidence(board, iid, ev, comp.id, rpc_url=rpc_url, contract=contract, push=push, retry=retry)
 
 
+TESTER_GONE = ("eth-tester:// is an in-process chain that ended with the process that deployed it; deploy on a "
+               "node that outlives one command (a Hardhat node: `wl chain deploy --rpc-url http://127.0.0.1:8545 "
+               "--replace`, see the README)")
+
+
+def _anchor_hint(rpc_url: str, e: Exception, iid: str) -> str:
+    """What to do next: retrying helps a node that did not answer, never a contract that is not there."""
+    from wl_infer.chain import TESTER_URL
+
+    missing = getattr(e, "data", {}).get("contract") is not None and "no InferenceAnchor contract" in str(e)
+    if missing and rpc_url == TESTER_URL:
+        return TESTER_GONE
+    if missing:
+        return "the node answers but holds no contract there: check `wl chain status --check` and the board's chain.json"
+    return f"retry: wl infer anchor {iid}"
+
+
 def anchor_result(board: Board, result: RunResult, *, push: bool = True, retry: RetryPolicy | None = None) -> dict[str, Any]:
     """Anchor the result a run has just submitted, from what the run holds (nothing fetched or decoded)."""
     _require_web3()
@@ -145,7 +162,7 @@ def anchor_evidence(
             ehash, retry=retry or chain.DEFAULT_RETRY,
         )
     except chain.ChainError as e:
-        raise AnchorError(iid, f"{e}; the board result is unchanged (retry: wl infer anchor {iid})") from None
+        raise AnchorError(iid, f"{e}; the board result is unchanged ({_anchor_hint(target.rpc_url, e, iid)})") from None
     previous = ev.extra.get("anchor")
     details: dict[str, Any] = {
         "chain_id": receipt.chain_id,

@@ -13,6 +13,7 @@ CONFIG_KEYS: dict[str, type] = {
     "rpc_url": str,
     "contract": str,
     "timeout": int,  # seconds a backend waits for its engine or server
+    "threads": int,  # engine threads (llama-cpp); default: usable cores less one, 1 to 4
     # per-job limits (wl_infer/limits.py): 0 means no limit
     "limit_ctx": int,
     "limit_tokens": int,

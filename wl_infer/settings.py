@@ -22,7 +22,7 @@ def backend_config(home: Path, config: dict[str, Any], **flags: Any) -> BackendC
 
     from wl_infer.limits import resolve_limits  # issue 10: the operator's limits travel with the config
 
-    threads = flags.get("threads")
+    threads = flags.get("threads") or config.get("threads")
     return BackendConfig(
         home=home,
         ollama_host=pick("ollama_host", "OLLAMA_HOST", "ollama_url"),

@@ -50,6 +50,7 @@ class VerifyResult:
     mutation: MutationResult | None = None
     on_chain: str | None = None
     elapsed_s: float = 0.0
+    weights: str | None = None  # "bound" (a digest pinned or recorded), "unbound" (none: a server reported none)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class VerifyResult:
             "pushed": self.mutation.pushed if self.mutation else None,
             "on_chain": self.on_chain,
             "elapsed_s": round(self.elapsed_s, 3),
+            "weights": self.weights,
         }
 
 
@@ -226,8 +228,17 @@ def verify_item(
         raise CannotVerify(f"could not verify {item_id}: {e}") from None
     if ev.envelope:
         verdict.envelope_differences = envelope_differences(ev.envelope, mine)
+    verdict.weights = weights_binding(job, ev)
     verdict.elapsed_s = time.perf_counter() - started
     return _finish(board, verdict, comp.id, comp.completed_by, ev, context, record, push)
+
+
+def weights_binding(job: Job, ev: Evidence) -> str:
+    """Whether anything ties the result to particular weights: the job's pinned digest (checked by the worker's
+    backend and by ours), or the digest the worker's backend recorded; an OpenAI-compatible server that reports
+    none leaves the result unbound (the same output from the same-named model is all a rerun can show)."""
+    recorded = ev.envelope.get("model_digest") if isinstance(ev.envelope, dict) else None
+    return "bound" if job.model_digest or recorded else "unbound"
 
 
 def _rerun(backend: Any, job: Job, ev: Evidence, output: str, item_id: str, mode: str) -> VerifyResult:

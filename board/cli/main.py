@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from board.cli.complete import ITEM_ID as ITEM_ID  # re-exported: plugin commands take item ids too
 from board.errors import BoardError
 
 CORE: dict[str, str] = {

@@ -139,21 +139,50 @@ def _detail(op: str, args: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _repair_excludes(op: Any, sha: bytes, refused: dict[str, str]) -> None:
+    """Note the commits a (validated) repair commit says it excluded, naming the repair and who signed it."""
+    if op.op != "repair" or sha.decode() in refused or not isinstance(op.args, dict):
+        return
+    excludes = op.args.get("excludes")
+    for bad in excludes[:1000] if isinstance(excludes, list) else []:
+        if isinstance(bad, str) and bad not in refused:
+            refused[bad] = f"excluded by repair {sha.decode()[:7]} ({sanitize(op.by)})"
+
+
 def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict[str, Any]]:
     """The item's operations, oldest first, from one first-parent walk of the local board stopped at its post.
 
-    What each commit's `Wl-Op` trailer records; commits without a readable trailer are passed over.
+    What each commit's `Wl-Op` trailer records; commits without a readable trailer are passed over. A commit
+    the ledger refused carries `refused` (why), where that is known without replaying the history: one that is
+    not a signed operation at all (the ledger's first, stateless test), one the validated state excludes now
+    (the ledger's reason), and one a later repair commit excluded (walking back, the repair comes first). An
+    invalid signature or rule break is known only while the ledger excludes it, or once a repair names it.
     """
+    from board.commits import FormatError, parse
     from board.ops import op_from_message
 
     store = board.store
+    state = board.state()
+    refused: dict[str, str] = {b.commit: b.reason for b in state.excluded}
+    signed_era = not state.legacy  # before a wl-board/1 board's checkpoint, commits were taken unsigned
     out: list[dict[str, Any]] = []
     sha: bytes | None = board.head()
     walked = 0
     while sha is not None and walked < max_commits:
         walked += 1
         commit = store.commit(sha)
+        if sha.decode() == state.checkpoint:
+            signed_era = False
         op = op_from_message(commit.message.decode("utf-8", "replace"))
+        if op is not None:
+            _repair_excludes(op, sha, refused)
+            if signed_era and commit.parents and sha.decode() not in refused:
+                try:  # the ledger's first test, which needs no state: a signed operation, one parent
+                    parse(commit.message)
+                    if len(commit.parents) != 1:
+                        refused[sha.decode()] = "it is a merge commit"
+                except FormatError as e:
+                    refused[sha.decode()] = str(e)
         if op is not None and op.id == item_id:
             out.append({
                 "op": op.op,
@@ -162,12 +191,13 @@ def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict
                 "commit": sha.decode(),
                 "committed_at": _commit_time(commit),
                 "args": op.args,
+                "refused": refused.get(sha.decode()),
             })
             inner = _lane_claim(op.args.get("lane")) if op.op == "done" else None
             if inner is not None:  # the claim the done carried from its lane (the lane itself is gone)
                 out.append({**out[-1], "op": inner.op, "by": inner.by, "at": inner.at, "args": inner.args,
                             "lane": True})  # fmt: skip
-            if op.op == "post":
+            if op.op == "post" and sha.decode() not in refused:
                 break
         parents = commit.parents
         sha = parents[0] if parents else None
@@ -175,7 +205,8 @@ def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict
     lane = board.lanes().get(item_id)
     for lane_sha, lane_op in zip(lane.commits, lane.ops, strict=True) if lane is not None else ():
         out.append({"op": lane_op.op, "by": lane_op.by, "at": lane_op.at, "commit": lane_sha.decode(),
-                    "committed_at": _commit_time(store.commit(lane_sha)), "args": lane_op.args, "lane": True})  # fmt: skip
+                    "committed_at": _commit_time(store.commit(lane_sha)), "args": lane_op.args, "lane": True,
+                    "refused": None})  # fmt: skip
     return out
 
 
@@ -194,7 +225,8 @@ def _lane_claim(proof: Any) -> Any:
 @click.argument("item_id", type=ITEM_ID)
 @click.pass_obj
 def log(obj: Obj, item_id: str) -> None:
-    """An item's history from the board's commits: who did what, when (local copy; `wl sync` refreshes it)."""
+    """An item's history from the board's commits: who did what, when, and which commits the ledger refused
+    (local copy; `wl sync` refreshes it)."""
     board = obj.board()
     iid = board.view().resolve(item_id)
     records = history(board, iid)
@@ -208,6 +240,9 @@ def log(obj: Obj, item_id: str) -> None:
             detail = _detail(r["op"], {k: v for k, v in args.items() if k != "lane"})
             if r.get("lane"):
                 detail = f"(on its claim lane) {detail}".rstrip()
+            if r.get("refused"):  # shown, never applied: the board's state does not include it
+                say(f"{line}  ✗ refused by the ledger: {sanitize(r['refused'])}" + (f"  ({detail})" if detail else ""), "red")
+                continue
             say((line + f"  {detail}") if detail else line.rstrip())
 
     emit(records, human)

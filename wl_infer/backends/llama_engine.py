@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 DEFAULT_N_CTX = 2048
 DEFAULT_N_BATCH = 512
 # Thread count does not change the logits of llama.cpp's CPU kernels (checked bit for bit at 1 and 2
-# threads); capped so that envelopes from machines with 4+ cores agree and small machines are not oversubscribed.
+# threads); capped so that envelopes from machines with 5+ cores agree. One core is left free: llama.cpp's
+# threads spin-wait on each other every token, so with one neighbour busy, threads = cores collapsed (2 threads
+# on 2 cores: 3.8-6.8 tok/s, 1 thread: 35; tests/benchmarks/bench_threads.py).
 MAX_DEFAULT_THREADS = 4
 # Largest logit gap by which a claimed token may trail the batched argmax and still count as greedy, used only
 # where the engine is not batch-invariant (its self-check failed) or the evidence predates exact numerics.
@@ -68,13 +70,17 @@ def _import_llama() -> tuple[ModuleType, ModuleType]:
 
 
 def default_threads(configured: int | None = None) -> int:
+    """The configured count (--threads, config `threads`), else the usable cores less one, 1 to 4.
+
+    Not the load average: the count is recorded in the envelope, and the same machine should record the same
+    one whatever else happens to run at the moment."""
     if configured:
         return max(1, int(configured))
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_THREADS, cores))
+    return max(1, min(MAX_DEFAULT_THREADS, cores - 1))
 
 
 def _cpu_model() -> str:

@@ -12,6 +12,7 @@ costs, a guess pays only when it is right more than ~7 times in 8).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +42,12 @@ def prefill(engine: Any, prompt: list[int]) -> Any:
 
 
 def generate(
-    engine: Any, prompt: list[int], limit: int, temperature: float, seed: int, stats: GenerationStats
+    engine: Any, prompt: list[int], limit: int, temperature: float, seed: int, stats: GenerationStats,
+    on_token: Callable[[int], None] | None = None,
 ) -> tuple[list[int], str]:
-    """Tokens and finish reason ("stop" at an end-of-generation token, not included; "length" at limit)."""
+    """Tokens and finish reason ("stop" at an end-of-generation token, not included; "length" at limit).
+
+    `on_token(n)` after each token kept (n tokens so far): live counts for a display."""
     row = prefill(engine, prompt)
     out: list[int] = []
     while True:
@@ -51,6 +55,8 @@ def generate(
         if engine.is_eog(tok):
             return out, "stop"
         out.append(tok)
+        if on_token is not None:
+            on_token(len(out))
         if len(out) >= limit:
             return out, "length"
         checkpoint()  # issue 10: the job's deadline, or an interrupted run

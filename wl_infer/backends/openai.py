@@ -1,8 +1,11 @@
 """The `openai` backend: any OpenAI-compatible server (vLLM serve, llama.cpp server, hosted brokers).
 
 Plain HTTP `POST /v1/completions` with temperature 0 and the job's seed. The weights can be pinned only when
-the server reports a digest in `/v1/models`; otherwise a job that pins one is refused, since nothing here
-could confirm which weights answered.
+the server reports a digest for the model (`/v1/models/{id}`, else its entry in `/v1/models`: a `digest`,
+`sha256` or `model_digest` field, at the top or in llama.cpp's `meta`); a job that pins one the server does
+not report, or reports differently, is refused, since nothing here could confirm which weights answered. A
+job that pins none records `model_digest: null` (verify then says the weights are unbound) and whatever
+weights facts the server gives (`model_meta`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from wl_infer.backends.base import (
     BackendConfig,
     BackendError,
     BackendUnavailable,
+    DigestMismatch,
     Generation,
     ModelInfo,
     ModelNotFound,
@@ -34,6 +38,9 @@ from wl_infer.codec import Job
 
 # OpenAI-compatible servers name the weights' hash differently, when they report it at all.
 _DIGEST_FIELDS = ("digest", "sha256", "model_digest")
+# Facts about the weights llama.cpp's server reports in an entry's `meta` (kept in the envelope: they differ
+# when the weights do). Only these, as plain numbers: the rest of a server's entry is not the model's.
+_META_FIELDS = ("n_params", "size", "n_vocab", "n_ctx_train", "n_embd", "vocab_type")
 # Extensions some servers accept; sent only when the job's options ask for them.
 _EXTRA_OPTIONS = frozenset({"return_token_ids"})
 
@@ -69,6 +76,7 @@ class OpenAIBackend(Backend):
         self._client: Any = None
         self._version: str | None = None
         self._version_known = False
+        self._seen: dict[str, dict[str, Any]] = {}  # the latest entry the server gave for each model
 
     # -- plumbing -------------------------------------------------------------------------------------
 
@@ -157,22 +165,65 @@ class OpenAIBackend(Backend):
 
     @staticmethod
     def _info(entry: dict[str, Any]) -> ModelInfo:
-        digest = next((d for d in (normalise_digest(entry.get(k)) for k in _DIGEST_FIELDS) if d), None)
+        raw_meta = entry.get("meta")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+        found = (normalise_digest(place.get(k)) for place in (entry, meta) for k in _DIGEST_FIELDS)
+        digest = next((d for d in found if d), None)
         size = entry.get("size")
         return ModelInfo(name=entry["id"], digest=digest, size=size if isinstance(size, int) else None)
+
+    def _entry(self, model: str) -> dict[str, Any] | None:
+        """The server's own record of one model: `/v1/models/{id}` where it has it, else its `/v1/models` entry.
+
+        None when the server cannot list models; ModelNotFound when it lists them without this one."""
+        if "/" not in model and "?" not in model and "#" not in model:  # an id that is one path segment
+            from urllib.parse import quote
+
+            try:
+                status, data = self._request("describing the model", "GET", f"/v1/models/{quote(model, safe=':')}")
+            except BackendUnavailable:
+                raise
+            except BackendError:  # a server without the endpoint may answer anything: the list decides
+                status, data = 0, None
+            if status == 200 and isinstance(data, dict) and data.get("id") == model:
+                self._seen[model] = data
+                return data
+        entries = self._model_entries()
+        if entries is None:
+            return None
+        for entry in entries:
+            if entry["id"] == model:
+                self._seen[model] = entry
+                return entry
+        served = ", ".join(e["id"] for e in entries[:5]) or "nothing"
+        raise ModelNotFound(self.name, model, f"{self.base_url} serves {served}")
+
+    def model_meta(self, model: str) -> dict[str, Any] | None:
+        """The weights facts the server reports for the model (llama.cpp's `meta`), or None."""
+        entry = self._seen.get(model) or self._entry(model)  # resolve() just fetched it, as a rule
+        meta = entry.get("meta") if entry is not None else None
+        if not isinstance(meta, dict):
+            return None
+        kept = {k: meta[k] for k in _META_FIELDS if isinstance(meta.get(k), int) and not isinstance(meta[k], bool)}
+        return kept or None
+
+    def check_digest(self, job: Job) -> ModelInfo:
+        if job.model_digest:
+            info = self.resolve(job.model)
+            if info.digest is None:
+                raise DigestMismatch(self.name, job.model, job.model_digest, None,
+                                     f"{self.base_url} reports no weights digest for {job.model!r}, so the job's "
+                                     f"pinned {job.model_digest} cannot be checked; refused")  # fmt: skip
+        return super().check_digest(job)
 
     def list_models(self) -> list[ModelInfo]:
         return [self._info(e) for e in self._model_entries() or []]
 
     def resolve(self, model: str) -> ModelInfo:
-        entries = self._model_entries()
-        if entries is None:  # the server cannot list; the completion call will tell whether it has the model
+        entry = self._entry(model)
+        if entry is None:  # the server cannot list; the completion call will tell whether it has the model
             return ModelInfo(name=model, digest=None)
-        for entry in entries:
-            if entry["id"] == model:
-                return self._info(entry)
-        served = ", ".join(e["id"] for e in entries[:5]) or "nothing"
-        raise ModelNotFound(self.name, model, f"{self.base_url} serves {served}")
+        return self._info(entry)
 
     def request_body(self, job: Job) -> dict[str, Any]:
         """The JSON sent for the job: fixed sampling, then the sampling options the job adds."""
@@ -192,6 +243,7 @@ class OpenAIBackend(Backend):
             "host": self.base_url,
             "model": job.model,
             "model_digest": info.digest,
+            "model_meta": self.model_meta(job.model) if info.digest is None else None,
             "sampling": sampling,
             "wl_infer_version": wl_version(),
         }

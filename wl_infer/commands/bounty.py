@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from board.api import UsageError
-from board.cli.main import Obj
+from board.cli.main import ITEM_ID, Obj
 from board.cli.output import emit, say
 
 F = Callable[..., Any]
@@ -131,7 +131,7 @@ def say_bounty_status(report: dict[str, Any] | None) -> None:
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.pass_obj
 def assign(obj: Obj, item_id: str) -> None:
     """As the poster, name ITEM_ID's accepted claimer (its registered address) as the bounty's worker."""
@@ -158,7 +158,7 @@ def _settled(how: str) -> Callable[[dict[str, Any]], None]:
 
 
 @click.command()
-@click.argument("item_id", required=False)
+@click.argument("item_id", type=ITEM_ID, required=False)
 @click.pass_obj
 def withdraw(obj: Obj, item_id: str | None) -> None:
     """Withdraw what the bounty contract owes this rig (first settling ITEM_ID's bounty once its window passed)."""
@@ -169,7 +169,7 @@ def withdraw(obj: Obj, item_id: str | None) -> None:
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.pass_obj
 def refund(obj: Obj, item_id: str) -> None:
     """Refund ITEM_ID's bounty to its poster once its deadline passed with no result, and withdraw it."""

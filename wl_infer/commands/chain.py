@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from board.cli.main import Obj, WlError
+from board.cli.main import ITEM_ID, Obj, WlError
 from board.cli.output import emit, report_push, say
 from wl_infer.commands.bounty import assign as bounty_assign
 from wl_infer.commands.bounty import refund as bounty_refund
@@ -81,6 +81,10 @@ def deploy(obj: Obj, rpc_url: str | None, replace: bool, hide_rpc: bool, no_push
         say(f"  Chain: {dep.chain_id}, tx {dep.tx} in block {dep.block} ({dep.gas_used:,} gas)")
         say(f"✓ Deployed InferenceBounty at {escrow.contract} (tx {escrow.tx}, {escrow.gas_used:,} gas)")
         say("  Recorded in chain.json: every rig finds it after `wl sync`")
+        if rpc == chain_lib.TESTER_URL:
+            say("  ⚠ eth-tester:// is an in-process chain: it ends with this command, so later commands cannot "
+                "anchor on it (it is for one process: tests, `wl demo`); for a real try, run a Hardhat node "
+                "(README: Anchoring on a chain)", "yellow")
         report_push(res)
 
     emit({"ok": True, **record, "gas_used": dep.gas_used, "bounty_gas_used": escrow.gas_used, "pushed": res.pushed, "local_reason": res.local_reason},
@@ -100,7 +104,8 @@ def _source(flag: str | None, env: str, key: str, config: dict[str, Any], chain_
 
 
 @chain.command()
-@click.option("--check", is_flag=True, help="Also ask the node: its chain id, and whether the contract is there.")
+@click.option("--check", is_flag=True,
+              help="Also ask the node: its chain id, and whether the contract is there (exit 1 when not).")
 @click.pass_obj
 def status(obj: Obj, check: bool) -> None:
     """Where this board anchors (chain.json) and what this rig will use (flags > env > config > chain.json)."""
@@ -142,6 +147,8 @@ def status(obj: Obj, check: bool) -> None:
                 say(f"  ✗ {result['problem']}", "red")
 
     emit(data, human)
+    if data["check"] is not None and not data["check"]["ok"]:  # scripts gate on the exit code, as with doctor
+        raise WlError(f"chain check failed: {data['check']['problem']}")
 
 
 def _check(rpc: str | None, contract: str | None, chain_json: dict[str, Any] | None) -> dict[str, Any]:
@@ -162,12 +169,17 @@ def _check(rpc: str | None, contract: str | None, chain_json: dict[str, Any] | N
     if expected is not None and expected != chain_id:
         return {"ok": False, "chain_id": chain_id, "problem": f"the node is chain {chain_id}, chain.json says {expected}"}
     if not code:
-        return {"ok": False, "chain_id": chain_id, "problem": f"no contract code at {address} on chain {chain_id}"}
+        problem = f"no contract code at {address} on chain {chain_id}"
+        if rpc == chain_lib.TESTER_URL:
+            from wl_infer.anchoring import TESTER_GONE
+
+            problem += f" ({TESTER_GONE})"
+        return {"ok": False, "chain_id": chain_id, "problem": problem}
     return {"ok": True, "chain_id": chain_id, "problem": None}
 
 
 @chain.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--rpc-url", help="Override the RPC URL (default: env, config, then chain.json).")
 @click.option("--contract", help="Override the contract address.")
 @click.pass_obj
@@ -192,7 +204,7 @@ def attest(obj: Obj, item_id: str, rpc_url: str | None, contract: str | None) ->
 
 
 @click.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--rpc-url", help="Override the RPC URL (default: $WL_RPC_URL, config, then chain.json).")
 @click.option("--contract", help="Override the contract address (default: $WL_CONTRACT, config, then chain.json).")
 @click.option("--no-push", is_flag=True, help="Record the transaction in the evidence locally only.")

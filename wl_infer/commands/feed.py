@@ -34,7 +34,7 @@ def feed(obj: Any, /, slots: int, command: str | None, poll: float, once: bool, 
     SIGINT/SIGTERM stop the runs and release their claims; a second signal exits at once.
     """
     from wl_infer.automation import Filters, StopSignals, resolve_lease
-    from wl_infer.commands.events import EventLog, wants_live
+    from wl_infer.commands.events import EventLog, wants_document, wants_live
     from wl_infer.feeder import Feeder, FeedOptions, parse_template
     from wl_infer.limits import limit_argv, resolve_limits
 
@@ -56,11 +56,12 @@ def feed(obj: Any, /, slots: int, command: str | None, poll: float, once: bool, 
     def rows() -> list[tuple[str, str]]:
         return holder[0].status_rows() if holder else []
 
-    with StopSignals(left) as stop, EventLog(wants_live(), "wl infer feed", rows) as log:
+    with StopSignals(left) as stop, EventLog(wants_live(), "wl infer feed", rows, wants_document(once)) as log:
         f = Feeder(board, opts, log, stop)
         holder.append(f)
         try:
             status = f.run()
+            log.exit_code = status
         except BaseException:
             f.abandon_all()  # never leave runs going with nobody renewing or releasing their claims
             raise

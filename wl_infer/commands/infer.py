@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from board.cli.main import Obj
-from board.cli.output import emit, is_json, report_push, say
+from board.cli.main import ITEM_ID, Obj
+from board.cli.output import emit, report_push, say
 from wl_infer.commands.bounty import (
     bounty_maker,
     bounty_options,
@@ -19,18 +19,8 @@ from wl_infer.commands.bounty import (
     say_bounty_status,
     say_submission,
 )
-from wl_infer.commands.params import BackendChoice, limit_options
-
-
-def _progress(label: str) -> Any:
-    """A spinner on a terminal; silent when stdout is not one (automation)."""
-    import contextlib
-
-    if is_json() or not sys.stdout.isatty():
-        return contextlib.nullcontext()
-    from board.cli.output import console
-
-    return console().status(label)
+from wl_infer.commands.params import BackendChoice, digest_option, limit_options
+from wl_infer.commands.progress import progress_view
 
 
 class _LazyGroup(click.Group):
@@ -73,13 +63,16 @@ def infer() -> None:
 @click.option("--max-tokens", type=click.IntRange(0, None), default=0, show_default=True, help="0: the model's default.")
 @click.option("--chat", is_flag=True, help="Apply the model's chat template instead of raw completion.")
 @click.option("--force", is_flag=True, help="Post even when the backend here says it does not have the model.")
+@click.option("--model-digest", metavar="sha256:HEX", callback=digest_option, default=None,
+              help="Pin these weights (default: the digest the backend here reports, if any); a worker whose "
+                   "backend reports other weights, or none, refuses the job.")
 @click.option("--temperature", type=click.FloatRange(0.0, 4.0), default=0.0, show_default=True,
               help="Above 0: sample, keyed by seed and position (llama-cpp only; verifiable).")
 @click.option("--no-push", is_flag=True)
 @bounty_options
 @click.pass_obj
 def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, max_tokens: int, chat: bool,
-         force: bool, temperature: float, no_push: bool, **bounty: Any) -> None:  # fmt: skip
+         force: bool, model_digest: str | None, temperature: float, no_push: bool, **bounty: Any) -> None:  # fmt: skip
     """Post an inference job (with --bounty, escrow payment for it on the board's chain first)."""
     from wl_infer.codec import Job
     from wl_infer.jobs import infer_backend, open_pool, post_job
@@ -90,7 +83,8 @@ def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, m
         options: dict[str, object] = {"chat": True} if chat else {}
         if temperature > 0:
             options["temperature"] = temperature
-        job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend, options=options)
+        job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend, options=options,
+                  model_digest=model_digest)
         escrow = bounty_maker(board, bounty)
         res = post_job(board, job, push=not no_push, pool=pool, force=force, extra=escrow)
 
@@ -115,7 +109,7 @@ def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, m
 
 
 @infer.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--skip-claim", is_flag=True, help="The item is already claimed for this rig (by a feeder).")
 @click.option("--no-push", is_flag=True)
 @click.option("--anchor", is_flag=True, help="Also anchor the result hash on the board's chain.")
@@ -140,7 +134,8 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
         require_assigned(board, item_id)  # never reveal a paid result before the payout is bound to this rig
     guard = RunGuard(item_id, skip_claim)  # issue 10: signals handled as the worker does
     try:
-        with open_pool(board, threads=threads, **limits) as pool, _progress("Running inference…"):
+        with open_pool(board, threads=threads, **limits) as pool, progress_view("Running inference…") as shown:
+            pool.config.progress = shown  # live token counts (and the model's first assembly) on a terminal
             res = guard.run(
                 lambda cancel, on_event: run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push,
                                                   on_event=on_event, cancel=cancel),
@@ -179,7 +174,7 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
 
 
 @infer.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.option("--no-record", is_flag=True, help="Do not record an attestation on the board.")
 @click.option("--no-push", is_flag=True)
 @click.option("--mode", type=click.Choice(["rerun", "prefill", "auto"]), default="auto", show_default=True)
@@ -194,7 +189,8 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
 
     board = obj.board()
     try:
-        with open_pool(board) as pool, _progress("Verifying…"):
+        with open_pool(board) as pool, progress_view("Verifying…") as shown:
+            pool.config.progress = shown
             v = verify_item(board, item_id, pool, mode=mode, record=not no_record, push=not no_push)
     except (CannotVerify, NotFound, Ambiguous, UsageError):
         raise  # a bad or unknown id keeps its own exit code
@@ -224,6 +220,9 @@ def verify(obj: Obj, item_id: str, no_record: bool, no_push: bool, mode: str) ->
             say(f"  Reason:   {v.reason}")
         if v.envelope_differences:
             say(f"  Note: envelopes differ in {', '.join(v.envelope_differences)}")
+        if v.weights == "unbound":
+            say("  Weights:  unbound (no digest pinned by the job or reported by the worker's server): the output "
+                "is reproduced, but nothing ties it to particular weights", "yellow")
         if v.on_chain:
             say(f"  on-chain: {v.on_chain}")
         if v.mutation is not None:
@@ -253,7 +252,7 @@ def _chain_report(board: Any, v: Any) -> str | None:
 
 
 @infer.command()
-@click.argument("item_id")
+@click.argument("item_id", type=ITEM_ID)
 @click.pass_obj
 def status(obj: Obj, item_id: str) -> None:
     """The item, its job, the result (hash, output, envelope), attestations and its bounty, if any."""
@@ -355,7 +354,8 @@ def models(obj: Obj, add_path: str | None, name: str | None, pull_model: str | N
         pool = BackendPool(backend_config(obj.home.path, config, timeout=600.0))
         try:
             chosen = backend or infer_backend(pull_model, pool) or config.get("default_backend") or "ollama"
-            with _progress(f"Fetching {pull_model} ({chosen})…"):
+            with progress_view(f"Fetching {pull_model} ({chosen})…") as shown:
+                pool.config.progress = shown
                 info = pool.get(chosen).pull(pull_model)
         finally:
             pool.close()

@@ -42,3 +42,15 @@ def limit_options(fn: F) -> F:
         kind = click.FloatRange(0, None) if limits.CONFIG_KEYS[key][1] is float else click.IntRange(0, None)
         fn = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None, help=helps[key])(fn)
     return fn
+
+
+def digest_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A weights digest as jobs pin it: `sha256:` and 64 hex digits (upper case accepted, stored lower)."""
+    import re
+
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", text):
+        raise click.BadParameter("expected sha256: followed by 64 hex digits", ctx, param)
+    return text

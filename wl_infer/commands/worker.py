@@ -37,7 +37,7 @@ def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_
     SIGINT/SIGTERM abandon the current job and release its claim; a second signal exits at once.
     """
     from wl_infer.automation import Filters, StopSignals, resolve_lease
-    from wl_infer.commands.events import EventLog, wants_live
+    from wl_infer.commands.events import EventLog, wants_document, wants_live
     from wl_infer.jobs import BackendPool
     from wl_infer.settings import backend_config
     from wl_infer.worker import Worker, WorkerOptions
@@ -64,11 +64,12 @@ def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_
 
     live = wants_live()
     opts.watch_lease = live
-    with StopSignals(left) as stop, EventLog(live, "wl infer worker", rows) as log:
+    with StopSignals(left) as stop, EventLog(live, "wl infer worker", rows, wants_document(once)) as log:
         w = Worker(board, pool, opts, log, stop)
         holder.append(w)
         try:
             status = w.run()
+            log.exit_code = status
         finally:
             w.close()
             if not w.engine_busy:
