@@ -22,6 +22,7 @@ from wl_infer.automation import (
     TICK_S,
     Filters,
     Log,
+    PaidWork,
     Poller,
     StopSignals,
     claim_item,
@@ -85,6 +86,7 @@ class Worker:
         self.poll = Poller(board, log)
         self.saved = SavedResults(board, self.me, opts.lease_s, opts.push, log, self.poll)
         self.lease_watch = LeaseWatch(board.home, self.me)
+        self.paid = PaidWork(board, self.me, log) if opts.filters.min_bounty is not None else None
 
     # status for the live panel
     def status_rows(self) -> list[tuple[str, str]]:
@@ -161,6 +163,8 @@ class Worker:
         """Claim and run the first runnable item; None when there was nothing to take."""
         from board.api import utcnow
 
+        for item, job in self.paid.ready(self.board.view().items(), self.exclude) if self.paid else ():
+            return self.execute(item.id, job)  # a held bounty claim its poster has now assigned to this rig
         for item in runnable_items(self.board.view().items(), utcnow(), self.exclude):
             if self.stop.is_set():
                 return JobOutcome.STOPPED
@@ -178,7 +182,7 @@ class Worker:
             if (refused := refusal(job, self.pool)) is not None:  # issue 10: limits before the claim, for good
                 self._skip(item.id, refused, permanent=True)
                 continue
-            if not self.claim(item):
+            if not self.claim(item) or (self.paid is not None and not self.paid.admit(item)):
                 continue
             return self.execute(item.id, job)
         return None
@@ -211,7 +215,8 @@ class Worker:
         started = time.monotonic()
         thread = run.start(
             lambda: run_item(self.board, item_id, self.pool, skip_claim=True, push=self.opts.push,
-                             lease_seconds=self.opts.lease_s, on_event=run.checkpoint, cancel=run._abandoned),  # fmt: skip
+                             lease_seconds=self.opts.lease_s, on_event=run.checkpoint, cancel=run._abandoned,
+                             before_publish=self.paid.commit if self.paid else None),  # fmt: skip
             name=f"job-{item_id}",
         )
         try:
