@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import subprocess
+import sys
+
 import orjson
 import pytest
 
@@ -264,3 +267,29 @@ def test_a_result_that_cannot_be_staked_is_not_published(rigs: Rigs, deployed: d
     res = rigs.wl("bob", "infer", "run", iid, "--skip-claim", "--anchor")
     assert res.exit_code == 1 and "DeadlinePassed" in res.stderr and res.stderr.count("\n") == 1
     assert rigs.item("bob", iid).status == "claimed" and rigs.board("bob").view().completion(iid) is None
+
+
+def test_browse_shows_the_recorded_bounty_without_touching_the_chain(rigs: Rigs, deployed: dict[str, Any]) -> None:
+    unpaid = post(rigs, "alice", "--prompt", "what is 1+1", "--model", MODEL)
+    paid = post(rigs, "alice", "--prompt", "what is 2+2", "--model", MODEL, "--bounty", "0.01", "--deadline", "2d")
+    job = {"prompt": "what is 3+3", "model": MODEL, "seed": 42, "backend": "ollama", "options": {}}
+    bad = orjson.dumps({**job, "bounty": {"amount": "\x1b[31mfree money"}}).decode()
+    code, made = rigs.wl_json("carol", "post", "--title", "garbage", "--type", "inference", "--description", bad)
+    assert code == 0 and rigs.wl("bob", "sync").exit_code == 0
+    code, listed = rigs.wl_json("bob", "browse")
+    assert code == 0, listed
+    column = listed["columns"]["bounty"]
+    assert unpaid not in column and column[made["id"]] == "bad record"
+    assert column[paid].startswith("0.01 ETH, ") and column[paid].endswith(" left")
+    res = rigs.wl("bob", "browse")
+    assert res.exit_code == 0 and "BOUNTY" in res.stdout and "0.01 ETH" in res.stdout and "\x1b" not in res.stdout
+    # the board command loads no chain library to show it
+    code_text = (
+        "import sys\nfrom board.cli.main import cli\n"
+        f"cli.main(args=['--home', {str(rigs.home('bob'))!r}, 'browse'], standalone_mode=False)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('web3', 'eth_account', 'eth_abi', 'eth_utils'))\n"
+        "print('BAD', bad); sys.exit(1 if bad else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code_text], capture_output=True, text=True, timeout=120,
+                          env={**rigs.env, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and "0.01 ETH" in done.stdout, done.stdout + done.stderr
