@@ -4,12 +4,11 @@ a job nobody delivers is refunded; a forged bounty record on the board is report
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import subprocess
-import sys
 
 import orjson
 import pytest
