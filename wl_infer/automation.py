@@ -122,8 +122,8 @@ class PaidWork:
     A claimed bounty job that is not assigned yet is held, not run (`admit` says so once); each poll looks at
     this rig's held claims on the board (`ready`), so a later worker process picks them up as well."""
 
-    def __init__(self, board: Board, me: str, log: Log) -> None:
-        self.board, self.me, self.log = board, me, log
+    def __init__(self, board: Board, me: str, log: Log, filters: Filters) -> None:
+        self.board, self.me, self.log, self.filters = board, me, log, filters
         self.noted: set[str] = set()
 
     def _assigned(self, item: Item) -> bool | None:
@@ -141,7 +141,7 @@ class PaidWork:
             return None
 
     def ready(self, items: list[Item], exclude: set[str]) -> Iterator[tuple[Item, Job]]:
-        """This rig's held bounty claims whose bounty is now assigned to it, with their jobs."""
+        """This rig's held bounty claims (that pass the filters) whose bounty is now assigned to it, with jobs."""
         from wl_infer.bounty_board import BadBounty, bounty_of
 
         for item in items:
@@ -153,6 +153,8 @@ class PaidWork:
                 job = decode_job(item)
             except (BadBounty, CodecError):
                 continue
+            if not self.filters.admit(job) or not self.filters.pays_enough(item):
+                continue  # a claim this worker would not have taken (the rig's own `wl claim`): left alone
             if self._assigned(item):
                 self.log("assigned", id=item.id)
                 yield item, job

@@ -54,8 +54,9 @@ def bounty_column(items: Sequence[Any]) -> dict[str, str]:
             out[item.id] = f"{amount}, {_span(left)} left" if left > 0 else f"{amount}, past deadline"
         elif item.status in ("in_review", "completed"):
             since = _epoch(item.updated_at)
-            left = None if since is None else since + rec.window - now
-            out[item.id] = amount + ("" if left is None else f", window ≈{_span(left)}" if left > 0 else ", window over")
+            window = None if since is None else since + rec.window - now
+            note = "" if window is None else f", window ≈{_span(window)}" if window > 0 else ", window over"
+            out[item.id] = amount + note
         else:
             out[item.id] = amount
     return out

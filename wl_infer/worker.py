@@ -86,7 +86,7 @@ class Worker:
         self.poll = Poller(board, log)
         self.saved = SavedResults(board, self.me, opts.lease_s, opts.push, log, self.poll)
         self.lease_watch = LeaseWatch(board.home, self.me)
-        self.paid = PaidWork(board, self.me, log) if opts.filters.min_bounty is not None else None
+        self.paid = PaidWork(board, self.me, log, opts.filters) if opts.filters.min_bounty is not None else None
 
     # status for the live panel
     def status_rows(self) -> list[tuple[str, str]]:
