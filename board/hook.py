@@ -12,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from board import layout
 from board.ledger import InvalidBoard, Ledger
 from board.store import MAIN, Store
 
@@ -72,6 +73,11 @@ def _open(git_dir: Path) -> Store:
 def check(git_dir: Path, updates: list[tuple[str, str, str]]) -> str | None:
     """None when every update may land, else the reason to refuse the push."""
     for old, new, ref in updates:
+        if layout.lane_item(ref.encode()) is not None:
+            reason = _check_lane(git_dir, ref, old, new)
+            if reason is not None:
+                return reason
+            continue
         if ref.encode() != MAIN:
             continue
         if new == ZERO:
@@ -91,6 +97,42 @@ def check(git_dir: Path, updates: list[tuple[str, str, str]]) -> str | None:
         finally:
             store.close()
     return None
+
+
+def _check_lane(git_dir: Path, ref: str, old: str, new: str) -> str | None:
+    """A claim lane may be created or moved only to a lane every reader folds on the current main state, and
+    deleted only once it holds no live claim (its item's record on main moved on, or it ends unclaimed)."""
+    from board.ids import utcnow
+    from board.lanes import LaneProblem, fold
+    from board.ops import lease_expired
+    from board.view import TreeView
+
+    item_id = layout.lane_item(ref.encode())
+    assert item_id is not None
+    store = _open(git_dir)
+    try:
+        head = store.ref(MAIN)
+        if head is None:
+            return "there is no board to claim on"
+        state, _ = Ledger(store, git_dir / CACHE).advance(head, save=False)
+        main = TreeView(store, state.tree.encode())
+        tip = new if new != ZERO else old
+        if tip == ZERO:
+            return None
+        try:
+            lane = fold(store, main, state.board_id, item_id, tip.encode())
+        except LaneProblem as e:
+            return f"claim lane of {item_id}: {e}" if new != ZERO else None
+        except (KeyError, ValueError, TypeError):
+            return f"claim lane of {item_id} is not made of wl commits" if new != ZERO else None
+        if new != ZERO:
+            return None if lane is not None else f"claim lane of {item_id} does not build on its current record"
+        held = lane is not None and lane.item.status == "claimed" and not lease_expired(lane.item, utcnow())
+        return f"refusing to delete the live claim lane of {item_id}" if held else None
+    except InvalidBoard as e:
+        return str(e)
+    finally:
+        store.close()
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from board.ids import check_handle, check_item_id
+from board.ids import ITEM_RE, check_handle, check_item_id
 
 BOARD = "board.json"
 CHAIN = "chain.json"
@@ -59,3 +59,17 @@ def blob_path(hexdigest: str) -> str:
     if not BLOB_RE.match(hexdigest):
         raise ValueError(f"invalid blob digest {hexdigest!r}")
     return f"blobs/sha256/{hexdigest}"
+
+
+LANE_PREFIX = b"refs/wl/claims/"  # claim lanes on the commons: one ref per item (board/lanes.py)
+
+
+def lane_item(ref: bytes, prefix: bytes = LANE_PREFIX) -> str | None:
+    """The item id a lane ref names, or None when the name is not exactly a lane."""
+    if not ref.startswith(prefix):
+        return None
+    try:
+        name = ref[len(prefix) :].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return name if ITEM_RE.match(name) else None

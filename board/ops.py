@@ -238,6 +238,10 @@ def _unclaim(view: View, op: Op, now: datetime) -> Applied:
 
 def _done(view: View, op: Op, now: datetime) -> Applied:
     item = _item(view, op)
+    if op.args.get("lane") is not None and not (item.status == "claimed" and item.claimed_by == op.by):
+        from board.lanes import take_lane_claim
+
+        take_lane_claim(view, op, item, now)
     if item.status != "claimed":
         raise WrongStatus(item.id, item.status, "claimed")
     if item.claimed_by != op.by:

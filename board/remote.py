@@ -42,7 +42,8 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-FETCH_ATTEMPTS = 4  # a fetch that raced a push is tried again this many times in all
+FETCH_ATTEMPTS = 4
+MAX_LANES = 100_000  # lane refs read from one advertisement; beyond that a hostile remote only wastes our time  # a fetch that raced a push is tried again this many times in all
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -71,6 +72,7 @@ class Remote:
         except (ValueError, KeyError) as e:
             raise RemoteError(self.url, f"unsupported URL ({_describe(e)})") from None
         self._confirm = self.url.startswith(("http://", "https://"))
+        self.lanes: dict[str, bytes] = {}  # the claim lanes the last fetch saw: item id → tip
 
     def head(self) -> bytes | None:
         """The remote's main branch, without fetching objects."""
@@ -82,16 +84,27 @@ class Remote:
         return sha if sha and sha != ZERO else None
 
     def fetch(self, store: Store) -> bytes | None:
-        """Bring the remote's main into the store; returns its head (None for an empty remote)."""
+        """Bring the remote's main (and its claim lanes) into the store; returns main's head (None: empty).
+
+        The lanes the remote advertised are left in `self.lanes` (item id → tip), their objects fetched."""
+        from board.layout import lane_item
 
         seen: list[bytes | None] = []
+        lanes: dict[str, bytes] = {}
 
         def wants(refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
             sha = refs.get(MAIN)
             seen.append(sha)
-            if not sha or sha == ZERO or store.has(sha):
-                return []
-            return [sha]
+            lanes.clear()
+            out = [sha] if sha and sha != ZERO and not store.has(sha) else []
+            for ref, tip in refs.items():
+                item_id = lane_item(ref)
+                if item_id is None or tip == ZERO or len(lanes) >= MAX_LANES:
+                    continue
+                lanes[item_id] = tip
+                if not store.has(tip) and tip not in out:
+                    out.append(tip)
+            return out
 
         for attempt in range(FETCH_ATTEMPTS):
             seen.clear()
@@ -110,7 +123,63 @@ class Remote:
         # The head the objects were fetched for, not the refs dulwich re-reads afterwards: over a local path
         # those can already name a commit another writer pushed since, whose objects we do not have.
         sha = seen[0] if seen else result.refs.get(MAIN)
+        self.lanes = dict(lanes)
         return sha if sha and sha != ZERO else None
+
+    def push_lanes(
+        self, store: Store, updates: dict[bytes, tuple[bytes | None, bytes | None]], objects: NewObjects
+    ) -> dict[bytes, bool]:
+        """Move each lane ref from its old value (None: create it only if absent) to its new one (None: delete
+        it), in one push; returns which updates landed. The server checks every old value under its lock, so
+        of two rigs creating the same lane exactly one gets it, and lanes of other items never collide."""
+
+        def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+            out = {}
+            for ref, (old, new) in updates.items():
+                current = refs.get(ref)
+                if (current if current and current != ZERO else None) == old:
+                    out[ref] = new or ZERO
+            return out
+
+        def pack_data(have: object, want: object, ofs_delta: bool = True, progress: object = None) -> object:
+            return pack_objects_to_data([(o, None) for o in objects.objects])
+
+        try:
+            result = self._client.send_pack(self._path, update_refs, generate_pack_data=pack_data)
+        except FileLocked:
+            return dict.fromkeys(updates, False)
+        except _network_errors() as e:
+            # The push may have landed in part (dulwich's HTTP server answers 500 when another writer holds a
+            # ref's lock): the refs as the remote holds them now say which updates did.
+            try:
+                landed, unchanged = self._read_back(updates, dict.fromkeys(updates, True))
+            except Unreachable:
+                raise Unreachable(self.url, _describe(e)) from None
+            if all(unchanged.values()):  # nothing landed and nobody else's did: the push failed
+                raise Unreachable(self.url, _describe(e)) from None
+            return landed
+        sent = result.refs or {}
+        status = result.ref_status or {}
+        landed = {ref: ref in sent and status.get(ref) in (None, "ok", b"ok") for ref in updates}
+        if self._confirm and any(landed.values()):  # dulwich's HTTP server says ok even when its CAS failed
+            landed, _ = self._read_back(updates, landed)
+        return landed
+
+    def _read_back(
+        self, updates: dict[bytes, tuple[bytes | None, bytes | None]], landed: dict[bytes, bool]
+    ) -> tuple[dict[bytes, bool], dict[bytes, bool]]:
+        """(which updates the remote now holds, which refs still hold the old value) as read back."""
+        try:
+            refs = self._client.get_refs(self._path).refs
+        except _network_errors() as e:
+            raise Unreachable(self.url, _describe(e)) from None
+        out, unchanged = {}, {}
+        for ref, (old, new) in updates.items():
+            now = refs.get(ref)
+            now = now if now and now != ZERO else None
+            out[ref] = landed[ref] and now == new
+            unchanged[ref] = now == old and now != new
+        return out, unchanged
 
     def push(self, store: Store, new: bytes, expected: bytes | None, objects: NewObjects | None) -> None:
         """Move the remote main from `expected` to `new`, or raise Rejected / Unreachable."""

@@ -15,13 +15,11 @@ import contextlib
 import random
 import time
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from board import layout, ops
+from board import ops
+from board.commons import _initial_commit
+from board.commons import create_commons as create_commons  # re-exported: callers create boards here
 from board.errors import (
     AlreadyApplied,
     BoardError,
@@ -32,14 +30,14 @@ from board.errors import (
     UsageError,
 )
 from board.home import Home
-from board.ids import check_handle, fmt_time, new_board_id, utcnow
+from board.ids import check_handle, fmt_time, utcnow
 from board.keys import load_private_key
 from board.ledger import Advance, Ledger, State
 from board.ops import Op
 from board.publish import Chain
-from board.records import Item, board_meta, dumps
+from board.records import Item, dumps
 from board.results import Kept, MutationResult, SyncReport
-from board.store import MAIN, ORIGIN_MAIN, NewObjects, Store
+from board.store import MAIN, ORIGIN_MAIN, Store
 from board.view import TreeView
 
 LOCAL_BASE = b"refs/wl/local-base"  # the validated commit this rig's unpushed commits are built on
@@ -69,6 +67,8 @@ class Board:
         self.retries = 0  # CAS retries spent, for contention figures
         self.found = SyncReport()  # what validation found during this Board's fetches (reported by sync)
         self._held = False
+        self._lane_cache: Any = None  # (key, lanes) of board/claims.live_lanes
+        self._lane_warned: set[tuple[str, bytes]] = set()
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -119,10 +119,19 @@ class Board:
         return state
 
     def view(self) -> TreeView:
-        """The validated state, plus this rig's own unpushed operations; never a tree that failed validation."""
+        """The validated state, plus this rig's own unpushed operations, with the claims that live on lanes
+        laid over it; never a tree that failed validation."""
         main, state = self.head(), self.state()
         tree = state.tree.encode() if main.decode() == state.commit else self.store.tree_id(main)
-        return TreeView(self.store, tree, self.home.cache_dir / "items.json")
+        from board.claims import overlaid
+
+        return overlaid(self, TreeView(self.store, tree, self.home.cache_dir / "items.json"), state)
+
+    def lanes(self) -> dict[str, Any]:
+        """The live claim lanes: item id → board.lanes.Lane."""
+        from board.claims import live_lanes
+
+        return live_lanes(self)
 
     def meta(self) -> dict[str, Any]:
         return self.view().meta()
@@ -173,6 +182,10 @@ class Board:
         self.store.force_ref(ORIGIN_MAIN, origin)
         state, found = self.ledger.advance(origin)
         self._note(found)
+        from board.claims import track
+
+        track(self, self.remote.lanes)
+        self._lane_cache = None
         main = self.store.ref(MAIN)
         if main is None or main in previous or main in found.checked:
             self.store.force_ref(MAIN, origin)
@@ -211,15 +224,39 @@ class Board:
                 return self._commit_local(op, attachments, f"remote unreachable ({e.reason})")
             if origin is None:
                 raise RemoteError(self.remote.url, "the remote has no board")
+            from board import claims
+
+            if claims.on_lane(self, op):
+                try:
+                    return claims.mutate(self, op, origin, max_attempts)
+                except Unreachable as e:
+                    return self._commit_local(op, attachments, f"push failed ({e.reason})")
+            claims.carry_proof(self, op)
+            claims.precheck(self, op)
             try:
                 report, applied, head = self._publish(origin, max_attempts, op, attachments)
             except Unreachable as e:
                 return self._commit_local(op, attachments, f"push failed ({e.reason})")
             assert applied is not None
+            if op.op == "done" and op.id and "lane" in op.args:
+                claims.drop(self, [op.id])
             sync = report if report.eventful() else None
             return MutationResult(op, applied.result, head.decode(), True, None, report.attempts, sync)
 
+    def claim_many(self, item_ids: list[str], lease_seconds: int = ops.DEFAULT_LEASE) -> dict[str, Any]:
+        """Claim several items in one push (on their lanes); per item its MutationResult or the BoardError
+        that refused it. Offline, or on a board whose state is quarantined, they are claimed one by one."""
+        from board.claims import claim_many
+
+        with self._lock():
+            return claim_many(self, item_ids, lease_seconds)
+
     def _commit_local(self, op: Op, attachments: dict[str, bytes], reason: str) -> MutationResult:
+        from board import claims
+
+        claims.refuse_offline(self, op, reason)
+        claims.carry_proof(self, op)
+        claims.precheck(self, op)
         base, state, view = self.head(), self.state(), self.view()
         chain = Chain.on(self.store, state, self._keys(), base, view.tree)
         if base.decode() != state.commit:
@@ -243,6 +280,12 @@ class Board:
             if origin is None:
                 raise RemoteError(self.remote.url, "the remote has no board")
             report, _, _ = self._publish(origin, max_attempts)
+            from board.claims import drop, prune
+
+            done = [o.id for o in report.replayed if o.op == "done" and o.id and "lane" in o.args]
+            if report.pushed and done:
+                drop(self, done)
+            prune(self)
             self.store.maintain()
             return report
 
@@ -280,6 +323,10 @@ class Board:
             conflicts: list[tuple[bytes, Op, str]] = []
             for sha, own in pending:
                 try:
+                    if own.id is not None and own.id in self.lanes():  # a claim held on a lane holds
+                        from board.claims import overlaid
+
+                        ops.apply(overlaid(self, chain.view(), state), own, utcnow())
                     chain.add(own, self._attachments(sha, own))
                     report.replayed.append(own)
                 except AlreadyApplied:
@@ -367,29 +414,6 @@ class Board:
 
 
 # --- creating and joining boards --------------------------------------------------------------------
-def _initial_commit(store: Store, name: str, when: datetime) -> tuple[bytes, str]:
-    board_id = new_board_id()
-    meta = board_meta(name, board_id, fmt_time(when))
-    trailer = orjson.dumps({"op": "create", "by": "wl", "at": fmt_time(when), "args": meta}).decode()
-    message = f"wl: create board {board_id}\n\n{ops.TRAILER}{trailer}\n"
-    commit = store.make_commit(None, {layout.BOARD: dumps(meta)}, message, "wl", NewObjects())
-    store.force_ref(MAIN, commit)
-    return commit, board_id
-
-
-def create_commons(path: Path, name: str | None = None) -> str:
-    """A new bare commons at path; returns its board id."""
-    if path.exists() and any(path.iterdir()):
-        raise UsageError(f"{path} already exists and is not empty")
-    store = Store.init_bare(path)
-    try:
-        _, board_id = _initial_commit(store, name or path.name.removesuffix(".git"), utcnow())
-        (path / "git-daemon-export-ok").touch()
-    finally:
-        store.close()
-    return board_id
-
-
 def _register(home: Home, handle: str, display_name: str | None) -> tuple[Board, MutationResult | None]:
     from board.keys import ensure_key
 

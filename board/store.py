@@ -80,6 +80,11 @@ class Store:
         if self.ref(name) != new:  # every ref write is an fsync: skip the ones that change nothing
             self._refs[name] = new
 
+    def refs_under(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """(full name, sha) of every ref under a prefix ending in "/"."""
+        found: dict[bytes, bytes] = self._refs.as_dict(prefix.rstrip(b"/"))
+        return [(prefix + name, bytes(sha)) for name, sha in sorted(found.items())]
+
     def remove_ref(self, name: bytes) -> None:
         if self.ref(name) is not None:
             self._refs.remove_if_equals(name, None)

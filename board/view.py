@@ -62,6 +62,7 @@ class TreeView:
     tree: bytes
     cache_path: Path | None = None  # per-bucket parse cache (keyed by bucket name and tree sha)
     skipped: dict[str, str] = field(default_factory=dict)  # path → why it was skipped
+    overlay: dict[str, Item] = field(default_factory=dict)  # item id → its record as a claim lane leaves it
 
     @property
     def corrupt(self) -> list[str]:
@@ -172,6 +173,8 @@ class TreeView:
         return None
 
     def item(self, item_id: str) -> Item | None:
+        if item_id in self.overlay:
+            return Item.from_dict(self.overlay[item_id].to_dict())
         item: Item | None = self._record(
             (layout.item_path(item_id), layout.item_flat_path(item_id)), Item, "item"
         )
@@ -323,6 +326,8 @@ class TreeView:
                 out.append(item)
         if fresh.keys() != cache.keys():
             self._save_cache(fresh)
+        if self.overlay:
+            out = [Item.from_dict(self.overlay[i.id].to_dict()) if i.id in self.overlay else i for i in out]
         return out
 
     def _from_rows(self, rows: list[dict[str, Any]]) -> list[Item] | None:

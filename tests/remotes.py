@@ -88,14 +88,53 @@ def remote_ops(path: Path) -> list[tuple[str, Op | None]]:
         store.close()
 
 
+def lane_ops(path: Path, item_id: str) -> list[Op]:
+    """The operations on the item's claim lane in the bare commons, as a reader folds them (oldest first)."""
+    from board import lanes
+    from board.view import TreeView
+
+    store = Store(path)
+    try:
+        head = store.ref(MAIN)
+        tip = store.ref(lanes.remote_ref(item_id))
+        if head is None or tip is None:
+            return []
+        view = TreeView(store, store.tree_id(head))
+        lane = lanes.fold(store, view, view.meta()["board_id"], item_id, tip)
+        return lane.ops if lane is not None else []
+    finally:
+        store.close()
+
+
+def claims_of(path: Path, item_id: str) -> list[str]:
+    """Who claimed the item, as the commons recorded it: on main (a claim, or the lane claim a done carries)
+    and on the live lane."""
+    out = []
+    for _, op in remote_ops(path):
+        if op is not None and op.id == item_id and op.op == "claim":
+            out.append(op.by)
+        elif op is not None and op.id == item_id and op.op == "done" and isinstance(op.args.get("lane"), dict):
+            out.append(op.by)
+    out += [op.by for op in lane_ops(path, item_id) if op.op == "claim"]
+    return out
+
+
 def remote_item(path: Path, item_id: str) -> Item:
+    """The item as the commons holds it: main's record, or the record its claim lane leaves (board/lanes.py)."""
+    from board import lanes
     from board.view import TreeView
 
     store = Store(path)
     try:
         head = store.ref(MAIN)
         assert head is not None
-        item = TreeView(store, store.tree_id(head)).item(item_id)
+        view = TreeView(store, store.tree_id(head))
+        tip = store.ref(lanes.remote_ref(item_id))
+        if tip is not None:
+            lane = lanes.fold(store, view, view.meta()["board_id"], item_id, tip)
+            if lane is not None:
+                return lane.item
+        item = view.item(item_id)
         assert item is not None
         return item
     finally:
@@ -424,6 +463,7 @@ class GitHttpBackend:
     """git http-backend serving every repo under base at http://127.0.0.1:<port>/<name>."""
 
     def __init__(self, base: Path) -> None:
+        self.base = base
         handler = type("Handler", (_CgiHandler,), {"base": base})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self.server.server_address[1]

@@ -1,9 +1,9 @@
 """Two rigs race to claim the same item over every kind of remote: exactly one wins, the other is told who.
 
 The shared remote is the referee. Each round posts a fresh item, then two rigs claim it at the same moment
-(a barrier releases two threads, or two real `wl claim` processes). The tests check what the user is told and
-what the remote recorded: one claim commit per item, held by the winner, and nothing left pending for the
-loser. The HTTP rounds are the ones that prove the read-back confirmation in board/remote.py: dulwich's
+(a barrier releases two threads, or two real `wl claim` processes). A claim is a push creating the item's
+claim lane (board/lanes.py) only if it is absent. The tests check what the user is told and what the remote
+recorded: one claim per item, held by the winner, and nothing left pending for the loser. The HTTP rounds are the ones that prove the read-back confirmation in board/remote.py: dulwich's
 server answers "ok" even when its compare-and-swap of the ref failed.
 """
 
@@ -20,20 +20,23 @@ import pytest
 from remotes import (
     WL,
     GitDaemon,
+    GitHttpBackend,
     HttpGit,
     Rig,
+    claims_of,
     join_rig,
     make_commons,
     remote_item,
     remote_ops,
     running_git_daemon,
+    running_git_http_backend,
     running_http,
 )
 
 from board.errors import AlreadyClaimed
 from board.service import MutationResult
 
-ROUNDS = 15
+ROUNDS = 20
 PROC_ROUNDS = 4
 
 
@@ -83,8 +86,7 @@ def _race_round(poster: Rig, racers: tuple[Rig, Rig], commons: Path) -> tuple[st
 
     # The remote is the truth: the winner holds it, and exactly one claim of it was ever recorded.
     assert remote_item(commons, item_id).claimed_by == winner
-    claims = [op for _, op in remote_ops(commons) if op is not None and op.op == "claim" and op.id == item_id]
-    assert [c.by for c in claims] == [winner]
+    assert claims_of(commons, item_id) == [winner]
     # The loser keeps nothing that sync would later push, and its local copy shows the winner.
     loser_rig = next(r for r in racers if r.handle == loser)
     assert loser_rig.pending() == []
@@ -131,6 +133,18 @@ def test_race_over_git_daemon(tmp_path: Path, git_daemon: GitDaemon) -> None:
     _run_rounds(tmp_path, git_daemon.url(commons.name), commons)
 
 
+@pytest.fixture
+def git_http_backend(tmp_path: Path) -> Iterator[GitHttpBackend]:
+    with running_git_http_backend(tmp_path / "served-cgi") as server:
+        yield server
+
+
+@pytest.mark.timeout(180)
+def test_race_over_git_http_backend(tmp_path: Path, git_http_backend: GitHttpBackend) -> None:
+    commons = make_commons(git_http_backend.base)
+    _run_rounds(tmp_path, git_http_backend.url(commons.name), commons)
+
+
 @pytest.mark.timeout(120)
 def test_race_over_http(tmp_path: Path, http_git: HttpGit) -> None:
     commons = make_commons(http_git.base)
@@ -175,10 +189,7 @@ def _process_race(tmp_path: Path, url: str, commons: Path, rounds: int = PROC_RO
         doc = json.loads(results[winner][1])
         assert doc["ok"] is True and doc["pushed"] is True and doc["id"] == item_id
         assert remote_item(commons, item_id).claimed_by == winner
-        claims = [
-            op for _, op in remote_ops(commons) if op is not None and op.op == "claim" and op.id == item_id
-        ]
-        assert [c.by for c in claims] == [winner]
+        assert claims_of(commons, item_id) == [winner]
 
 
 @pytest.mark.timeout(120)

@@ -19,6 +19,7 @@ from remotes import (
     GitDaemon,
     HttpGit,
     Rig,
+    claims_of,
     commit_file_to_remote,
     free_port,
     join_rig,
@@ -310,8 +311,7 @@ def test_replay_of_what_the_remote_already_has_is_not_a_conflict(tmp_path: Path,
     assert res.pushed is True  # board/remote.py reads the head back after a failed push
     report = alice.sync()
     assert not report.conflicted and not report.replayed
-    claims = [op for _, op in remote_ops(commons) if op is not None and op.op == "claim"]
-    assert len(claims) == 1
+    assert claims_of(commons, item_id) == ["alice"]
 
 
 @pytest.mark.parametrize("how", ["refuse", "vanish"])

@@ -166,9 +166,14 @@ def test_status_shows_counts_claims_and_what_waits(board: tuple[Path, Path, Path
     assert code == 0 and "3 item(s): 1 open, 1 claimed, 1 in_review" in out
     assert f"{ids[1]}  done by bob  item 1" in out and "local copy as of 20" in out and "its last change" in out
 
-    run_json(bob, "unclaim", ids[0], "--no-push")
+    run_json(bob, "unclaim", ids[0])
+    run_json(bob, "post", "--title", "posted offline", "--no-push")
     code, out, _ = run(bob, "status")
     assert "1 local operation(s) not pushed yet" in out and "My claims" not in out
+    # a claim held on its lane is released only online: offline, the command says so and changes nothing
+    run_json(bob, "claim", ids[2])
+    code, _, err = run(bob, "unclaim", ids[2], "--no-push")
+    assert code == 2 and "lives on its claim lane" in err and err.count("\n") == 1
 
 
 def test_status_sanitises_titles(board: tuple[Path, Path, Path]) -> None:
@@ -209,23 +214,27 @@ def test_log_lists_an_items_history(board: tuple[Path, Path, Path]) -> None:
     run_json(alice, "sync")
     run_json(alice, "accept", item, "--quality", "4")
 
+    # claims live on the item's claim lane; the done carries the last one to main, and the lane is dropped
     records = run_json(alice, "log", item[:6])
-    assert [(r["op"], r["by"]) for r in records] == [
-        ("post", "alice"), ("claim", "bob"), ("unclaim", "bob"), ("claim", "bob"), ("done", "bob"), ("accept", "alice"),
+    assert [(r["op"], r["by"], r.get("lane", False)) for r in records] == [
+        ("post", "alice", False), ("claim", "bob", True), ("done", "bob", False), ("accept", "alice", False),
     ]
-    assert records[1]["args"]["lease_seconds"] == 300 and records[5]["args"]["quality"] == 4
+    assert records[1]["args"]["lease_seconds"] == 1800 and records[3]["args"]["quality"] == 4
+    assert records[1]["commit"] == records[2]["commit"]  # carried by the done's commit
     shas = subprocess.run(
         ["git", "--git-dir", str(commons), "log", "--first-parent", "--format=%H %s", "main"],
         capture_output=True, text=True, check=True,
     ).stdout.split("\n")
     ours = [line.split()[0] for line in shas if f" {item} " in line]
-    assert [r["commit"] for r in records] == list(reversed(ours))  # exactly the item's commits, oldest first
+    assert list(dict.fromkeys(r["commit"] for r in records)) == list(reversed(ours))  # the item's commits
     assert records == sorted(records, key=lambda r: r["at"])
 
     code, out, _ = run(alice, "log", item)
     lines = out.strip().split("\n")
-    assert len(lines) == 6 and lines[0].startswith(records[0]["commit"][:7])
-    assert "post" in lines[0] and "title=history" in lines[0] and "quality=4" in lines[5]
+    assert len(lines) == 4 and lines[0].startswith(records[0]["commit"][:7]) and "(on its claim lane)" in lines[1]
+    assert "post" in lines[0] and "title=history" in lines[0] and "quality=4" in lines[3]
+    live = run_json(alice, "log", other)  # a claim still on its lane is part of the item's history
+    assert [(r["op"], r["by"], r.get("lane", False)) for r in live] == [("post", "alice", False), ("claim", "bob", True)]
 
 
 def test_log_sanitises_and_refuses_unknown_ids(board: tuple[Path, Path, Path]) -> None:

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from fake_servers import FakeOllama, fake_completion
 from infer_helpers import Rigs, make_rigs
+from remotes import claims_of, lane_ops
 from test_worker import WlProc, board_ops, check_history, completion_of, post_jobs
 
 from board.errors import InvalidId, UsageError
@@ -60,6 +61,7 @@ def test_two_slots_finish_the_jobs_and_release_the_one_that_fails(rigs: Rigs) ->
 
     running = [e["running"] for e in events if e["event"] == "dispatched"]
     assert max(running) == 2  # two at a time, never more
+    assert any(e.get("batch", 1) == 2 for e in events if e["event"] == "claimed")  # both slots in one push
     for e in events:
         if e["event"] == "dispatched":
             assert e["argv"][-3:] == ["run", e["id"], "--skip-claim"] and str(rigs.home("bob")) in e["argv"]
@@ -71,8 +73,8 @@ def test_two_slots_finish_the_jobs_and_release_the_one_that_fails(rigs: Rigs) ->
 
     ops = board_ops(rigs.commons)
     assert check_history(ops) == Counter({i: 1 for i in good})
-    claims = Counter(op.id for op in ops if op.op == "claim")
-    assert claims == Counter({i: 1 for i in [*good, failing]})  # each item dispatched exactly once
+    claims = {i: claims_of(rigs.commons, i) for i in [*good, failing]}
+    assert claims == {i: ["bob"] for i in [*good, failing]}  # each item dispatched exactly once
     assert all(op.by == "bob" for op in ops if op.op in ("claim", "done", "unclaim"))
     for iid, prompt in zip(good, prompts, strict=True):
         who, ev = completion_of(rigs.home("alice"), iid)
@@ -94,11 +96,13 @@ def test_feeder_renews_running_claims_and_sigterm_stops_runs_and_releases(rigs: 
     assert dispatched["argv"][-1] == dispatched["id"]
     running_id = dispatched["id"]
     deadline = time.monotonic() + 15
-    while sum(op.op == "renew" for op in board_ops(rigs.commons)) < 2 and time.monotonic() < deadline:
+    while sum(op.op == "renew" for op in lane_ops(rigs.commons, running_id)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    ops = board_ops(rigs.commons)
-    assert sum(op.op == "renew" and op.id == running_id and op.by == "bob" for op in ops) >= 2
-    assert Counter(op.id for op in ops if op.op == "claim") == Counter({running_id: 1})  # slot busy: one claim
+    renewals = lane_ops(rigs.commons, running_id)  # the claim and its renewals live on the item's lane
+    assert sum(op.op == "renew" and op.by == "bob" for op in renewals) >= 2
+    assert [op.id for op in board_ops(rigs.commons) if op.op == "claim"] == []
+    assert {i: claims_of(rigs.commons, i) for i in (first, second)} == {running_id: ["bob"], **(
+        {} if running_id == second else {second: []}), **({} if running_id == first else {first: []})}  # slot busy
     sent = time.monotonic()
     feeder.proc.send_signal(signal.SIGTERM)
     assert feeder.finish(timeout=20) == 0, feeder.output()

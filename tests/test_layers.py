@@ -27,8 +27,10 @@ BOARD_FLOORS: dict[str, int] = {
     "board.ops": 3, "board.view": 3,
     # 3: signed commits, tree checks, validating history (the ledger), what a sync or mutation reports
     "board.commits": 3, "board.treecheck": 3, "board.ledger": 3, "board.results": 3,
+    # 3: claim lanes as readers fold them; creating a commons
+    "board.lanes": 3, "board.commons": 3,
     # 4: the service (commits, push, sync), publishing signed chains, the server-side hook
-    "board.service": 4, "board.publish": 4, "board.hook": 4,
+    "board.service": 4, "board.publish": 4, "board.hook": 4, "board.claims": 4,
     # 5: the declared surface for plugins
     "board.api": 5,
     # 6: the command line

@@ -8,6 +8,7 @@ as real `wl infer worker` subprocesses, signals and SIGKILL. One test runs the r
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,8 +26,10 @@ from fake_servers import FakeOllama, fake_completion
 from infer_helpers import Rigs, make_rigs
 from remotes import (
     WL,
+    claims_of,
     commit_file_to_remote,
     join_rig,
+    lane_ops,
     make_commons,
     remote_ops,
     running_git_daemon,
@@ -123,7 +126,7 @@ def board_ops(commons: Path) -> list[Op]:
 
 def check_history(ops: list[Op], allow_takeover: bool = False) -> Counter[str]:
     """Replay the board's history: a claim never lands on a held item (unless taken over), only the holder
-    renews or completes. Returns the number of `done` operations per item."""
+    renews or completes (a claim made on the item's lane arrives with the done that carries it). Returns the number of `done` operations per item."""
     holder: dict[str, str | None] = {}
     done: Counter[str] = Counter()
     for op in ops:
@@ -138,6 +141,10 @@ def check_history(ops: list[Op], allow_takeover: bool = False) -> Counter[str]:
         elif op.op == "unclaim":
             holder[op.id] = None
         elif op.op == "done":
+            if isinstance(op.args.get("lane"), dict):  # the claim it carries from the item's claim lane
+                if not allow_takeover:
+                    assert holder.get(op.id) is None, f"{op.id} claimed by {op.by} while held by {holder[op.id]}"
+                holder[op.id] = op.by
             assert holder.get(op.id) == op.by, f"{op.id} completed by {op.by}, held by {holder.get(op.id)}"
             holder[op.id] = None
             done[op.id] += 1
@@ -199,6 +206,45 @@ def test_three_workers_over_git_daemon_complete_every_job_exactly_once(
         assert not list((w.home / "results").glob("*.json"))  # nothing left unsubmitted
 
 
+@pytest.mark.timeout(240)
+def test_batch_workers_claim_in_one_push_and_publish_results_in_one_push(
+    tmp_path: Path, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    """`--batch 4`: each round claims up to four items on their lanes in one push, runs them, and publishes the
+    four `done` commits in one push; every job is still completed exactly once, by the rig that claimed it."""
+    with running_git_daemon(tmp_path / "srv") as daemon:
+        commons = make_commons(tmp_path / "srv")
+        url = daemon.url("commons.git")
+        poster = join_rig(tmp_path, url, "poster")
+        workers = [join_rig(tmp_path, url, h) for h in ("w1", "w2")]
+        prompts = [f"batched job {i}" for i in range(16)]
+        ids = post_jobs(poster.home, prompts)
+        main_before = len(remote_ops(commons))
+        for w in workers:
+            procs.append(WlProc(w.home, "infer", "worker", "--batch", "4", "--poll", "0.2", "--idle-exit", "2",
+                                env={"OLLAMA_HOST": ollama.url}))  # fmt: skip
+        codes = [p.finish(timeout=180) for p in procs]
+        assert codes == [0, 0], [p.output() for p in procs]
+        completions = {i: completion_of(poster.home, i) for i in ids}
+
+    ops = board_ops(commons)
+    assert check_history(ops) == Counter({i: 1 for i in ids})
+    assert len(remote_ops(commons)) - main_before == 16  # one done per job on main; the claims stayed on lanes
+    assert not [op for op in ops if op.op == "claim"]
+    for w, p in zip(workers, procs, strict=True):
+        claimed = p.named("claimed")
+        assert claimed and all(e["batch"] <= 4 for e in claimed)
+        assert any(e["batch"] > 1 for e in claimed), claimed  # several items really went out in one push
+        for e in p.named("done"):
+            assert e["pushed"] is False  # committed locally, then published with the rest of its batch
+            assert completions[e["id"]][0] == w.handle
+    assert {i: claims_of(commons, i) for i in ids} == {i: [completions[i][0]] for i in ids}
+    for w in workers:
+        assert not list((w.home / "results").glob("*.json"))
+        with Board(Home(w.home)) as b:
+            assert b.pending() == []
+
+
 # --- signals and crashes -----------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_sigterm_mid_job_releases_the_claim_and_exits_0_promptly(
@@ -218,7 +264,8 @@ def test_sigterm_mid_job_releases_the_claim_and_exits_0_promptly(
     assert worker.wait_for("stopping", timeout=1)["signal"] == "SIGTERM"
     item = rigs.item("alice", iid)
     assert item.status == "open" and item.claimed_by is None
-    assert [op.op for op in board_ops(rigs.commons) if op.id == iid] == ["post", "claim", "unclaim"]
+    assert [op.op for op in board_ops(rigs.commons) if op.id == iid] == ["post"]
+    assert [(op.op, op.by) for op in lane_ops(rigs.commons, iid)] == [("claim", "bob"), ("unclaim", "bob")]
     assert "Traceback" not in worker.output()
 
 
@@ -267,9 +314,11 @@ def test_sigkill_mid_job_is_taken_over_after_the_lease_expires(
 
     ops = [op for op in board_ops(rigs.commons) if op.id == iid]
     assert check_history(ops, allow_takeover=True) == Counter({iid: 1})
-    assert [(op.op, op.by) for op in ops if op.op != "renew"] == [
-        ("post", "alice"), ("claim", "bob"), ("claim", "carol"), ("done", "carol")]  # fmt: skip
-    assert sum(1 for op in ops if op.op == "renew" and op.by == "bob") >= 2
+    # bob's claim and renewals lived on the item's lane; carol took the lane over once the lease ran out,
+    # and her done carried her claim to main (the lane, spent, was dropped)
+    assert [(op.op, op.by) for op in ops] == [("post", "alice"), ("done", "carol")]
+    carried = json.loads(ops[-1].args["lane"]["op"])  # her latest claim or renewal on the lane
+    assert carried["op"] in ("claim", "renew") and carried["by"] == "carol"
     who, ev = completion_of(rigs.home("alice"), iid)
     assert who == "carol" and ev.output == fake_completion("a job longer than its lease", 42, 8)[0]
 

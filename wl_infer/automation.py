@@ -219,6 +219,27 @@ def claim_item(board: Board, item_id: str, lease_s: int, push: bool, log: Log) -
         log("offline", reason=res.local_reason, note="the claim is local until the remote is back")
     return res, retries
 
+
+def claim_batch(board: Board, item_ids: list[str], lease_s: int, log: Log) -> set[str]:
+    """Claim several items in one push (board.claim_many: each on its own lane); the ids this rig now holds."""
+    before = board.retries
+    try:
+        results = board.claim_many(item_ids, lease_s)
+    except (RemoteError, BoardError) as e:
+        for item_id in item_ids:
+            log("lost_race", id=item_id, reason=str(e), retries=board.retries - before)
+        return set()
+    won = set()
+    for item_id, res in results.items():
+        if isinstance(res, BaseException):
+            log("lost_race", id=item_id, reason=str(res), retries=board.retries - before)
+            continue
+        won.add(item_id)
+        log("claimed", id=item_id, lease_seconds=lease_s, retries=board.retries - before, attempts=res.attempts,
+            took_over_from=res.result.get("took_over_from"), pushed=res.pushed, batch=len(item_ids))  # fmt: skip
+    return won
+
+
 # --- settings -------------------------------------------------------------------------------------------------
 def resolve_lease(board: Board, minutes: int | None, seconds: int | None) -> int:
     """--lease-seconds (for tests) beats --lease minutes beats the config's lease (minutes) beats 30 minutes."""

@@ -29,6 +29,7 @@ from wl_infer.automation import (
     Log,
     Poller,
     StopSignals,
+    claim_batch,
     claim_item,
     decode_job,
     runnable_items,
@@ -179,12 +180,16 @@ class Feeder:
 
     # dispatching
     def fill(self) -> int:
-        """Claim and start runs until the slots are full; returns how many were started."""
+        """Claim and start runs until the slots are full (the free slots' items claimed in one push); returns
+        how many were started."""
         from board.api import utcnow
 
-        started = 0
+        wanted: list[str] = []
+        free = self.opts.slots - len(self.running)
+        if self.opts.max_jobs is not None:
+            free = min(free, self.opts.max_jobs - self.stats.dispatched)
         for item in runnable_items(self.board.view().items(), utcnow(), self.seen):
-            if len(self.running) >= self.opts.slots or not self._more_wanted() or self.stop.is_set():
+            if len(wanted) >= free or self.stop.is_set():
                 break
             try:
                 job = decode_job(item)
@@ -201,14 +206,28 @@ class Feeder:
                 self.stats.skipped += 1
                 self.log("skipped", id=item.id, reason=refused)
                 continue
-            res, retries = claim_item(self.board, item.id, self.opts.lease_s, self.opts.push, self.log)
-            self.stats.claim_retries += retries
-            if res is None:
+            wanted.append(item.id)
+        if not wanted:
+            return 0
+        if len(wanted) > 1 and self.opts.push:
+            before = self.board.retries
+            won = claim_batch(self.board, wanted, self.opts.lease_s, self.log)
+            self.stats.claim_retries += self.board.retries - before
+        else:
+            won = set()
+            for item_id in wanted:
+                res, retries = claim_item(self.board, item_id, self.opts.lease_s, self.opts.push, self.log)
+                self.stats.claim_retries += retries
+                if res is not None:
+                    won.add(item_id)
+        started = 0
+        for item_id in wanted:
+            if item_id not in won:
                 self.stats.lost_races += 1
                 continue
-            self.seen.add(item.id)
+            self.seen.add(item_id)
             self.stats.dispatched += 1
-            if self.spawn(item.id):
+            if self.spawn(item_id):
                 started += 1
         return started
 

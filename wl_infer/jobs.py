@@ -311,13 +311,16 @@ def run_item(
     lease_seconds: int | None = None,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     cancel: threading.Event | None = None,
+    submit_push: bool | None = None,
     before_publish: Callable[[str, Evidence], object] | None = None,
 ) -> RunResult:
     """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item.
 
     Pre-flight (key, limits, backend, model) runs before the claim; `cancel` stops the generation (a signal).
-    ``before_publish(item_id, evidence)`` runs once the evidence is signed and before anything is saved or
-    published (a bounty's on-chain commitment); if it raises, the result is neither saved nor published."""
+    `submit_push=False` commits the result locally for a later push (a worker's batch) while claims and lease
+    renewals still follow `push`. ``before_publish(item_id, evidence)`` runs once the evidence is signed and
+    before anything is saved or published (a bounty's on-chain commitment); if it raises, the result is neither
+    saved nor published."""
     from wl_infer import limits as bounds  # issue 10: pre-flight, deadline, cancel
     from wl_infer.preflight import preflight
     from wl_infer.sampling import check_backend
@@ -367,7 +370,8 @@ def run_item(
     saved = _save_result(board, item.id, evidence, next(iter(attachments.values()), None))
     completion_id = new_completion_id()
     try:
-        mutation = submit_evidence(board, item.id, evidence, attachments, push, completion_id)
+        publish = push if submit_push is None else submit_push and push
+        mutation = submit_evidence(board, item.id, evidence, attachments, publish, completion_id)
     except BoardError as e:
         raise ResultKept(item.id, str(e), saved) from None
     saved.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from wl_infer.automation import (
     PaidWork,
     Poller,
     StopSignals,
+    claim_batch,
     claim_item,
     decode_job,
     runnable_items,
@@ -51,6 +53,7 @@ class WorkerOptions:
     idle_exit_s: float | None = None
     push: bool = True
     watch_lease: bool = False  # read the lease expiry back while a job runs (for a live panel)
+    batch: int = 1  # items claimed in one push, run one after the other, their results published in one push
 
 
 @dataclass
@@ -160,14 +163,29 @@ class Worker:
         return status
 
     def try_one(self) -> JobOutcome | None:
-        """Claim and run the first runnable item; None when there was nothing to take."""
-        from board.api import utcnow
-
+        """Claim and run the first runnable item (or a batch of them); None when there was nothing to take."""
+        want = self.opts.batch
+        if self.opts.once:
+            want = 1
+        elif self.opts.max_jobs is not None:
+            want = min(want, self.opts.max_jobs - self.stats.taken)
         for item, job in self.paid.ready(self.board.view().items(), self.exclude) if self.paid else ():
             return self.execute(item.id, job)  # a held bounty claim its poster has now assigned to this rig
-        for item in runnable_items(self.board.view().items(), utcnow(), self.exclude):
+        if want > 1:
+            return self.try_batch(want)
+        for item, job in self.candidates():
             if self.stop.is_set():
                 return JobOutcome.STOPPED
+            if not self.claim(item) or (self.paid is not None and not self.paid.admit(item)):
+                continue
+            return self.execute(item.id, job)
+        return None
+
+    def candidates(self) -> Iterator[tuple[Item, Job]]:
+        """Runnable items this worker can take, with their jobs, in the order it tries them."""
+        from board.api import utcnow
+
+        for item in runnable_items(self.board.view().items(), utcnow(), self.exclude):
             try:
                 job = decode_job(item)
             except CodecError as e:
@@ -182,10 +200,33 @@ class Worker:
             if (refused := refusal(job, self.pool)) is not None:  # issue 10: limits before the claim, for good
                 self._skip(item.id, refused, permanent=True)
                 continue
-            if not self.claim(item) or (self.paid is not None and not self.paid.admit(item)):
+            yield item, job
+
+    def try_batch(self, want: int) -> JobOutcome | None:
+        """Claim up to `want` items in one push (each on its own lane), run them one by one, and publish their
+        results in one push; a result that cannot be published stays saved and is submitted later."""
+        picked = []
+        for pair in self.candidates():
+            picked.append(pair)
+            if len(picked) >= want:
+                break
+        if not picked:
+            return None
+        won = claim_batch(self.board, [item.id for item, _ in picked], self.opts.lease_s, self.log)
+        self.stats.claims += len(won)
+        self.stats.lost_races += len(picked) - len(won)
+        outcome: JobOutcome | None = None
+        for item, job in picked:
+            if item.id not in won or (self.paid is not None and not self.paid.admit(item)):
                 continue
-            return self.execute(item.id, job)
-        return None
+            if self.stop.is_set():
+                release_fresh(self.board.home, item.id, self.opts.push)
+                outcome = JobOutcome.STOPPED
+                continue
+            outcome = self.execute(item.id, job, push=False)
+        if self.opts.push:
+            self.poll()  # the batch's results, committed locally, go out in one push
+        return outcome if outcome is not None else (JobOutcome.STOPPED if self.stop.is_set() else None)
 
     def _skip(self, item_id: str, reason: str, permanent: bool) -> None:
         if permanent:
@@ -205,7 +246,7 @@ class Worker:
         self.stats.lease_expires = res.result.get("claim_expires_at")
         return True
 
-    def execute(self, item_id: str, job: Job) -> JobOutcome:
+    def execute(self, item_id: str, job: Job, push: bool | None = None) -> JobOutcome:
         """Run one claimed job on a helper thread; abandon it (releasing the claim) if a signal arrives first."""
         from wl_infer.jobs import run_item
 
@@ -214,7 +255,7 @@ class Worker:
         run = JobRun(self.log)
         started = time.monotonic()
         thread = run.start(
-            lambda: run_item(self.board, item_id, self.pool, skip_claim=True, push=self.opts.push,
+            lambda: run_item(self.board, item_id, self.pool, skip_claim=True, push=self.opts.push, submit_push=push,
                              lease_seconds=self.opts.lease_s, on_event=run.checkpoint, cancel=run._abandoned,
                              before_publish=self.paid.commit if self.paid else None),  # fmt: skip
             name=f"job-{item_id}",

@@ -163,12 +163,31 @@ def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict
                 "committed_at": _commit_time(commit),
                 "args": op.args,
             })
+            inner = _lane_claim(op.args.get("lane")) if op.op == "done" else None
+            if inner is not None:  # the claim the done carried from its lane (the lane itself is gone)
+                out.append({**out[-1], "op": inner.op, "by": inner.by, "at": inner.at, "args": inner.args,
+                            "lane": True})  # fmt: skip
             if op.op == "post":
                 break
         parents = commit.parents
         sha = parents[0] if parents else None
     out.reverse()
+    lane = board.lanes().get(item_id)
+    for lane_sha, lane_op in zip(lane.commits, lane.ops, strict=True) if lane is not None else ():
+        out.append({"op": lane_op.op, "by": lane_op.by, "at": lane_op.at, "commit": lane_sha.decode(),
+                    "committed_at": _commit_time(store.commit(lane_sha)), "args": lane_op.args, "lane": True})  # fmt: skip
     return out
+
+
+def _lane_claim(proof: Any) -> Any:
+    from board.lanes import proof_op
+
+    if proof is None:
+        return None
+    try:
+        return proof_op(proof)
+    except ValueError:
+        return None
 
 
 @click.command()
@@ -185,7 +204,10 @@ def log(obj: Obj, item_id: str) -> None:
             say(f"no recorded operations for {iid}")
         for r in records:
             line = f"{r['commit'][:7]}  {sanitize(r['at'])}  {sanitize(r['op']):<8} {sanitize(r['by']):<12}"
-            detail = _detail(r["op"], r["args"] if isinstance(r["args"], dict) else {})
+            args = r["args"] if isinstance(r["args"], dict) else {}
+            detail = _detail(r["op"], {k: v for k, v in args.items() if k != "lane"})
+            if r.get("lane"):
+                detail = f"(on its claim lane) {detail}".rstrip()
             say((line + f"  {detail}") if detail else line.rstrip())
 
     emit(records, human)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 @click.option("--model", default=None, help="Only take jobs for this model.")
 @click.option("--once", is_flag=True, help="Run one job, then exit (exit 0 with a 'no_job' event when there is none).")
 @click.option("--max-jobs", type=click.IntRange(1, None), default=None, help="Exit after taking this many jobs.")
+@click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Claim this many jobs in one push and publish their results in one push (for short jobs).")
 @click.option("--poll", type=click.FloatRange(0.05, 3600), default=5.0, show_default=True, help="Seconds between polls when idle.")
 @click.option("--lease", type=click.IntRange(1, MAX_LEASE_S // 60), default=None, help="Claim lease in minutes, renewed while a job runs (default: config lease, else 30).")
 @click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
                    "poster assigns this rig on chain, then staked and submitted before it is published.")
 @limit_options
 @click.pass_obj
-def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_jobs: int | None, poll: float,
+def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_jobs: int | None, batch: int, poll: float,
            lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None,
            min_bounty: str | None, **limits: Any) -> None:  # fmt: skip
     """Claim → run → submit open inference jobs until stopped, keeping the model loaded.
@@ -49,7 +51,7 @@ def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_
         floor = parse_amount(min_bounty)
     opts = WorkerOptions(
         filters=Filters(backend, model, floor), once=once, max_jobs=max_jobs, poll_s=poll,
-        lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit,
+        lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit, batch=batch,
     )  # fmt: skip
     pool = BackendPool(backend_config(board.home.path, board.config, threads=threads, **limits))
     holder: list[Worker] = []

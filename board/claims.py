@@ -1,0 +1,258 @@
+"""Claiming on lanes: build the lane commits for several claim/renew/unclaim operations and push them at once.
+
+Every operation gets its own lane commit, signed by this rig, built on the item's lane tip when the lane is
+live and on the validated main head otherwise (board/lanes.py says what readers accept). One push carries
+them all; each lane ref is created only if absent or moved only from the tip this rig read, so per item
+exactly one of several racing rigs wins, and a lost item does not stop the others in the same push.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from board import lanes
+from board import ops as rules
+from board.errors import AlreadyClaimed, BoardError, Contention, RuleError, Unreachable, UsageError
+from board.ids import fmt_time, utcnow
+from board.ops import Op
+from board.publish import Chain
+from board.results import MutationResult
+from board.store import NewObjects
+from board.text import sanitize
+from board.view import TreeView
+
+if TYPE_CHECKING:
+    from board.ledger import State
+    from board.service import Board
+
+log = logging.getLogger("wl.board")
+PRUNE_AFTER = 600  # seconds a lane that folds to nothing must be old before `wl sync` deletes it
+LANE_ATTEMPTS = 5  # a lane moved under us (a renewal, an unclaim): read it again and rebuild, this often
+
+
+def live_lanes(board: Board) -> dict[str, lanes.Lane]:
+    """The board's live lanes (item id → lane) folded on its validated state; a bad lane is warned about once."""
+    state = board.state()
+    tips = {lanes.item_of(ref, lanes.LOCAL_PREFIX): sha for ref, sha in board.store.refs_under(lanes.LOCAL_PREFIX)}
+    key = (state.tree, tuple(sorted((k, v) for k, v in tips.items() if k is not None)))
+    cached = board._lane_cache
+    if cached is not None and cached[0] == key:
+        found: dict[str, lanes.Lane] = cached[1]
+        return found
+    main = TreeView(board.store, state.tree.encode())
+    out: dict[str, lanes.Lane] = {}
+    for item_id, tip in key[1]:
+        try:
+            lane = lanes.fold(board.store, main, state.board_id, item_id, tip, board.ledger.skew)
+        except lanes.LaneProblem as e:
+            if (item_id, tip) not in board._lane_warned:
+                board._lane_warned.add((item_id, tip))
+                log.warning("skipped claim lane %s: %s", item_id, sanitize(str(e)))
+            continue
+        except Exception:  # noqa: BLE001 - a crafted object on the lane: not a lane, never a failed read
+            continue
+        if lane is not None:
+            out[item_id] = lane
+    board._lane_cache = (key, out)
+    return out
+
+
+def track(board: Board, advertised: dict[str, bytes]) -> None:
+    """Mirror the lanes the remote advertised under this rig's own refs (which keeps their objects here)."""
+    have = {lanes.item_of(ref, lanes.LOCAL_PREFIX): sha for ref, sha in board.store.refs_under(lanes.LOCAL_PREFIX)}
+    for item_id, tip in advertised.items():
+        if have.get(item_id) != tip and board.store.has(tip):
+            board.store.force_ref(lanes.LOCAL_PREFIX + item_id.encode(), tip)
+    for gone in have:
+        if gone is not None and gone not in advertised:
+            board.store.remove_ref(lanes.LOCAL_PREFIX + gone.encode())
+
+
+def on_lane(board: Board, op: Op) -> bool:
+    """Whether this operation goes to its item's lane: every claim on a healthy board, and a renewal or an
+    unclaim of a claim that lives on a lane."""
+    if op.op not in lanes.LANE_OPS or op.id is None:
+        return False
+    state = board.state()
+    if state.legacy or not board.ledger.healthy(state):
+        return False  # a lane builds on the validated main head, which must be the remote's own
+    if op.op == "claim":
+        return True
+    return op.id in live_lanes(board)
+
+
+def push(board: Board, batch: list[Op]) -> dict[str, MutationResult | BoardError]:
+    """Publish several lane operations (distinct items) in one push; per item, its result or why not.
+
+    The caller holds the home's lock and has just fetched."""
+    pending = {op.id: op for op in batch if op.id is not None}
+    out: dict[str, MutationResult | BoardError] = {}
+    for attempt in range(1, LANE_ATTEMPTS + 1):
+        built = _build(board, list(pending.values()), out)
+        if not built:
+            break
+        new = NewObjects()
+        for _, _, chain in built.values():
+            new.objects.extend(chain.new.objects)
+        updates = {lanes.remote_ref(i): (old, chain.head) for i, (old, _, chain) in built.items()}
+        landed = board.remote.push_lanes(board.store, updates, new)
+        moved = False
+        for item_id, (_, result, chain) in built.items():
+            if landed[lanes.remote_ref(item_id)]:
+                assert chain.head is not None
+                board.store.force_ref(lanes.LOCAL_PREFIX + item_id.encode(), chain.head)
+                out[item_id] = MutationResult(pending.pop(item_id), result, chain.head.decode(), True, None, attempt)
+            else:
+                moved = True
+        board._lane_cache = None
+        if not moved:
+            break
+        board.retries += 1
+        board._fetch()  # whoever won is on the lane now: the rules say so when we rebuild on it
+    for item_id in pending:
+        out.setdefault(item_id, Contention(board.remote.url, LANE_ATTEMPTS))
+    return out
+
+
+def _build(
+    board: Board, batch: list[Op], out: dict[str, MutationResult | BoardError]
+) -> dict[str, tuple[bytes | None, dict[str, Any], Chain]]:
+    """A signed lane commit per operation the rules accept now; refusals go to `out`."""
+    state = board.state()
+    live = live_lanes(board)
+    keys = board._keys()
+    origin = state.commit.encode()
+    built: dict[str, tuple[bytes | None, dict[str, Any], Chain]] = {}
+    for op in batch:
+        assert op.id is not None
+        lane = live.get(op.id)
+        if lane is not None and op.op == "renew" and len(lane.ops) >= lanes.MAX_LANE // 2:
+            # a long-running job's lane would outgrow what readers walk: start it afresh on main's head
+            op.op, lane = "claim", None
+        base = lane.tip if lane is not None else origin
+        chain = Chain.on(board.store, state, keys, base, board.store.tree_id(base))
+        if lane is not None and lane.ops:
+            chain.at = max(chain.at, lane.ops[-1].at)
+        op.at = fmt_time(utcnow())
+        try:
+            applied = chain.add(op)
+        except AlreadyClaimed as e:
+            out[op.id] = e
+            continue
+        except BoardError as e:
+            out[op.id] = e if isinstance(e, RuleError) else RuleError(str(e))
+            continue
+        built[op.id] = (board.remote.lanes.get(op.id), applied.result, chain)
+    return built
+
+
+def drop(board: Board, item_ids: list[str]) -> None:
+    """Delete lanes whose claims main now holds (best effort: a stale lane is ignored by every reader)."""
+    tips = {i: board.remote.lanes.get(i) for i in item_ids}
+    updates: dict[bytes, tuple[bytes | None, bytes | None]] = {
+        lanes.remote_ref(i): (tip, None) for i, tip in tips.items() if tip is not None
+    }
+    if not updates:
+        return
+    try:
+        landed = board.remote.push_lanes(board.store, updates, NewObjects())
+    except BoardError:
+        return
+    for item_id in item_ids:
+        if landed.get(lanes.remote_ref(item_id)):
+            board.store.remove_ref(lanes.LOCAL_PREFIX + item_id.encode())
+            board.remote.lanes.pop(item_id, None)
+    board._lane_cache = None
+
+
+def mutate(board: Board, op: Op, origin: bytes, max_attempts: int) -> MutationResult:
+    """One lane operation, after publishing this rig's pending work on main (which goes first)."""
+    assert op.id is not None
+    report = None
+    state = board.ledger.load()
+    if board.pending() or (state is not None and state.dropped):
+        report, _, _ = board._publish(origin, max_attempts)
+    result = push(board, [op])[op.id]
+    if isinstance(result, BoardError):
+        raise result
+    result.sync = report if report is not None and report.eventful() else None
+    return result
+
+
+def claim_many(board: Board, item_ids: list[str], lease_seconds: int) -> dict[str, MutationResult | BoardError]:
+    """Board.claim_many, under the home's lock."""
+    batch = [board.new_op("claim", i, lease_seconds=lease_seconds) for i in dict.fromkeys(item_ids)]
+    if board.remote is not None and batch:
+        try:
+            board._fetch()
+            if on_lane(board, batch[0]):
+                return push(board, batch)
+        except Unreachable:
+            pass  # claimed one by one below: locally, to be published by `wl sync`
+    out: dict[str, MutationResult | BoardError] = {}
+    for op in batch:
+        assert op.id is not None
+        try:
+            out[op.id] = board.mutate(op)
+        except BoardError as e:
+            out[op.id] = e
+    return out
+
+
+def carry_proof(board: Board, op: Op) -> None:
+    """A `done` of an item claimed on its lane carries that claim, so main's rules know it is ours."""
+    if op.op != "done" or op.id is None or "lane" in op.args:
+        return
+    lane = live_lanes(board).get(op.id)
+    if lane is not None and lane.proof is not None and lane.item.claimed_by == op.by:
+        op.args["lane"] = lane.proof
+
+
+def precheck(board: Board, op: Op) -> None:
+    """An item claimed on its lane is claimed: main's rules cannot see that, so check ours on the view that
+    can (a poster does not withdraw, nor a bystander complete, what a worker holds on a lane)."""
+    if op.id is None or op.id not in live_lanes(board) or op.op not in rules.RULES:
+        return
+    rules.apply(board.view(), op, utcnow())
+
+
+def refuse_offline(board: Board, op: Op, reason: str) -> None:
+    if op.op in ("renew", "unclaim") and op.id is not None and op.id in live_lanes(board):
+        raise UsageError(
+            f"the claim on {op.id} lives on its claim lane on the remote: it is renewed or released only "
+            f"online, and here {reason}"
+        )
+
+
+def overlaid(board: Board, view: TreeView, state: State) -> TreeView:
+    """Lay the live lanes over a view, where its item records are still those the lanes build on."""
+    base = state.tree.encode()
+    for item_id, lane in live_lanes(board).items():
+        if view.tree == base or lanes.record_blob(board.store, view.tree, item_id) == lanes.record_blob(
+            board.store, base, item_id
+        ):
+            view.overlay[item_id] = lane.item
+    return view
+
+
+def prune(board: Board) -> list[str]:
+    """Delete the remote's lanes that hold nothing (stale, or not a lane at all) and are older than PRUNE_AFTER
+    (a younger one may build on a main commit this rig has not seen yet); returns the items whose lane went.
+    Anyone may: such a lane changes no reader's state, and a validating server allows it."""
+    import time
+
+    live = live_lanes(board)
+    gone = []
+    for item_id, tip in board.remote.lanes.items():
+        if item_id in live:
+            continue
+        try:
+            when = board.store.commit(tip).commit_time
+        except (KeyError, ValueError, TypeError):
+            when = 0
+        if time.time() - when >= PRUNE_AFTER:
+            gone.append(item_id)
+    if gone:
+        drop(board, gone)
+    return [i for i in gone if i not in board.remote.lanes]
