@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # resolved lazily at run time, by __getattr__ below
     from board.home import Home, default_home
     from board.ids import check_item_id, fmt_time, new_completion_id, new_item_id, parse_time, utcnow
     from board.keys import KeyFileError, load_private_key
+    from board.lanes import claim_of as lane_claim_of
     from board.layout import blob_path
     from board.ops import DEFAULT_LEASE, lease_expired, op_from_message
     from board.records import STATUSES, TYPES, Completion, Item, Rig
@@ -56,6 +57,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "KeyFileError": ("board.keys", "KeyFileError"),
     "load_private_key": ("board.keys", "load_private_key"),
     "blob_path": ("board.layout", "blob_path"),
+    "lane_claim_of": ("board.lanes", "claim_of"),
     "DEFAULT_LEASE": ("board.ops", "DEFAULT_LEASE"),
     "lease_expired": ("board.ops", "lease_expired"),
     "op_from_message": ("board.ops", "op_from_message"),
@@ -120,6 +122,7 @@ __all__ = [
     "fmt_time",
     "join",
     "known_addresses",
+    "lane_claim_of",
     "lease_expired",
     "load_private_key",
     "new_completion_id",

@@ -157,6 +157,14 @@ def proof_op(proof: Any) -> ops.Op:
     return commits.parse_op_json(proof["op"])
 
 
+def claim_of(proof: Any) -> ops.Op | None:
+    """The claim a `done` carried from its lane (its `args.lane`), or None when there is none to read."""
+    try:
+        return proof_op(proof)
+    except ValueError:
+        return None
+
+
 HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
 
 

@@ -10,6 +10,8 @@ pragma solidity 0.8.28;
 ///      Only the poster can name the worker (from the board's accepted claim), once; only that address can
 ///      submit and be paid, so a front-runner who copies the job id or the result gets nothing, and only the
 ///      named worker can release the bounty back to Open (so the poster cannot re-point it).
+///      While no worker is named the poster may cancel for a full refund (a post the board never accepted,
+///      a job nobody claimed); once one is named, only the deadline refunds it.
 ///      Funds move by pull payment: resolutions credit balances, `withdraw` sends them. There is no owner.
 contract InferenceBounty {
     /// Verdicts as `wl infer verify` prints them (same numbers as InferenceAnchor).
@@ -69,6 +71,7 @@ contract InferenceBounty {
     event Verdict(bytes32 indexed bountyId, address indexed verifier, uint8 verdict, bytes32 resultHash);
     event Paid(bytes32 indexed bountyId, address indexed worker, uint256 amount);
     event Refunded(bytes32 indexed bountyId, address indexed poster, uint256 amount, uint256 slashed);
+    event Cancelled(bytes32 indexed bountyId, address indexed poster, uint256 amount);
     event Withdrawn(address indexed to, uint256 amount);
 
     error BountyExists(bytes32 bountyId);
@@ -203,6 +206,16 @@ contract InferenceBounty {
         b.state = State.Refunded;
         credit[b.poster] += b.amount;
         emit Refunded(bountyId, b.poster, b.amount, 0);
+    }
+
+    /// The poster takes an unassigned bounty back at once (no worker can have been promised it yet).
+    function cancel(bytes32 bountyId) external {
+        Bounty storage b = _get(bountyId);
+        if (msg.sender != b.poster) revert NotPoster(msg.sender);
+        if (b.state != State.Open) revert WrongState(b.state);
+        b.state = State.Refunded;
+        credit[b.poster] += b.amount;
+        emit Cancelled(bountyId, b.poster, b.amount);
     }
 
     /// Send the caller everything credited to it (checks, effects, then the one interaction).

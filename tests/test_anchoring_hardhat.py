@@ -185,3 +185,36 @@ def test_the_readme_funding_recipe_lets_a_fresh_rig_deploy(tmp_path: Path, hardh
     code, deployed = rigs.wl_json("dave", "chain", "deploy", "--rpc-url", hardhat_url)
     assert code == 0 and deployed["chain_id"] == 31337, deployed
     assert rigs.wl("dave", "chain", "status", "--check").exit_code == 0
+
+
+def test_bounty_endings_by_raw_id_and_a_held_worker_claim(rigs: Rigs, deployed: dict[str, Any], hardhat_url: str) -> None:
+    """A post refused after its escrow is cancelled and refunded; a worker holds a paid claim until the poster
+    assigns it, then stakes and submits before publishing; a deadline refund by raw bounty id."""
+    import orjson
+
+    alice = address_of(rigs.home("alice"))
+    before = int(str(rpc(hardhat_url, "eth_getBalance", [alice, "latest"])), 16)
+    res = rigs.wl("alice", "infer", "post", "--prompt", "x" * (1 << 20), "--model", MODEL, "--bounty", "0.5")
+    assert res.exit_code != 0 and "the escrowed bounty was cancelled and 0.5 ETH withdrawn" in res.stderr
+    after = int(str(rpc(hardhat_url, "eth_getBalance", [alice, "latest"])), 16)
+    assert before - after < 10**16  # gas only
+
+    paid = post(rigs, "alice", "--prompt", "what is 1+1", "--model", MODEL, "--bounty", "0.5")
+    late = post(rigs, "alice", "--prompt", "what is 2+2", "--model", MODEL, "--bounty", "0.01", "--deadline", "1h")
+    res = rigs.wl("bob", "infer", "worker", "--max-jobs", "1", "--idle-exit", "0", "--min-bounty", "0.1", "--poll", "0.1")
+    assert res.exit_code == 0 and '"awaiting_assignment"' in res.stdout, res.output
+    assert rigs.item("bob", paid).status == "claimed" and rigs.board("bob").view().completion(paid) is None
+    assert rigs.wl("alice", "chain", "assign", paid).exit_code == 0
+    res = rigs.wl("bob", "infer", "worker", "--once", "--min-bounty", "0.1", "--poll", "0.1")
+    assert res.exit_code == 0 and '"bounty_submitted"' in res.stdout, res.output
+    assert rigs.item("bob", paid).status == "in_review"
+    code, shown = rigs.wl_json("carol", "chain", "status", paid)
+    assert code == 0 and shown["bounty"]["state"] == "submitted" and shown["bounty"]["window_left_s"] > 0
+
+    bid = orjson.loads(rigs.item("carol", late).description)["bounty"]["bounty_id"]
+    rpc(hardhat_url, "evm_increaseTime", [3601])
+    rpc(hardhat_url, "evm_mine")
+    code, back = rigs.wl_json("carol", "chain", "refund", bid)  # anyone, after the deadline, by raw id
+    assert code == 0 and back["how"] == "refund" and back["item_id"] is None and back["withdrawn"] == 0
+    code, got = rigs.wl_json("alice", "chain", "withdraw", bid)
+    assert code == 0 and got["withdrawn"] == 10**16

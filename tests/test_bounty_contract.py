@@ -239,6 +239,34 @@ def test_no_result_by_the_deadline_refunds_the_poster_once(net: Net) -> None:
     assert _credit(net, q.poster) == AMOUNT
 
 
+def test_only_the_poster_cancels_and_only_while_no_worker_is_named(net: Net) -> None:
+    p = _post(net, assign=False)
+    for stranger in (p.worker, p.verifiers[0]):
+        with _refused("NotPoster"):
+            bounty.cancel(net.url, net.contract, stranger, p.bid)
+    receipt = bounty.cancel(net.url, net.contract, p.poster, p.bid)  # long before the deadline: a full refund
+    assert receipt.gas_used > 0 and _state(net, p.bid).state == "refunded"
+    assert _credit(net, p.poster) == AMOUNT
+    for again in (bounty.cancel, bounty.refund):  # ended: no second refund, no assignment, no submission
+        with _refused("WrongState"):
+            again(net.url, net.contract, p.poster, p.bid)
+    with _refused("WrongState"):
+        bounty.assign(net.url, net.contract, p.poster, p.bid, Account.from_key(p.worker).address)
+    _, owed = bounty.withdraw(net.url, net.contract, p.poster)
+    assert owed == AMOUNT and _credit(net, p.poster) == 0
+
+    q = _post(net)  # a named worker is protected: the poster cannot pull the bounty from under it...
+    with _refused("WrongState"):
+        bounty.cancel(net.url, net.contract, q.poster, q.bid)
+    bounty.release(net.url, net.contract, q.worker, q.bid)  # ...until the worker gives it back
+    bounty.cancel(net.url, net.contract, q.poster, q.bid)
+    assert _credit(net, q.poster) == AMOUNT and _credit(net, q.worker) == 0
+    r = _post(net)
+    bounty.submit(net.url, net.contract, r.worker, r.bid, OUT, EV, stake=STAKE)
+    with _refused("WrongState"):  # nor a submitted one
+        bounty.cancel(net.url, net.contract, r.poster, r.bid)
+
+
 def test_a_front_runner_can_neither_submit_nor_be_paid_nor_block_the_bounty(net: Net) -> None:
     attacker = net.key()
     attacker_address = Account.from_key(attacker).address

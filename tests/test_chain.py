@@ -87,7 +87,7 @@ def _contract(address: str) -> Any:
 @pytest.mark.parametrize(
     ("name", "events"),
     [("InferenceAnchor", {"Anchored", "Attested", "RootAnchored"}),
-     ("InferenceBounty", {"Posted", "Assigned", "Released", "Submitted", "Verdict", "Paid", "Refunded", "Withdrawn"})],
+     ("InferenceBounty", {"Posted", "Assigned", "Released", "Submitted", "Verdict", "Paid", "Refunded", "Cancelled", "Withdrawn"})],
 )
 def test_artifact_is_built_from_the_committed_source(name: str, events: set[str]) -> None:
     art = chain.load_artifact(name)

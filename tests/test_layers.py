@@ -36,7 +36,7 @@ BOARD_FLOORS: dict[str, int] = {
     # 6: the command line
     "board.cli": 6, "board.cli.output": 6, "board.cli.main": 6, "board.cli.doctor": 6, "board.cli.items": 6,
     "board.cli.rig": 6, "board.cli.setup": 6, "board.cli.hook": 6, "board.cli.frame": 6, "board.cli.complete": 6,
-    "board.cli.overview": 6,
+    "board.cli.overview": 6, "board.cli.columns": 6,
 }  # fmt: skip
 
 INFER_FLOORS: dict[str, int] = {
@@ -59,6 +59,7 @@ INFER_FLOORS: dict[str, int] = {
     "wl_infer.bounty": 5,
     # 6: posting and running jobs, anchoring
     "wl_infer.jobs": 6, "wl_infer.anchoring": 6, "wl_infer.preflight": 6, "wl_infer.bounty_board": 6,
+    "wl_infer.bounty_settle": 6, "wl_infer.bounty_column": 6,
     # 7: verifying, the canary, what loops share
     "wl_infer.verify": 7, "wl_infer.canary": 7, "wl_infer.automation": 7,
     # 8: audits, the feeder, a worker's pieces

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from board.api import BoardError, Contention, NotFound, RemoteError, RuleError, UsageError
+from wl_infer.errors import CodecError
 
 if TYPE_CHECKING:
     from board.api import Board, Item
@@ -113,6 +114,66 @@ class Filters:
         except BadBounty:
             return False
         return rec is not None and rec.amount >= self.min_bounty
+
+class PaidWork:
+    """`wl infer worker --min-bounty`: a bounty job runs only once its poster has named this rig on chain, and
+    its hashes are staked and submitted on chain before the board sees the output (`commit`).
+
+    A claimed bounty job that is not assigned yet is held, not run (`admit` says so once); each poll looks at
+    this rig's held claims on the board (`ready`), so a later worker process picks them up as well."""
+
+    def __init__(self, board: Board, me: str, log: Log, filters: Filters) -> None:
+        self.board, self.me, self.log, self.filters = board, me, log, filters
+        self.noted: set[str] = set()
+
+    def _assigned(self, item: Item) -> bool | None:
+        """True/False from the chain; None (logged once) when the record or the chain cannot say."""
+        from wl_infer.bounty_board import assigned_here, bounty_of
+
+        try:
+            if bounty_of(item) is None:
+                return True
+            return assigned_here(self.board, item)
+        except BoardError as e:
+            if item.id not in self.noted:
+                self.noted.add(item.id)
+                self.log("bounty_unreadable", id=item.id, error=str(e))
+            return None
+
+    def ready(self, items: list[Item], exclude: set[str]) -> Iterator[tuple[Item, Job]]:
+        """This rig's held bounty claims (that pass the filters) whose bounty is now assigned to it, with jobs."""
+        from wl_infer.bounty_board import BadBounty, bounty_of
+
+        for item in items:
+            if item.status != "claimed" or item.claimed_by != self.me or item.id in exclude:
+                continue
+            try:
+                if bounty_of(item) is None:
+                    continue
+                job = decode_job(item)
+            except (BadBounty, CodecError):
+                continue
+            if not self.filters.admit(job) or not self.filters.pays_enough(item):
+                continue  # a claim this worker would not have taken (the rig's own `wl claim`): left alone
+            if self._assigned(item):
+                self.log("assigned", id=item.id)
+                yield item, job
+
+    def admit(self, item: Item) -> bool:
+        """After the claim: run now (no bounty, or already assigned here), or hold the claim for the poster."""
+        if self._assigned(item):
+            return True
+        self.log("awaiting_assignment", id=item.id, note=f"the poster names this rig with `wl chain assign {item.id}`")
+        return False
+
+    def commit(self, item_id: str, evidence: Any) -> None:
+        from wl_infer.bounty_board import commit_before_reveal
+
+        sub = commit_before_reveal(self.board, item_id, evidence)
+        if sub is not None:
+            self.log("bounty_submitted", id=item_id, tx=sub.get("tx"), stake=str(sub.get("stake")),
+                     already=bool(sub.get("already_submitted")))
+
 
 class Poller:
     """Fetches the board once per poll, reports going offline and back once each, and publishes local commits

@@ -1,5 +1,5 @@
-"""Bounties in escrow through ``contracts/InferenceBounty.sol``: post, assign, submit, attest, finalize,
-refund, withdraw and read back.
+"""Bounties in escrow through ``contracts/InferenceBounty.sol``: post, assign, release, submit, attest,
+finalize, refund, cancel, withdraw and read back.
 
 A bounty id is ``keccak256(abi.encode(jobId, poster))``: each poster's bounty on a job has its own slot.
 Only the poster names the worker (the board's accepted claimer), and only that address can stake, submit
@@ -194,6 +194,14 @@ def refund(
     """No result by the deadline: credit the bounty back to its poster."""
     key = _key_bytes(bid)
     return _send(rpc_url, contract, private_key, "refund", "refund", [key], key, retry)
+
+
+def cancel(
+    rpc_url: str, contract: str, private_key: bytes, bid: str | bytes, *, retry: RetryPolicy = DEFAULT_RETRY
+) -> TxReceipt:
+    """The poster takes back a bounty no worker has been named for (at any time before a worker is named)."""
+    key = _key_bytes(bid)
+    return _send(rpc_url, contract, private_key, "cancel bounty", "cancel", [key], key, retry)
 
 
 def withdraw(

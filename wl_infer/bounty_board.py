@@ -1,5 +1,5 @@
 """Bounties between the board and the chain: post with a bounty, name the board's claimer, submit with the
-stake, dispute or confirm, withdraw or refund, and report where a bounty stands.
+stake, dispute or confirm, and report where a bounty stands (ending one: wl_infer/bounty_settle.py).
 
 The bounty lives in the item's description (the job JSON) under ``"bounty"``, written once by the poster at
 post time; the board's rules are unchanged. Everything in that record is hostile input: it is validated,
@@ -161,6 +161,20 @@ def _chain_call(iid: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise AnchorError(iid, str(e)) from None
 
 
+def _refuse_own_verifiers(board: Board, view: Any, named: list[tuple[str, str]]) -> None:
+    """A poster may not name itself (its handle, or any address the board registers for it) as a verifier.
+    A second rig under another handle cannot be told apart on chain: README lists that as a limit."""
+    from wl_infer import bounty
+
+    me = board.require_handle()
+    rig = view.rig(me)
+    own = set(known_addresses(rig)) if rig is not None else set()
+    own.add(bounty.address_of_key(_key(board)).lower())
+    for handle, address in named:
+        if handle == me or address.lower() in own:
+            raise UsageError(f"--verifiers: {handle} is the poster's own rig; a poster cannot verify its own bounty")
+
+
 def make_bounty(
     board: Board, item_id: str, *, amount: int, window: int, deadline: int, stake: int,
     verifiers: list[str], threshold: int | None,
@@ -173,6 +187,7 @@ def make_bounty(
     named = [(h, _address_of(view, h)) for h in verifiers]
     if len({a.lower() for _, a in named}) != len(named):
         raise UsageError("--verifiers names the same rig twice")
+    _refuse_own_verifiers(board, view, named)
     if threshold is None:
         threshold = 1 if named else 0
     if (threshold > 0) != bool(named) or threshold > len(named):
@@ -290,6 +305,29 @@ def submit_if_bounty(board: Board, iid: str, output_hash: str, evidence_hash: st
             "gas_used": receipt.gas_used, "stake": on_chain.stake}
 
 
+def assigned_here(board: Board, item: Any) -> bool:
+    """Whether the item's bounty is assigned on chain to this rig's address (a bad record or chain: raises)."""
+    from wl_infer import bounty
+
+    _, _, rec, rpc, contract, _ = _checked(board, item.id, refresh=False)
+    on_chain = _chain_call(item.id, bounty.read_bounty, rpc, contract, rec.bounty_id)
+    me = bounty.address_of_key(_key(board))
+    return on_chain is not None and on_chain.state == "assigned" and (on_chain.worker or "").lower() == me.lower()
+
+
+def commit_before_reveal(board: Board, iid: str, evidence: Any) -> dict[str, Any] | None:
+    """Stake and submit a bounty job's hashes on chain before the board sees its output: the submission is the
+    commitment, the board's `done` the reveal. None for an item without a bounty; NotAssigned (nothing is
+    published) when the bounty is not assigned to this rig."""
+    from wl_infer.signing import evidence_hash
+
+    ehash = evidence_hash(evidence.unsigned_dict(), {"board_id": board.meta()["board_id"], "item_id": iid})
+    sub = submit_if_bounty(board, iid, evidence.output_hash, ehash)
+    if sub is not None and not sub["submitted"]:
+        raise NotAssigned(f"{iid}: {sub['reason']}; nothing was published")
+    return sub
+
+
 def attest_bounty(board: Board, item_id: str) -> dict[str, Any] | None:
     """Send this rig's recorded verdict to the bounty (dispute or confirm) when it is a named verifier."""
     from wl_infer import bounty
@@ -311,33 +349,6 @@ def attest_bounty(board: Board, item_id: str) -> dict[str, Any] | None:
         raise AnchorError(iid, "the attestation names no verdict or result hash")
     receipt = _chain_call(iid, bounty.attest, rpc, contract, _key(board), rec.bounty_id, verdict, result_hash)
     return {"verdict": verdict.upper(), "tx": receipt.tx, "block": receipt.block, "gas_used": receipt.gas_used}
-
-
-def settle(board: Board, item_id: str | None, how: str) -> dict[str, Any]:
-    """``withdraw``: finalize ITEM's bounty if its window has passed, then withdraw this rig's credit.
-    ``refund``: refund ITEM's bounty after its deadline, then withdraw (the poster's credit)."""
-    from wl_infer import bounty
-
-    out: dict[str, Any] = {"item_id": None, "resolved": None, "withdrawn": 0, "tx": None}
-    if item_id is not None:
-        _, item, rec, rpc, contract, _ = _checked(board, item_id)
-        out["item_id"] = item.id
-        on_chain = _chain_call(item.id, bounty.read_bounty, rpc, contract, rec.bounty_id)
-        state = on_chain.state if on_chain is not None else "none"
-        if how == "refund" and state in ("open", "assigned"):
-            out["resolved"] = _chain_call(item.id, bounty.refund, rpc, contract, _key(board), rec.bounty_id).tx
-        elif how == "withdraw" and state == "submitted":
-            out["resolved"] = _chain_call(item.id, bounty.finalize, rpc, contract, _key(board), rec.bounty_id).tx
-        elif state not in ("paid", "refunded"):
-            raise AnchorError(item.id, f"the bounty is {state}: nothing to {how} yet")
-    else:
-        rpc, contract = _target(board)
-    me = bounty.address_of_key(_key(board))
-    owed = _chain_call(item_id or "", bounty.credit_of, rpc, contract, me)
-    if owed:
-        receipt, owed = _chain_call(item_id or "", bounty.withdraw, rpc, contract, _key(board))
-        out.update(withdrawn=owed, tx=receipt.tx)
-    return out
 
 
 def bounty_report(board: Board, item: Any) -> dict[str, Any] | None:

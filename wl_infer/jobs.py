@@ -312,12 +312,15 @@ def run_item(
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     cancel: threading.Event | None = None,
     submit_push: bool | None = None,
+    before_publish: Callable[[str, Evidence], object] | None = None,
 ) -> RunResult:
     """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item.
 
     Pre-flight (key, limits, backend, model) runs before the claim; `cancel` stops the generation (a signal).
     `submit_push=False` commits the result locally for a later push (a worker's batch) while claims and lease
-    renewals still follow `push`."""
+    renewals still follow `push`. ``before_publish(item_id, evidence)`` runs once the evidence is signed and
+    before anything is saved or published (a bounty's on-chain commitment); if it raises, the result is neither
+    saved nor published."""
     from wl_infer import limits as bounds  # issue 10: pre-flight, deadline, cancel
     from wl_infer.preflight import preflight
     from wl_infer.sampling import check_backend
@@ -362,6 +365,8 @@ def run_item(
         raise RunFailed(item.id, e, released) from None
     notify("generated", {"id": item.id, "tokens": gen.n_tokens or 0, "elapsed_s": gen.elapsed_s})
     evidence, attachments = build_evidence(board, item.id, job, gen)
+    if before_publish is not None:
+        before_publish(item.id, evidence)
     saved = _save_result(board, item.id, evidence, next(iter(attachments.values()), None))
     completion_id = new_completion_id()
     try:

@@ -23,6 +23,7 @@ from wl_infer.automation import (
     TICK_S,
     Filters,
     Log,
+    PaidWork,
     Poller,
     StopSignals,
     claim_batch,
@@ -88,6 +89,7 @@ class Worker:
         self.poll = Poller(board, log)
         self.saved = SavedResults(board, self.me, opts.lease_s, opts.push, log, self.poll)
         self.lease_watch = LeaseWatch(board.home, self.me)
+        self.paid = PaidWork(board, self.me, log, opts.filters) if opts.filters.min_bounty is not None else None
 
     # status for the live panel
     def status_rows(self) -> list[tuple[str, str]]:
@@ -167,12 +169,14 @@ class Worker:
             want = 1
         elif self.opts.max_jobs is not None:
             want = min(want, self.opts.max_jobs - self.stats.taken)
+        for item, job in self.paid.ready(self.board.view().items(), self.exclude) if self.paid else ():
+            return self.execute(item.id, job)  # a held bounty claim its poster has now assigned to this rig
         if want > 1:
             return self.try_batch(want)
         for item, job in self.candidates():
             if self.stop.is_set():
                 return JobOutcome.STOPPED
-            if not self.claim(item):
+            if not self.claim(item) or (self.paid is not None and not self.paid.admit(item)):
                 continue
             return self.execute(item.id, job)
         return None
@@ -213,7 +217,7 @@ class Worker:
         self.stats.lost_races += len(picked) - len(won)
         outcome: JobOutcome | None = None
         for item, job in picked:
-            if item.id not in won:
+            if item.id not in won or (self.paid is not None and not self.paid.admit(item)):
                 continue
             if self.stop.is_set():
                 release_fresh(self.board.home, item.id, self.opts.push)
@@ -252,7 +256,8 @@ class Worker:
         started = time.monotonic()
         thread = run.start(
             lambda: run_item(self.board, item_id, self.pool, skip_claim=True, push=self.opts.push, submit_push=push,
-                             lease_seconds=self.opts.lease_s, on_event=run.checkpoint, cancel=run._abandoned),  # fmt: skip
+                             lease_seconds=self.opts.lease_s, on_event=run.checkpoint, cancel=run._abandoned,
+                             before_publish=self.paid.commit if self.paid else None),  # fmt: skip
             name=f"job-{item_id}",
         )
         try:

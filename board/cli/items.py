@@ -124,7 +124,11 @@ def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int)
     items.sort(key=lambda i: (i.priority, i.created_at, i.id))
     total = len(items)
     items = items[:limit]
-    data = {"items": [i.to_dict() for i in items], "total": total, "corrupt": view.corrupt}
+    from board.cli.columns import plugin_columns
+    from board.cli.output import warn
+
+    extra = plugin_columns(items, warn)  # plugins' columns (entry point wl.browse_columns)
+    data = {"items": [i.to_dict() for i in items], "total": total, "corrupt": view.corrupt, "columns": extra}
     elsewhere = ""
     if not items and status != "all":  # an empty listing says where the items are (all in review, say)
         others: dict[str, int] = {}
@@ -138,12 +142,13 @@ def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int)
         from rich.table import Table
 
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for col in ("ID", "STATUS", "TYPE", "P", "TITLE", "CLAIMED BY"):
+        for col in ("ID", "STATUS", "TYPE", "P", "TITLE", "CLAIMED BY", *(name.upper() for name in extra)):
             table.add_column(col, overflow="ellipsis", no_wrap=col != "TITLE")
         colours = {"open": "green", "claimed": "yellow", "in_review": "cyan", "completed": "dim", "withdrawn": "dim"}
         for i in items:
             st = cell(i.status, colours.get(i.status, "white"))
-            table.add_row(cell(i.id), st, cell(i.type), cell(i.priority), cell(i.title), cell(i.claimed_by))
+            table.add_row(cell(i.id), st, cell(i.type), cell(i.priority), cell(i.title), cell(i.claimed_by),
+                          *(cell(values.get(i.id, "")) for values in extra.values()))
         from board.cli.output import console
 
         if items:

@@ -211,14 +211,9 @@ def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict
 
 
 def _lane_claim(proof: Any) -> Any:
-    from board.lanes import proof_op
+    from board.lanes import claim_of
 
-    if proof is None:
-        return None
-    try:
-        return proof_op(proof)
-    except ValueError:
-        return None
+    return claim_of(proof) if proof is not None else None
 
 
 @click.command()

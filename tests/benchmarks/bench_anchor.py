@@ -15,7 +15,9 @@ bounty jobs are posted with `--bounty 0.01` and assigned by the poster (`wl chai
 checks against the board and the stake-and-submit transaction. Measured here (fake backend, load average 8-13
 on 2 shared cores, so noise dominates): 7 runs each, medians 5.99 s vs 8.26 s (+2.27 s) while the bounty check
 still fetched the board a second time; after reading the copy the run fetches anyway, 5 runs each, medians
-4.06 s vs 4.03 s (-0.03 s: below the noise; each run is 2.8-5.8 s either way).
+4.06 s vs 4.03 s (-0.03 s: below the noise; each run is 2.8-5.8 s either way). With the stake-and-submit
+moved before the result is published (issue 16 leftovers), 5 runs each at load average 13-16: medians
+11.82 s vs 13.11 s (+1.29 s; single runs 5.1-14.4 s plain, 6.8-15.0 s with a bounty — noise dominates).
 
 Measured here (2 shared cores, load average 6-10, so wall times are noisy): fake backend, 7 runs each:
 median 3.37 s plain vs 4.82 s with --anchor, +1.45 s (web3 import ~0.55 s, anchor_item in-process ~0.20 s);

@@ -1,7 +1,8 @@
 """Gas used by InferenceAnchor: deploy, one anchor, one attestation, and per job for 100 single anchors
 against one Merkle batch of 100; and by InferenceBounty: deploy, post-with-bounty (two verifiers), assign,
 submit (with stake), a confirmation, a dispute (threshold 1: refund and slash in the same transaction),
-finalize, withdraw and refund. Runs on the in-process chain, and on a local Hardhat node when installed.
+finalize, withdraw, refund, release (the named worker gives it back) and cancel (the poster, while no worker
+is named). Runs on the in-process chain, and on a local Hardhat node when installed.
 
     .venv/bin/python tests/benchmarks/bench_gas.py
 """
@@ -124,13 +125,17 @@ def measure_bounty(url: str) -> dict[str, int]:
     _advance(url, 7201)
     gas["refund (after the deadline)"] = bounty.refund(url, contract, poster, late).gas_used
     gas["withdraw (poster, two credits)"] = bounty.withdraw(url, contract, poster)[0].gas_used
+    given_back = posted("w-release0001")
+    bounty.assign(url, contract, poster, given_back, Account.from_key(worker).address)
+    gas["release (the named worker gives it back)"] = bounty.release(url, contract, worker, given_back).gas_used
+    gas["cancel (poster, no worker named)"] = bounty.cancel(url, contract, poster, given_back).gas_used
     return gas
 
 
 def report_bounty(network: str, gas: dict[str, int]) -> None:
     print(f"\n== InferenceBounty on {network} ==")
     for step, used in gas.items():
-        print(f"{step:<38} {used:>10,} gas")
+        print(f"{step:<42} {used:>10,} gas")
 
 
 def report(f: Figures) -> None:

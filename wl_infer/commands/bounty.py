@@ -1,5 +1,5 @@
 """Bounty options for `wl infer post`, the bounty lines of `wl infer status`, and `wl chain assign`,
-`wl chain withdraw`, `wl chain refund`. Importing this module is cheap: web3 loads inside the commands."""
+`wl chain withdraw`, `wl chain refund`, `wl chain release`. Importing this module is cheap: web3 loads inside the commands."""
 
 from __future__ import annotations
 
@@ -143,37 +143,65 @@ def assign(obj: Obj, item_id: str) -> None:
         + (" (already)" if res["already_assigned"] else f": tx {res['tx']}")))
 
 
-def _settled(how: str) -> Callable[[dict[str, Any]], None]:
-    def human(res: dict[str, Any]) -> None:
-        from wl_infer.bounty_board import format_wei
+def _settled(res: dict[str, Any]) -> None:
+    from wl_infer.bounty_board import format_wei
 
-        if res["resolved"]:
-            say(f"✓ {'Refunded' if how == 'refund' else 'Finalized'} the bounty of {res['item_id']}: tx {res['resolved']}")
-        if res["withdrawn"]:
-            say(f"✓ Withdrew {format_wei(res['withdrawn'])}: tx {res['tx']}")
-        else:
-            say("Nothing is credited to this rig.")
-
-    return human
-
-
-@click.command()
-@click.argument("item_id", type=ITEM_ID, required=False)
-@click.pass_obj
-def withdraw(obj: Obj, item_id: str | None) -> None:
-    """Withdraw what the bounty contract owes this rig (first settling ITEM_ID's bounty once its window passed)."""
-    from wl_infer.bounty_board import settle
-
-    res = settle(obj.board(), item_id, "withdraw")
-    emit({"ok": True, **res}, lambda: _settled("withdraw")(res))
+    what = res["item_id"] or res["bounty_id"]
+    done = {"refund": "Refunded", "cancel": "Cancelled (full refund)", "finalize": "Finalized"}.get(res["how"] or "")
+    if res["resolved"] and done:
+        say(f"✓ {done} the bounty of {what}: tx {res['resolved']}")
+    if res["withdrawn"]:
+        say(f"✓ Withdrew {format_wei(res['withdrawn'])}: tx {res['tx']}")
+    else:
+        say("Nothing is credited to this rig.")
 
 
 @click.command()
-@click.argument("item_id", type=ITEM_ID)
+@click.argument("target", metavar="[ID]", required=False, shell_complete=ITEM_ID.shell_complete)
 @click.pass_obj
-def refund(obj: Obj, item_id: str) -> None:
-    """Refund ITEM_ID's bounty to its poster once its deadline passed with no result, and withdraw it."""
-    from wl_infer.bounty_board import settle
+def withdraw(obj: Obj, target: str | None) -> None:
+    """Withdraw what the bounty contract owes this rig (first settling ID's bounty once its window passed).
 
-    res = settle(obj.board(), item_id, "refund")
-    emit({"ok": True, **res}, lambda: _settled("refund")(res))
+    ID is an item id or a raw bounty id (0x + 64 hex)."""
+    from wl_infer.bounty_settle import settle
+
+    res = settle(obj.board(), target, "withdraw")
+    emit({"ok": True, **res}, lambda: _settled(res))
+
+
+@click.command()
+@click.argument("target", metavar="ID", shell_complete=ITEM_ID.shell_complete)
+@click.pass_obj
+def refund(obj: Obj, target: str) -> None:
+    """Give ID's bounty back to its poster and withdraw this rig's credit: the poster may cancel while no
+    worker is named; anyone may refund once the deadline passed with no result.
+
+    ID is an item id or a raw bounty id (0x + 64 hex: a bounty whose item never reached the board)."""
+    from wl_infer.bounty_settle import settle
+
+    res = settle(obj.board(), target, "refund")
+    emit({"ok": True, **res}, lambda: _settled(res))
+
+
+@click.command()
+@click.argument("target", metavar="ID")
+@click.pass_obj
+def release(obj: Obj, target: str) -> None:
+    """As ID's named worker, give its bounty back (you will not deliver): the poster may assign another
+    claimer or cancel. ID is an item id or a raw bounty id (0x + 64 hex)."""
+    from wl_infer.bounty_settle import release as give_back
+
+    res = give_back(obj.board(), target)
+    emit({"ok": True, **res}, lambda: say(f"✓ Released the bounty of {res['item_id'] or res['bounty_id']}: "
+                                          f"tx {res['tx']}"))
+
+
+def say_chain_bounty(info: dict[str, Any]) -> None:
+    """The bounty lines of `wl chain status ID` (everything from the contract)."""
+    say(f"Bounty {info['bounty_id']}" + (f" ({info['item_id']})" if info["item_id"] else ""))
+    say(f"  {info['amount_text']}, state {info['state']}; poster {info['poster']}, worker {info['worker'] or '-'}")
+    if info["window_left_s"] is not None:
+        say(f"  challenge window left {_when(info['window_left_s'])} ({info['disputes']} of {info['threshold']} "
+            "disputes)")
+    elif info["deadline_left_s"] is not None:
+        say(f"  deadline in {_when(info['deadline_left_s'])}")

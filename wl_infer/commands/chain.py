@@ -15,6 +15,7 @@ from board.cli.main import ITEM_ID, Obj, WlError
 from board.cli.output import emit, report_push, say
 from wl_infer.commands.bounty import assign as bounty_assign
 from wl_infer.commands.bounty import refund as bounty_refund
+from wl_infer.commands.bounty import release as bounty_release
 from wl_infer.commands.bounty import withdraw as bounty_withdraw
 from wl_infer.text import error_line
 
@@ -104,17 +105,25 @@ def _source(flag: str | None, env: str, key: str, config: dict[str, Any], chain_
 
 
 @chain.command()
+@click.argument("bounty_of", metavar="[ID]", required=False)
 @click.option("--check", is_flag=True,
               help="Also ask the node: its chain id, and whether the contract is there (exit 1 when not).")
 @click.pass_obj
-def status(obj: Obj, check: bool) -> None:
-    """Where this board anchors (chain.json) and what this rig will use (flags > env > config > chain.json)."""
+def status(obj: Obj, bounty_of: str | None, check: bool) -> None:
+    """Where this board anchors (chain.json) and what this rig will use (flags > env > config > chain.json).
+
+    With ID (an item id or a raw bounty id, 0x + 64 hex), also the bounty as the contract holds it."""
     from board.api import refresh_if_online
     from wl_infer.anchoring import chain_target
 
     board = obj.board()
     refresh_if_online(board)
     target = chain_target(board)
+    held = None
+    if bounty_of is not None:
+        from wl_infer.bounty_settle import describe
+
+        held = describe(board, bounty_of)
     data: dict[str, Any] = {
         "chain_json": target.chain_json,
         "rpc_url": target.rpc_url,
@@ -122,6 +131,7 @@ def status(obj: Obj, check: bool) -> None:
         "rpc_url_from": _source(None, "WL_RPC_URL", "rpc_url", board.config, target.chain_json),
         "contract_from": _source(None, "WL_CONTRACT", "contract", board.config, target.chain_json),
         "check": None,
+        "bounty": held,
     }
     if check:
         data["check"] = _check(target.rpc_url, target.contract, target.chain_json)
@@ -145,6 +155,10 @@ def status(obj: Obj, check: bool) -> None:
                 say(f"  ✓ node answers (chain {result['chain_id']}); contract present", "green")
             else:
                 say(f"  ✗ {result['problem']}", "red")
+        if held is not None:
+            from wl_infer.commands.bounty import say_chain_bounty
+
+            say_chain_bounty(held)
 
     emit(data, human)
     if data["check"] is not None and not data["check"]["ok"]:  # scripts gate on the exit code, as with doctor
@@ -234,3 +248,4 @@ def anchor(obj: Obj, item_id: str, rpc_url: str | None, contract: str | None, no
 chain.add_command(bounty_assign)
 chain.add_command(bounty_withdraw)
 chain.add_command(bounty_refund)
+chain.add_command(bounty_release)

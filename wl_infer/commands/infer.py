@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from board.api import BoardError
 from board.cli.main import ITEM_ID, Obj
 from board.cli.output import emit, report_push, say
 from wl_infer.commands.bounty import (
@@ -55,6 +56,15 @@ def infer() -> None:
     """Verifiable LLM inference jobs on the board."""
 
 
+class PostFailed(BoardError):
+    """The board refused a post after its bounty was escrowed: the post's error plus what became of the escrow."""
+
+    def __init__(self, error: Exception, escrow: str) -> None:
+        said = str(error) if isinstance(error, BoardError) else f"{type(error).__name__}: {error}"
+        super().__init__(f"posting failed: {said}; {escrow}")
+        self.exit_code = getattr(error, "exit_code", 1)
+
+
 @infer.command()
 @click.option("--prompt", required=True)
 @click.option("--model", required=True, help="e.g. gemma3:270m (the embedded default for llama-cpp).")
@@ -86,7 +96,14 @@ def post(obj: Obj, /, prompt: str, model: str, backend: str | None, seed: int, m
         job = Job(prompt=prompt, model=model, seed=seed, max_tokens=max_tokens, backend=backend, options=options,
                   model_digest=model_digest)
         escrow = bounty_maker(board, bounty)
-        res = post_job(board, job, push=not no_push, pool=pool, force=force, extra=escrow)
+        try:  # the escrow comes first (the item records its tx); a post that then fails cancels it
+            res = post_job(board, job, push=not no_push, pool=pool, force=force, extra=escrow)
+        except Exception as e:  # whatever failed (a rule, a push, a bug), escrowed funds are not left behind
+            if escrow is None or not escrow.record:
+                raise
+            from wl_infer.bounty_settle import undo_escrow
+
+            raise PostFailed(e, undo_escrow(board, escrow.record)) from None
 
     def human() -> None:
         for w in res.warnings:
@@ -133,12 +150,21 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
 
         require_assigned(board, item_id)  # never reveal a paid result before the payout is bound to this rig
     guard = RunGuard(item_id, skip_claim)  # issue 10: signals handled as the worker does
+    committed: list[Any] = []
+    commit = None
+    if anchor and not unpaid:  # a bounty's stake and hashes go on chain before the board sees the output
+
+        def commit(iid: str, evidence: Any) -> None:
+            from wl_infer.bounty_board import commit_before_reveal
+
+            committed.append(commit_before_reveal(board, iid, evidence))
+
     try:
         with open_pool(board, threads=threads, **limits) as pool, progress_view("Running inference…") as shown:
             pool.config.progress = shown  # live token counts (and the model's first assembly) on a terminal
             res = guard.run(
                 lambda cancel, on_event: run_item(board, item_id, pool, skip_claim=skip_claim, push=not no_push,
-                                                  on_event=on_event, cancel=cancel),
+                                                  on_event=on_event, cancel=cancel, before_publish=commit),
                 lambda: _release_fresh(board, guard.item, not no_push),
             )
     except Interrupted as e:
@@ -149,6 +175,8 @@ def run(obj: Obj, /, item_id: str, skip_claim: bool, no_push: bool, anchor: bool
         from wl_infer.anchoring import anchor_result
 
         anchored = anchor_result(board, res, push=not no_push)
+        if committed and committed[0] is not None:
+            anchored["bounty"] = committed[0]  # submitted before the result was published
     gen = res.generation
 
     def human() -> None:

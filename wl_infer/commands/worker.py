@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 @click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once no job has been found for this many seconds.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
 @click.option("--min-bounty", metavar="AMOUNT", default=None,
-              help="Only take jobs whose recorded bounty is at least AMOUNT (0.01, 5gwei, …); then `wl infer anchor`.")
+              help="Only take jobs whose recorded bounty is at least AMOUNT (0.01, 5gwei, …); each is held until its "
+                   "poster assigns this rig on chain, then staked and submitted before it is published.")
 @limit_options
 @click.pass_obj
 def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_jobs: int | None, batch: int, poll: float,

@@ -77,6 +77,12 @@ class State:
     rewritten: bool  # the new head does not descend from the previous one (history rewritten)
     full_at: float = 0.0  # time.monotonic() of the last full listing
     rigs_changed: bool = True  # signature checks may differ from the previous state's
+    lanes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # item id → its live claim lane's commits
+
+    @property
+    def commit(self) -> str:
+        """Main's head (`head` also names the live claim lanes when there are any)."""
+        return self.head.split("+", 1)[0]
 
 
 class BoardSource:
@@ -115,9 +121,11 @@ class BoardSource:
             raise SourceError(str(e)) from None
 
     def head(self) -> str:
+        """The version of the board the pages show: main's head, plus a digest of the live claim lanes (a claim
+        on a lane changes what the pages show without moving main)."""
         with self.lock:
             try:
-                return self.board.head().decode()
+                return _version(self.board.head(), self.board.lanes())
             except BoardError as e:
                 raise SourceError(str(e)) from None
 
@@ -133,8 +141,15 @@ class BoardSource:
             head = self.board.head()
             view = self.board.view()
             meta = view.meta()
-            events, rewritten, foreign = self._events_since(head, previous.head.encode() if previous else None)
-            touched = {e.item_id for e in events if e.item_id}
+            events, rewritten, foreign = self._events_since(head, previous.commit.encode() if previous else None)
+            live = self.board.lanes()
+            lanes = {i: tuple(c.decode() for c in lane.commits) for i, lane in live.items()}
+            before = previous.lanes if previous is not None and not rewritten else {}
+            for item_id, lane in live.items():  # a lane's operations, each once, as the item's history
+                seen = set(before.get(item_id, ()))
+                events += [Event(c.decode(), o.op, o.by, o.at, item_id, o.args)
+                           for c, o in zip(lane.commits, lane.ops, strict=True) if c.decode() not in seen]  # fmt: skip
+            touched = {e.item_id for e in events if e.item_id} | (lanes.keys() ^ before.keys())
             rig_change = rewritten or previous is None or foreign > 0 or any(e.op in ROTATION_OPS for e in events)
             rigs = {r.handle: r for r in view.rigs()} if rig_change or previous is None else previous.rigs
             full = previous is None or rewritten or foreign > 0 or time.monotonic() - previous.full_at > FULL_EVERY_S
@@ -159,7 +174,8 @@ class BoardSource:
                 for item_id, f in facts.items():
                     if f.attestations and item_id not in touched:
                         self._check_all(view, f)
-            return State(head.decode(), meta, facts, rigs, corrupt, events, rewritten, full_at, rig_change)
+            return State(_version(head, live), meta, facts, rigs, corrupt, events, rewritten, full_at, rig_change,
+                         lanes)
 
     def _all_facts(
         self, view: Any, board_id: str, rigs: dict[str, Rig], previous: State | None, touched: set[str], rewritten: bool
@@ -218,6 +234,9 @@ class BoardSource:
             op = op_from_message(message)
             if op is not None:
                 out.append(Event(sha.decode(), op.op, op.by, op.at, op.id, op.args))
+                carried = _carried_claim(op)
+                if carried is not None:  # the claim a done carried from its lane, as `wl log` shows it
+                    out.append(Event(sha.decode(), carried.op, carried.by, carried.at, op.id, carried.args))
             elif stop is not None:
                 foreign += 1
         return out, rewritten, foreign
@@ -282,3 +301,19 @@ class BoardSource:
 def default_backend(source: BoardSource) -> str:
     return str(source.board.config.get("default_backend") or "llama-cpp")
 
+
+def _version(head: bytes, lanes: dict[str, Any]) -> str:
+    if not lanes:
+        return head.decode()
+    import hashlib
+
+    digest = hashlib.sha256(repr(sorted((i, lane.tip) for i, lane in lanes.items())).encode()).hexdigest()
+    return f"{head.decode()}+{digest[:12]}"
+
+
+def _carried_claim(op: Any) -> Any:
+    if op.op != "done" or not isinstance(op.args.get("lane"), dict):
+        return None
+    from board.api import lane_claim_of
+
+    return lane_claim_of(op.args["lane"])
