@@ -1,0 +1,173 @@
+"""Git servers for the scale benchmarks that count requests on the SERVER side, so a figure never depends on
+the client code being measured: `git daemon --verbose` with its log in a file, git's own `git http-backend`
+behind tests/remotes.py's CGI handler with a counter, and a `post-receive` hook that records every accepted
+ref update (`<old> <new> <ref>`), so commits on refs deleted later (claim lanes folded into main) still count.
+
+Used by bench_scale.py and bench_push_cost.py; every server binds 127.0.0.1 and is stopped by its context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Protocol
+
+TESTS = Path(__file__).resolve().parent.parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from remotes import GIT, _CgiHandler, free_port, wait_for_port  # noqa: E402
+
+ZERO = b"0" * 40
+UPDATES_LOG = "bench-updates.log"  # in the bare repo: one `<old> <new> <ref>` line per accepted update
+
+
+class CountingServer(Protocol):
+    def url(self, name: str) -> str: ...
+
+    def counts(self) -> Counter[str]: ...
+
+
+# --- git daemon --------------------------------------------------------------------------------------------
+@dataclass
+class CountingDaemon:
+    """`git daemon --verbose` over base; counts() reads its log: one `Request <service>` line per connection."""
+
+    base: Path
+    log: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def start(self) -> None:
+        assert GIT is not None, "git is not installed"
+        with self.log.open("ab") as sink:
+            self.proc = subprocess.Popen(
+                [GIT, "daemon", "--verbose", "--log-destination=stderr", "--reuseaddr", f"--base-path={self.base}",
+                 "--export-all", "--enable=receive-pack", "--listen=127.0.0.1", f"--port={self.port}",
+                 str(self.base)],
+                stdout=subprocess.DEVNULL, stderr=sink,
+            )  # fmt: skip
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            self.proc = None
+
+    def counts(self) -> Counter[str]:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return Counter(
+            m.group(1) for m in re.finditer(r"Request (receive-pack|upload-pack|upload-archive) for", text)
+        )
+
+
+# --- git http-backend ---------------------------------------------------------------------------------------
+class _CountingCgi(_CgiHandler):
+    tally: Counter[str]
+    lock: threading.Lock
+
+    def _counted(self) -> None:
+        if (
+            self.command == "POST"
+        ):  # one POST per fetch (upload-pack) or push (receive-pack); GETs are adverts
+            service = self.path.partition("?")[0].rsplit("/", 1)[-1].removeprefix("git-")
+            with self.lock:
+                self.tally[service] += 1
+        self._run()
+
+    do_GET = _counted
+    do_POST = _counted
+
+
+class CountingHttpBackend:
+    """git http-backend (as CGI) over base at http://127.0.0.1:<port>/<name>; counts POSTs per service."""
+
+    def __init__(self, base: Path) -> None:
+        self.tally: Counter[str] = Counter()
+        handler = type(
+            "Handler", (_CountingCgi,), {"base": base, "tally": self.tally, "lock": threading.Lock()}
+        )
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.tally)
+
+
+@contextlib.contextmanager
+def serving(kind: str, base: Path) -> Iterator[CountingServer]:
+    """A counting server of `kind` ("daemon" or "http-backend") over the repos under base, for the block."""
+    base.mkdir(parents=True, exist_ok=True)
+    server: CountingDaemon | CountingHttpBackend
+    server = CountingDaemon(base, base.parent / f"daemon-{os.getpid()}.log") if kind == "daemon" \
+        else CountingHttpBackend(base)  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- accepted ref updates -------------------------------------------------------------------------------------
+def install_update_log(repo: Path) -> None:
+    """A post-receive hook appending git's `<old> <new> <ref>` lines (one cheap `cat`, run after the update)."""
+    hook = repo / "hooks" / "post-receive"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(f"#!/bin/sh\ncat >> {shlex.quote(str(repo / UPDATES_LOG))}\n")
+    hook.chmod(0o755)
+
+
+def accepted_updates(repo: Path) -> list[tuple[bytes, bytes, str]]:
+    path = repo / UPDATES_LOG
+    out = []
+    for line in path.read_bytes().splitlines() if path.exists() else []:
+        old, new, ref = line.split(b" ", 2)
+        out.append((old, new, ref.decode(errors="replace")))
+    return out
+
+
+def landed_commits(repo: Path, updates: list[tuple[bytes, bytes, str]], before: list[bytes]) -> int:
+    """Distinct commits that accepted updates made reachable and that were not reachable from `before`."""
+    from dulwich.repo import Repo
+
+    tips = list({new for _, new, _ in updates if new != ZERO})
+    if not tips:
+        return 0
+    r = Repo(str(repo))
+    try:
+        return sum(1 for _ in r.get_walker(include=tips, exclude=before))
+    finally:
+        r.close()
