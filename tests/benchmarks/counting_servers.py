@@ -1,6 +1,6 @@
 """Git servers for the scale benchmarks that count requests on the SERVER side, so a figure never depends on
 the client code being measured: `git daemon --verbose` with its log in a file, git's own `git http-backend`
-behind tests/remotes.py's CGI handler with a counter, and a `post-receive` hook that records every accepted
+behind tests/remotes.py's CGI handler counting each fetch's and push's opening request, and a `post-receive` hook that records every accepted
 ref update (`<old> <new> <ref>`), so commits on refs deleted later (claim lanes folded into main) still count.
 
 Used by bench_scale.py and bench_push_cost.py; every server binds 127.0.0.1 and is stopped by its context.
@@ -53,9 +53,12 @@ class CountingDaemon:
 
     def start(self) -> None:
         assert GIT is not None, "git is not installed"
+        # git-daemon itself, not the `git` wrapper that runs it as a child: its reaped children's CPU is then
+        # the server's cost per request (bench_push_cost.py reads it from /proc)
+        exec_path = subprocess.run([GIT, "--exec-path"], capture_output=True, text=True).stdout.strip()
         with self.log.open("ab") as sink:
             self.proc = subprocess.Popen(
-                [GIT, "daemon", "--verbose", "--log-destination=stderr", "--reuseaddr", f"--base-path={self.base}",
+                [str(Path(exec_path, "git-daemon")), "--verbose", "--log-destination=stderr", "--reuseaddr", f"--base-path={self.base}",
                  "--export-all", "--enable=receive-pack", "--listen=127.0.0.1", f"--port={self.port}",
                  str(self.base)],
                 stdout=subprocess.DEVNULL, stderr=sink,
@@ -85,12 +88,12 @@ class _CountingCgi(_CgiHandler):
     lock: threading.Lock
 
     def _counted(self) -> None:
-        if (
-            self.command == "POST"
-        ):  # one POST per fetch (upload-pack) or push (receive-pack); GETs are adverts
-            service = self.path.partition("?")[0].rsplit("/", 1)[-1].removeprefix("git-")
+        # One count per attempt, as git daemon counts connections: every fetch or push starts with the GET of
+        # info/refs?service=git-<service>; a push the client abandons after the advertisement sends no POST.
+        path, _, query = self.path.partition("?")
+        if self.command == "GET" and path.endswith("/info/refs") and query.startswith("service=git-"):
             with self.lock:
-                self.tally[service] += 1
+                self.tally[query.removeprefix("service=git-").partition("&")[0]] += 1
         self._run()
 
     do_GET = _counted
@@ -98,7 +101,7 @@ class _CountingCgi(_CgiHandler):
 
 
 class CountingHttpBackend:
-    """git http-backend (as CGI) over base at http://127.0.0.1:<port>/<name>; counts POSTs per service."""
+    """git http-backend (as CGI) over base at http://127.0.0.1:<port>/<name>; counts requests per service."""
 
     def __init__(self, base: Path) -> None:
         self.tally: Counter[str] = Counter()
