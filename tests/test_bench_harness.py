@@ -1,4 +1,4 @@
-"""The scale benchmarks' instruments count what they claim to (tests/benchmarks/counting_servers.py, bench_scale):
+"""The scale benchmarks' instruments count what they claim (tests/benchmarks/: counting_servers, bench_scale):
 server-side push and fetch counts on git daemon and git http-backend, the post-receive log of accepted ref
 updates (a lane ref deleted afterwards still counts), the exactly-once check, and FakeOllama's compute time.
 """

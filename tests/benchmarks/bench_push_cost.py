@@ -1,4 +1,4 @@
-"""Per-push costs for the README's scale model (issue 15), on `git daemon` and on git's own `git http-backend`.
+"""Per-push costs for the README's scale model (issue 15), on `git daemon` and on git's `git http-backend`.
 
     .venv/bin/python tests/benchmarks/bench_push_cost.py [--samples 30] [--remote daemon,http-backend]
 
@@ -8,11 +8,11 @@ All on 127.0.0.1, one client, no contention; medians (and p90) over `--samples`:
   of main) — the fetch-to-push window that separates two commits on one branch;
 - fetch, no change: `Board.refresh()` when the remote has not moved (what each poll and each retry pays),
   and the bare ref advertisement (`get_refs`, the floor of any round trip);
-- lane create: a push creating a new ref `refs/wl/claims/<id>` whose old value is zero (git's create-if-absent),
-  with dulwich's send_pack written here (no board code), and a lost lane create (the ref is already in the
-  advertisement: the client stops there);
-- server CPU per mutation (its fetch and its push) and per lane push: git daemon's reaped children's CPU (/proc,
-  cutime+cstime) or, over http-backend, the CGI children's CPU (os.times): what one server core spends.
+- lane create: a push creating a new ref `refs/wl/claims/<id>` whose old value is zero (git's
+  create-if-absent), with dulwich's send_pack written here (no board code), and a lost lane create (the
+  ref is already in the advertisement: the client stops there);
+- server CPU per mutation (its fetch and its push) and per lane push: git daemon's reaped children's CPU
+  (/proc, cutime+cstime) or, over http-backend, the CGI children's CPU (os.times): one server core's cost.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class LaneClient:
         return c.id
 
     def create(self, ref: bytes, sha: bytes) -> bool:
-        """Push ref -> sha if the ref is absent (True), or stop at the advertisement when it exists (False)."""
+        """Push ref -> sha if the ref is absent (True), or stop at the advertisement if it exists (False)."""
         created = []
 
         def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
@@ -128,7 +128,8 @@ def measure(kind: str, root: Path, n: int) -> list[tuple[str, str]]:
             window = timed(lambda: b.mutate(b.new_op("claim", next(it), lease_seconds=1800)), n)
             pushes, cpu = server.counts()["receive-pack"] - pushes0, server_cpu(server) - cpu0
             rows.append(("mutation window w (claim: fetch+commit+push)", med_p90(window)))
-            rows.append(("  server CPU per mutation (its fetch + push)", f"{1000 * cpu / max(1, pushes):.1f} ms"))
+            per_push = f"{1000 * cpu / max(1, pushes):.1f} ms"
+            rows.append(("  server CPU per mutation (its fetch + push)", per_push))
             fetch = timed(b.refresh, n)
             rows.append(("fetch, no change (Board.refresh)", med_p90(fetch)))
         client, path = get_transport_and_path(url)

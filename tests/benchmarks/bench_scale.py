@@ -62,8 +62,8 @@ from wl_infer.jobs import post_job  # noqa: E402
 FAKE_MODEL = "llama3.2:1b"
 KNOWN_EVENTS = {"started", "claimed", "lost_race", "done", "result_kept", "resubmitted", "resubmit_failed",
                 "resubmit_later", "idle", "idle_exit", "no_job", "stopped", "stopping", "synced", "skipped",
-                "failed", "offline", "online", "unpublished", "sync_failed", "abandoned", "generating", "generated",
-                "dispatched", "renew_failed", "renew_stopped", "unsubmittable"}  # fmt: skip
+                "failed", "offline", "online", "unpublished", "sync_failed", "abandoned", "generating",
+                "generated", "dispatched", "renew_failed", "renew_stopped", "unsubmittable"}  # fmt: skip
 
 
 def _at(stamp: str) -> float:
@@ -83,10 +83,11 @@ def post_jobs(home: Path, n: int, tag: str) -> list[str]:
 
 def run_workers(homes: list[Path], env: dict[str, str], timeout: float) -> tuple[float, list[dict[str, Any]]]:
     """One worker process per home, all started at once; (start time, every JSON event they printed)."""
+    worker = ["--json", "infer", "worker", "--poll", "0.2", "--idle-exit", "1.5"]
     start = time.time()
     procs = [
-        subprocess.Popen([WL, "--home", str(h), "--json", "infer", "worker", "--poll", "0.2", "--idle-exit", "1.5"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        subprocess.Popen([WL, "--home", str(h), *worker], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
         for h in homes
     ]  # fmt: skip
     events: list[dict[str, Any]] = []
@@ -122,9 +123,12 @@ def event_figures(start: float, events: list[dict[str, Any]]) -> dict[str, Any]:
     summaries = [e for e in events if e["event"] == "stopped"]
     claims = max(names["claimed"], sum(int(s.get("claims") or 0) for s in summaries))
     lost = max(names["lost_race"], sum(int(s.get("lost_races") or 0) for s in summaries))
+    retries = sum(int(e.get("retries") or 0) for e in events if e["event"] in ("claimed", "lost_race"))
+    retries = max(retries, sum(int(s.get("claim_retries") or 0) for s in summaries))
     return {
         "done_events": len(done), "wall_s": last - start, "claims": claims, "lost": lost,
-        "gave_up": names["result_kept"], "resubmitted": names["resubmitted"], "failed": names["failed"],
+        "claim_retries": retries, "gave_up": names["result_kept"], "resubmitted": names["resubmitted"],
+        "failed": names["failed"],
         "unknown_events": {k: v for k, v in names.items() if k not in KNOWN_EVENTS},
     }  # fmt: skip
 
@@ -206,6 +210,15 @@ def one_run(root: Path, k: int, args: argparse.Namespace, fake_url: str) -> dict
     return fig
 
 
+def run_line(fig: dict[str, Any], jobs: int) -> str:
+    line = (f"{fig['jobs_per_min']:.0f} jobs/min, {fig['pushes']} pushes / {fig['landed']} landed, "
+            f"{fig['lost']} lost / {fig['claims']} claims ({fig['claim_retries']} CAS retries), "
+            f"gave up {fig['gave_up']}, {fig['completed']}/{jobs} exactly once")  # fmt: skip
+    if fig["unknown_events"]:
+        line += f", unknown events {fig['unknown_events']}"
+    return line + (f"; PROBLEMS: {fig['problems'][:3]}" if fig["problems"] else "")
+
+
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -218,6 +231,7 @@ def summarise(k: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "jobs_per_min": med(r["jobs_per_min"] for r in runs),
         "pushes_per_landed": med(ratio(r["pushes"], r["landed"]) for r in runs),
         "lost_per_claim": med(ratio(r["lost"], r["claims"]) for r in runs),
+        "retries_per_claim": med(ratio(r["claim_retries"], r["claims"]) for r in runs),
         "gave_up": med(r["gave_up"] for r in runs),
         "gave_up_total": sum(r["gave_up"] for r in runs),
         "exactly_once_runs": sum(1 for r in runs if not r["problems"]),
@@ -275,11 +289,7 @@ def main() -> None:
                 root.mkdir()
                 fig = one_run(root, k, args, fake.url)
                 runs.append(fig)
-                print(f"  {k} worker(s) run {i + 1}: {fig['jobs_per_min']:.0f} jobs/min, {fig['pushes']} pushes / "
-                      f"{fig['landed']} landed, {fig['lost']} lost / {fig['claims']} claims, gave up "
-                      f"{fig['gave_up']}, {fig['completed']}/{args.jobs} exactly once"
-                      + (f", unknown events {fig['unknown_events']}" if fig["unknown_events"] else "")
-                      + (f"; PROBLEMS: {fig['problems'][:3]}" if fig["problems"] else ""), flush=True)  # fmt: skip
+                print(f"  {k} worker(s) run {i + 1}: {run_line(fig, args.jobs)}", flush=True)
             rows.append(summarise(k, runs))
     print(f"\nload average after: {os.getloadavg()[0]:.1f}" + (f"; kept {base}" if args.keep else ""))
     print(table(rows))

@@ -1,7 +1,8 @@
 """Git servers for the scale benchmarks that count requests on the SERVER side, so a figure never depends on
 the client code being measured: `git daemon --verbose` with its log in a file, git's own `git http-backend`
-behind tests/remotes.py's CGI handler counting each fetch's and push's opening request, and a `post-receive` hook that records every accepted
-ref update (`<old> <new> <ref>`), so commits on refs deleted later (claim lanes folded into main) still count.
+behind tests/remotes.py's CGI handler counting each fetch's and push's first request, and a `post-receive`
+hook that records every accepted ref update (`<old> <new> <ref>`), so commits on refs deleted later (claim
+lanes folded into main) still count.
 
 Used by bench_scale.py and bench_push_cost.py; every server binds 127.0.0.1 and is stopped by its context.
 """
@@ -41,7 +42,7 @@ class CountingServer(Protocol):
 # --- git daemon --------------------------------------------------------------------------------------------
 @dataclass
 class CountingDaemon:
-    """`git daemon --verbose` over base; counts() reads its log: one `Request <service>` line per connection."""
+    """`git daemon --verbose` over base; counts() reads its log (`Request <service>`: one per connection)."""
 
     base: Path
     log: Path
@@ -58,9 +59,9 @@ class CountingDaemon:
         exec_path = subprocess.run([GIT, "--exec-path"], capture_output=True, text=True).stdout.strip()
         with self.log.open("ab") as sink:
             self.proc = subprocess.Popen(
-                [str(Path(exec_path, "git-daemon")), "--verbose", "--log-destination=stderr", "--reuseaddr", f"--base-path={self.base}",
-                 "--export-all", "--enable=receive-pack", "--listen=127.0.0.1", f"--port={self.port}",
-                 str(self.base)],
+                [str(Path(exec_path, "git-daemon")), "--verbose", "--log-destination=stderr", "--reuseaddr",
+                 f"--base-path={self.base}", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1",
+                 f"--port={self.port}", str(self.base)],
                 stdout=subprocess.DEVNULL, stderr=sink,
             )  # fmt: skip
         wait_for_port(self.port)
@@ -144,9 +145,9 @@ def serving(kind: str, base: Path) -> Iterator[CountingServer]:
         server.stop()
 
 
-# --- accepted ref updates -------------------------------------------------------------------------------------
+# --- accepted ref updates ---------------------------------------------------------------------------------
 def install_update_log(repo: Path) -> None:
-    """A post-receive hook appending git's `<old> <new> <ref>` lines (one cheap `cat`, run after the update)."""
+    """A post-receive hook appending git's `<old> <new> <ref>` lines (one cheap `cat`, after the update)."""
     hook = repo / "hooks" / "post-receive"
     hook.parent.mkdir(exist_ok=True)
     hook.write_text(f"#!/bin/sh\ncat >> {shlex.quote(str(repo / UPDATES_LOG))}\n")
