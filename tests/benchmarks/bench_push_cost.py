@@ -11,8 +11,9 @@ All on 127.0.0.1, one client, no contention; medians (and p90) over `--samples`:
 - lane create: a push creating a new ref `refs/wl/claims/<id>` whose old value is zero (git's
   create-if-absent), with dulwich's send_pack written here (no board code), and a lost lane create (the
   ref is already in the advertisement: the client stops there);
-- server CPU per mutation (its fetch and its push) and per lane push: git daemon's reaped children's CPU
-  (/proc, cutime+cstime) or, over http-backend, the CGI children's CPU (os.times): one server core's cost.
+- server CPU per mutation (its fetch and its push), per no-change fetch and per lane push: git daemon's
+  reaped children's CPU (/proc, cutime+cstime) or, over http-backend, the CGI children's CPU (os.times):
+  what one server core spends.
 """
 
 from __future__ import annotations
@@ -130,8 +131,11 @@ def measure(kind: str, root: Path, n: int) -> list[tuple[str, str]]:
             rows.append(("mutation window w (claim: fetch+commit+push)", med_p90(window)))
             per_push = f"{1000 * cpu / max(1, pushes):.1f} ms"
             rows.append(("  server CPU per mutation (its fetch + push)", per_push))
+            fetches0, cpu0 = server.counts()["upload-pack"], server_cpu(server)
             fetch = timed(b.refresh, n)
+            fetches, cpu = server.counts()["upload-pack"] - fetches0, server_cpu(server) - cpu0
             rows.append(("fetch, no change (Board.refresh)", med_p90(fetch)))
+            rows.append(("  server CPU per fetch", f"{1000 * cpu / max(1, fetches):.1f} ms"))
         client, path = get_transport_and_path(url)
         adverts = timed(lambda: client.get_refs(path), n)
         rows.append(("ref advertisement (get_refs)", med_p90(adverts)))
