@@ -18,7 +18,6 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol
@@ -27,7 +26,7 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from remotes import GIT, _CgiHandler, free_port, wait_for_port  # noqa: E402
+from remotes import GIT, GitDaemon, _CgiHandler, wait_for_port  # noqa: E402
 
 ZERO = b"0" * 40
 UPDATES_LOG = "bench-updates.log"  # in the bare repo: one `<old> <new> <ref>` line per accepted update
@@ -40,17 +39,12 @@ class CountingServer(Protocol):
 
 
 # --- git daemon --------------------------------------------------------------------------------------------
-@dataclass
-class CountingDaemon:
+class CountingDaemon(GitDaemon):
     """`git daemon --verbose` over base; counts() reads its log (`Request <service>`: one per connection)."""
 
-    base: Path
-    log: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    def url(self, name: str) -> str:
-        return f"git://127.0.0.1:{self.port}/{name}"
+    def __init__(self, base: Path, log: Path) -> None:
+        super().__init__(base)
+        self.log = log
 
     def start(self) -> None:
         assert GIT is not None, "git is not installed"
@@ -64,17 +58,11 @@ class CountingDaemon:
                  f"--port={self.port}", str(self.base)],
                 stdout=subprocess.DEVNULL, stderr=sink,
             )  # fmt: skip
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-            self.proc = None
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
 
     def counts(self) -> Counter[str]:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
