@@ -10,6 +10,8 @@ model cost: the board's own cost is what is measured; `--job-seconds S` makes ea
 A row is the median of `--runs` runs. What each column is, and where it is counted:
 
 - jobs/min: jobs done from the workers' start (process spawn) to the last `done` event.
+- refused pushes per job: receive-pack requests less the pushes the server accepted (the post-receive hook
+  runs once per accepted push): CAS or lane races lost or given up after the advertisement, each a round trip.
 - pushes per landed commit: receive-pack requests counted by the SERVER (git daemon's --verbose log, or the
   POSTs to git-receive-pack) / landed commits. Landed commits: distinct commits that accepted ref updates made
   reachable, from a post-receive hook logging every `<old> <new> <ref>` update — main and any other ref
@@ -47,7 +49,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from counting_servers import accepted_updates, install_update_log, landed_commits, serving  # noqa: E402
+from counting_servers import (  # noqa: E402
+    accepted_pushes,
+    accepted_updates,
+    install_update_log,
+    landed_commits,
+    serving,
+)
 from fake_servers import FakeOllama  # noqa: E402
 from remotes import WL, join_rig, make_commons  # noqa: E402
 
@@ -81,9 +89,11 @@ def post_jobs(home: Path, n: int, tag: str) -> list[str]:
     return ids
 
 
-def run_workers(homes: list[Path], env: dict[str, str], timeout: float) -> tuple[float, list[dict[str, Any]]]:
+def run_workers(
+    homes: list[Path], env: dict[str, str], timeout: float, extra: list[str]
+) -> tuple[float, list[dict[str, Any]]]:
     """One worker process per home, all started at once; (start time, every JSON event they printed)."""
-    worker = ["--json", "infer", "worker", "--poll", "0.2", "--idle-exit", "1.5"]
+    worker = ["--json", "infer", "worker", "--poll", "0.2", "--idle-exit", "1.5", *extra]
     start = time.time()
     procs = [
         subprocess.Popen([WL, "--home", str(h), *worker], env=env, stdout=subprocess.PIPE,
@@ -188,14 +198,19 @@ def one_run(root: Path, k: int, args: argparse.Namespace, fake_url: str) -> dict
         poster = join_rig(root, url, "poster")
         homes = [join_rig(root, url, f"w{i}").home for i in range(k)]
         ids = post_jobs(poster.home, args.jobs, root.name)
-        before_counts, before_updates = server.counts(), len(accepted_updates(repo))
+        before_counts, before_updates, before_pushes = (
+            server.counts(),
+            len(accepted_updates(repo)),
+            accepted_pushes(repo),
+        )
         r = Store(repo)
         before_head = r.ref(MAIN)
         r.close()
         assert before_head is not None
         env = {key: v for key, v in os.environ.items() if key != "WL_DEBUG"}
         env["OLLAMA_HOST"] = fake_url
-        start, events = run_workers(homes, env, args.timeout)
+        extra = ["--batch", str(args.batch)] if args.batch else []
+        start, events = run_workers(homes, env, args.timeout, extra)
         counts = server.counts() - before_counts
         updates = accepted_updates(repo)[before_updates:]
         fig = event_figures(start, events)
@@ -203,6 +218,7 @@ def one_run(root: Path, k: int, args: argparse.Namespace, fake_url: str) -> dict
         fig["updates"] = len(updates)
         fig["lane_updates"] = sum(1 for _, _, ref in updates if ref.startswith("refs/wl/"))
         fig["pushes"] = counts["receive-pack"]
+        fig["refused"] = counts["receive-pack"] - (accepted_pushes(repo) - before_pushes)
         fig["fetches"] = counts["upload-pack"]
         fig["problems"] = check_once(repo, ids)
         fig["completed"] = args.jobs - len(fig["problems"])
@@ -236,6 +252,7 @@ def summarise(k: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "gave_up_total": sum(r["gave_up"] for r in runs),
         "exactly_once_runs": sum(1 for r in runs if not r["problems"]),
         "pushes_per_job": med(ratio(r["pushes"], r["completed"]) for r in runs),
+        "refused_per_job": med(ratio(r["refused"], r["completed"]) for r in runs),
         "landed_per_job": med(ratio(r["landed"], r["completed"]) for r in runs),
         "fetches_per_job": med(ratio(r["fetches"], r["completed"]) for r in runs),
         "lane_updates": med(r["lane_updates"] for r in runs),
@@ -245,12 +262,13 @@ def summarise(k: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = ["| workers | jobs/min | pushes per landed commit | lost races per claim | gave up (median; total) "
-           "| exactly once | pushes/job | landed/job | fetches/job |",
-           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+           "| exactly once | pushes/job | refused pushes/job | landed/job | fetches/job |",
+           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in rows:
         out.append(f"| {s['workers']} | {s['jobs_per_min']:.0f} | {s['pushes_per_landed']:.2f} "
                    f"| {s['lost_per_claim']:.2f} | {s['gave_up']:g}; {s['gave_up_total']} "
                    f"| {s['exactly_once_runs']}/{s['runs']} runs | {s['pushes_per_job']:.2f} "
+                   f"| {s['refused_per_job']:.2f} "
                    f"| {s['landed_per_job']:.2f} | {s['fetches_per_job']:.1f} |")  # fmt: skip
     return "\n".join(out)
 
@@ -264,6 +282,9 @@ def main() -> None:
     ap.add_argument("--job-seconds", type=float, default=0.0, help="each generation takes this long (max 30)")
     ap.add_argument(
         "--hook", action="store_true", help="install `wl hook install`'s validating pre-receive hook"
+    )
+    ap.add_argument(
+        "--batch", type=int, help="pass `--batch N` to the workers (claim lanes: N claims per push)"
     )
     ap.add_argument("--timeout", type=float, default=900.0, help="per run: workers still running are stopped")
     ap.add_argument("--json", type=Path, help="also write every run's figures here")

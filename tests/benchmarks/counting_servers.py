@@ -135,10 +135,11 @@ def serving(kind: str, base: Path) -> Iterator[CountingServer]:
 
 # --- accepted ref updates ---------------------------------------------------------------------------------
 def install_update_log(repo: Path) -> None:
-    """A post-receive hook appending git's `<old> <new> <ref>` lines (one cheap `cat`, after the update)."""
+    """A post-receive hook appending git's `<old> <new> <ref>` lines and a `push` line (git runs it once per
+    accepted push, after the update; one cheap `cat`)."""
     hook = repo / "hooks" / "post-receive"
     hook.parent.mkdir(exist_ok=True)
-    hook.write_text(f"#!/bin/sh\ncat >> {shlex.quote(str(repo / UPDATES_LOG))}\n")
+    hook.write_text(f"#!/bin/sh\n{{ cat; echo push; }} >> {shlex.quote(str(repo / UPDATES_LOG))}\n")
     hook.chmod(0o755)
 
 
@@ -146,9 +147,17 @@ def accepted_updates(repo: Path) -> list[tuple[bytes, bytes, str]]:
     path = repo / UPDATES_LOG
     out = []
     for line in path.read_bytes().splitlines() if path.exists() else []:
+        if line == b"push":
+            continue
         old, new, ref = line.split(b" ", 2)
         out.append((old, new, ref.decode(errors="replace")))
     return out
+
+
+def accepted_pushes(repo: Path) -> int:
+    """Pushes the server accepted so far (one post-receive run each, however many refs they updated)."""
+    path = repo / UPDATES_LOG
+    return path.read_bytes().splitlines().count(b"push") if path.exists() else 0
 
 
 def landed_commits(repo: Path, updates: list[tuple[bytes, bytes, str]], before: list[bytes]) -> int:
