@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 MAX_SLOW_S = 2.0  # a slow reply never sleeps longer than this, and wakes early when the server stops
+MAX_WORK_S = 30.0  # a generation's compute time (benchmarks) is bounded too, and also wakes on stop
+GENERATE_PATHS = ("/api/generate", "/v1/completions")
 
 
 def fake_completion(prompt: str, seed: int, limit: int) -> tuple[str, str, int]:
@@ -59,6 +61,7 @@ class FakeState:
     fail_message: str = "boom: the runner crashed"
     fail_paths: tuple[str, ...] = ()  # when set, only these paths fail
     slow_s: float = 0.0  # sleep this long before answering (bounded by MAX_SLOW_S)
+    work_s: float = 0.0  # generation requests alone take this long: a model's compute time (MAX_WORK_S)
     missing_paths: tuple[str, ...] = ()  # paths answered with a bare 404 (an older or smaller server)
     api_key: str | None = None  # when set, requests must carry "Authorization: Bearer <key>"
     describe_models: bool = True  # the OpenAI fake answers GET /v1/models/{id} (OpenAI's retrieve-model call)
@@ -100,6 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
         state.requests.append(Recorded(method, path, body, {k.lower(): v for k, v in self.headers.items()}))
         if state.slow_s:
             self.server.stopping.wait(min(state.slow_s, MAX_SLOW_S))
+        if state.work_s and path in GENERATE_PATHS:
+            self.server.stopping.wait(min(state.work_s, MAX_WORK_S))
         if state.fail_status is not None and (not state.fail_paths or path in state.fail_paths):
             self._reply(state.fail_status, self.server.api.error_body(state.fail_message))
             return
