@@ -96,7 +96,10 @@ def push(board: Board, batch: list[Op]) -> dict[str, MutationResult | BoardError
         for _, _, chain in built.values():
             new.objects.extend(chain.new.objects)
         updates = {lanes.remote_ref(i): (old, chain.head) for i, (old, _, chain) in built.items()}
-        landed = board.remote.push_lanes(board.store, updates, new)
+        spent = _spent_updates(board, set(built))
+        landed = board.remote.push_lanes(board.store, {**updates, **spent}, new)
+        if spent:
+            _settle_spent(board, landed)
         moved = False
         for item_id, (_, result, chain) in built.items():
             if landed[lanes.remote_ref(item_id)]:
@@ -145,6 +148,85 @@ def _build(
             continue
         built[op.id] = (board.remote.lanes.get(op.id), applied.result, chain)
     return built
+
+
+SPENT = "spent-lanes.json"  # in the home's cache: lanes whose claims main now holds, to delete with a later push
+
+
+def _spent_path(board: Board) -> Any:
+    return board.home.cache_dir / SPENT
+
+
+def load_spent(board: Board) -> dict[str, str]:
+    import orjson
+
+    try:
+        data = orjson.loads(_spent_path(board).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str) and lanes.item_of(lanes.remote_ref(k)) == k}
+
+
+def _save_spent(board: Board, spent: dict[str, str]) -> None:
+    import os
+
+    import orjson
+
+    path = _spent_path(board)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{SPENT}.{os.getpid()}.tmp")
+    tmp.write_bytes(orjson.dumps(spent))
+    os.replace(tmp, path)
+
+
+def spend(board: Board, item_ids: list[str]) -> None:
+    """Remember lanes whose claims a landed `done` carried to main: the rig's next lane push (or `wl sync`)
+    deletes them in the same push, so a job costs one lane push and one main push."""
+    spent = load_spent(board)
+    for item_id in item_ids:
+        tip = board.remote.lanes.get(item_id)
+        if tip is not None:
+            spent[item_id] = tip.decode()
+    _save_spent(board, spent)
+
+
+def _spent_updates(board: Board, skip: set[str]) -> dict[bytes, tuple[bytes | None, bytes | None]]:
+    """Deletions of the remembered spent lanes that still hold the tip we left (someone else's: not ours)."""
+    out: dict[bytes, tuple[bytes | None, bytes | None]] = {}
+    for item_id, tip in load_spent(board).items():
+        if item_id not in skip and board.remote.lanes.get(item_id) == tip.encode():
+            out[lanes.remote_ref(item_id)] = (tip.encode(), None)
+    return out
+
+
+def _settle_spent(board: Board, landed: dict[bytes, bool]) -> None:
+    spent = load_spent(board)
+    keep = {}
+    for item_id, tip in spent.items():
+        ref = lanes.remote_ref(item_id)
+        if landed.get(ref):
+            board.store.remove_ref(lanes.LOCAL_PREFIX + item_id.encode())
+            board.remote.lanes.pop(item_id, None)
+        elif board.remote.lanes.get(item_id) == tip.encode():
+            keep[item_id] = tip  # still ours to delete: next time
+    if keep != spent:
+        _save_spent(board, keep)
+
+
+def flush_spent(board: Board) -> None:
+    """Delete the remembered spent lanes now (`wl sync`)."""
+    updates = _spent_updates(board, set())
+    if not updates:
+        _settle_spent(board, {})
+        return
+    try:
+        landed = board.remote.push_lanes(board.store, updates, NewObjects())
+    except BoardError:
+        return
+    _settle_spent(board, landed)
+    board._lane_cache = None
 
 
 def drop(board: Board, item_ids: list[str]) -> None:

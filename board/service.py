@@ -239,7 +239,7 @@ class Board:
                 return self._commit_local(op, attachments, f"push failed ({e.reason})")
             assert applied is not None
             if op.op == "done" and op.id and "lane" in op.args:
-                claims.drop(self, [op.id])
+                claims.spend(self, [op.id])
             sync = report if report.eventful() else None
             return MutationResult(op, applied.result, head.decode(), True, None, report.attempts, sync)
 
@@ -280,11 +280,12 @@ class Board:
             if origin is None:
                 raise RemoteError(self.remote.url, "the remote has no board")
             report, _, _ = self._publish(origin, max_attempts)
-            from board.claims import drop, prune
+            from board.claims import flush_spent, prune, spend
 
             done = [o.id for o in report.replayed if o.op == "done" and o.id and "lane" in o.args]
             if report.pushed and done:
-                drop(self, done)
+                spend(self, done)
+            flush_spent(self)
             prune(self)
             self.store.maintain()
             return report

@@ -254,3 +254,27 @@ def test_a_long_running_claims_lane_starts_afresh_before_readers_would_stop_walk
     assert claims_of(commons, item) == ["bob"]
     bob.done(item, "finally")
     assert remote_item(commons, item).status == "in_review"
+
+
+def test_a_spent_lane_goes_out_with_the_rigs_next_claim_or_its_sync(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)
+    alice, bob, _ = _three(tmp_path, str(commons))
+    first, second, third = alice.post("1"), alice.post("2"), alice.post("3")
+
+    def lane_ref(item_id: str) -> bytes | None:
+        store = Store(commons)
+        try:
+            return store.ref(lanes.remote_ref(item_id))
+        finally:
+            store.close()
+
+    bob.claim(first)
+    bob.done(first, "one")
+    assert lane_ref(first) is not None and remote_item(commons, first).status == "in_review"  # spent, not read
+    bob.claim(second)  # the push that claims the next item deletes the spent lane
+    assert lane_ref(first) is None and lane_ref(second) is not None
+    bob.done(second, "two")
+    bob.sync()  # or a sync does
+    assert lane_ref(second) is None
+    bob.claim(third)
+    assert remote_item(commons, third).claimed_by == "bob" and claims_of(commons, third) == ["bob"]
