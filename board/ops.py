@@ -29,9 +29,10 @@ from board.errors import (
     WrongStatus,
 )
 from board.ids import check_handle, check_item_id, fmt_time, parse_time
-from board.records import EFFORTS, SEVERITIES, TYPES, Completion, Item, Rig, dumps
+from board.records import EFFORTS, SEVERITIES, TYPES, Completion, Item, RecordError, Rig, dumps
 
 DEFAULT_LEASE = 30 * 60
+MAX_ITEM_BYTES = 2 << 20  # what readers take (board/view.py MAX_RECORD_BYTES["item"])
 TRAILER = "Wl-Op: "
 # Operations the ledger applies itself (board/ledger.py): they restore or re-publish state, not lifecycle.
 LEDGER_OPS = ("repair", "republish", "checkpoint")
@@ -191,8 +192,14 @@ def _post(view: View, op: Op, now: datetime) -> Applied:
         updated_at=t,
         effort_level=effort,
     )
-    Item.from_dict(_item_dict(item))  # the same validation a reader applies
-    return Applied({layout.item_path(item.id): dumps(_item_dict(item))}, _item_dict(item))
+    try:
+        Item.from_dict(_item_dict(item))  # the same validation a reader applies
+    except RecordError as e:
+        raise UsageError(f"the item is not a valid record: {e}") from None
+    record = dumps(_item_dict(item))
+    if len(record) > MAX_ITEM_BYTES:
+        raise UsageError(f"the item would be {len(record)} bytes; readers take items up to {MAX_ITEM_BYTES} bytes")
+    return Applied({layout.item_path(item.id): record}, _item_dict(item))
 
 
 def _claim(view: View, op: Op, now: datetime) -> Applied:

@@ -432,3 +432,9 @@ def test_treeview_rules_see_the_committed_state(b3: Board3) -> None:
         with pytest.raises(WrongStatus):
             ops.apply(view, b.new_op("done", item_id, evidence="x", completion_id="c-" + "1" * 16), T0)
         assert view.item(item_id).status == "open"  # type: ignore[union-attr]
+
+
+def test_an_item_too_large_for_readers_is_refused_as_a_usage_error(b3: Board3) -> None:
+    with pytest.raises(UsageError, match="not a valid record: description is too long"):
+        b3.poster.post("big", description="x" * (3 << 20))
+    assert b3.poster.pending() == []
