@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from wl_infer.codec import Job
 
 MAX_LEASE_S = 30 * 86400
-SHUFFLE_WINDOW = 8  # concurrent workers spread over the oldest few items instead of all racing for one
+SHUFFLE_WINDOW = 32  # concurrent workers spread over the oldest items instead of all racing for the same few
 TICK_S = 0.2  # how often a waiting main thread looks at signals, runs and the panel
 
 
