@@ -59,3 +59,24 @@ def blob_path(hexdigest: str) -> str:
     if not BLOB_RE.match(hexdigest):
         raise ValueError(f"invalid blob digest {hexdigest!r}")
     return f"blobs/sha256/{hexdigest}"
+
+
+# --- the archive: completed and withdrawn items moved out of the live tree (board/archive.py) ----------
+ARCHIVE = "archive"
+
+
+def archived(path: str) -> str:
+    """Where a live record path (`wanted/…`, `completions/…`, `attestations/…`) lives once archived."""
+    return f"{ARCHIVE}/{path}"
+
+
+def archive_item_path(item_id: str) -> str:
+    return archived(item_path(item_id))
+
+
+def archive_completion_path(item_id: str) -> str:
+    return archived(completion_path(item_id))
+
+
+def archive_attestation_dir(item_id: str) -> str:
+    return archived(attestation_dir(item_id))

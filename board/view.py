@@ -16,16 +16,19 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from dulwich.objects import Blob, Tree
 
 from board import layout
-from board.errors import Ambiguous, CorruptRecord, NotFound
+from board.errors import Ambiguous, Archived, CorruptRecord, NotFound
 from board.ids import ITEM_RE, normalise_prefix
 from board.records import Completion, Item, RecordError, Rig, check_board_meta, loads
 from board.store import TREE_MODE, Store
+
+if TYPE_CHECKING:
+    from board.index import Query, Result
 
 log = logging.getLogger("wl.board")
 log.addHandler(logging.NullHandler())  # a library stays quiet unless its user (the CLI) routes warnings
@@ -177,7 +180,39 @@ class TreeView:
         )
         if item is not None and item.id != item_id:
             raise CorruptRecord(layout.item_path(item_id), f"id field says {item.id}")
+        if item is None and self.read(layout.archive_item_path(item_id)) is not None:
+            raise Archived(item_id)  # history now: no rule may read it as live, and its id stays taken
         return item
+
+    # --- archived records (board/archive.py moves them; show and log still find them) --------------
+    def archived_item(self, item_id: str) -> Item | None:
+        item: Item | None = self._record((layout.archive_item_path(item_id),), Item, "item")
+        if item is not None and item.id != item_id:
+            raise CorruptRecord(layout.archive_item_path(item_id), f"id field says {item.id}")
+        return item
+
+    def archived_completion(self, item_id: str) -> Completion | None:
+        path = layout.archive_completion_path(item_id)
+        comp: Completion | None = self._record((path,), Completion, "completion", strict=False)
+        if comp is not None and comp.wanted_id != item_id:
+            self._skip(path, f"wanted_id field says {comp.wanted_id}")
+            return None
+        return comp
+
+    def archived_attestations(self, item_id: str) -> dict[str, dict[str, Any]]:
+        return {name: data for _, name, data in self._json_files(layout.archive_attestation_dir(item_id), "attestation")}
+
+    def files(self, path: str) -> list[tuple[str, bytes]]:
+        """(path, bytes) of each regular `.json` file in a folder (what the archive rule moves)."""
+        out = []
+        for name, mode, sha in self._listdir(path):
+            if name.endswith(".json") and stat.S_ISREG(mode):
+                full = f"{path}/{name}"
+                try:
+                    out.append((full, self._object(full, sha, Blob).as_raw_string()))
+                except BadEntry as e:
+                    self._skip(e.path, e.reason)
+        return out
 
     def completion(self, item_id: str) -> Completion | None:
         """The item's completion; one that does not validate is skipped (with a warning), never fatal."""
@@ -277,20 +312,25 @@ class TreeView:
     def resolve(self, prefix: str) -> str:
         """The one item id starting with prefix (unknown → NotFound, several → Ambiguous)."""
         want = normalise_prefix(prefix)
-        hexpart = want[2:]
-        if len(hexpart) >= 2:
-            buckets = [hexpart[:2]]
-        else:
-            buckets = [
-                name for name, mode, _ in self._listdir("wanted") if mode == TREE_MODE and name.startswith(hexpart)
-            ]
-        candidates = [i for b in buckets for i in self._ids_in(f"wanted/{b}") if i.startswith(want)]
-        candidates += [i for i in self._ids_in("wanted") if i.startswith(want) and i not in candidates]
+        candidates = self._matching("wanted", want)
+        if not candidates:  # an archived item is still found (show, log); rules then refuse it as not live
+            candidates = self._matching(layout.archived("wanted"), want, flat=False)
         if not candidates:
             raise NotFound(prefix)
         if len(candidates) > 1:
             raise Ambiguous(prefix, sorted(candidates))
         return candidates[0]
+
+    def _matching(self, top: str, want: str, flat: bool = True) -> list[str]:
+        hexpart = want[2:]
+        if len(hexpart) >= 2:
+            buckets = [hexpart[:2]]
+        else:
+            buckets = [name for name, mode, _ in self._listdir(top) if mode == TREE_MODE and name.startswith(hexpart)]
+        candidates = [i for b in buckets for i in self._ids_in(f"{top}/{b}") if i.startswith(want)]
+        if flat:
+            candidates += [i for i in self._ids_in(top) if i.startswith(want) and i not in candidates]
+        return candidates
 
     # --- listing ----------------------------------------------------------------------------------
     def items(self) -> list[Item]:
@@ -324,6 +364,50 @@ class TreeView:
         if fresh.keys() != cache.keys():
             self._save_cache(fresh)
         return out
+
+    # --- the browse index (board/index.py) -------------------------------------------------------------
+    def query(self, q: Query) -> Result:
+        """The items browse lists: every listing goes through here (served by the index when there is one)."""
+        from board.index import BrowseIndex, scan_view
+
+        if self.cache_path is None:
+            return scan_view(self, q)
+        board_id = str(self.meta().get("board_id", ""))
+        return BrowseIndex(self.cache_path.with_name("index.sqlite"), board_id).query(self, q)
+
+    def buckets(self, top: str) -> tuple[dict[str, bytes], list[Entry]]:
+        """The bucket folders under `top` (name → tree sha) and its flat `.json` entries."""
+        out: dict[str, bytes] = {}
+        flat: list[Entry] = []
+        for name, mode, sha in self._listdir(top):
+            if mode == TREE_MODE:
+                out[name] = sha
+            elif name.endswith(".json"):
+                flat.append((name, mode, sha))
+            elif len(name) == 2:
+                self._skip(f"{top}/{name}", f"{_what(mode)} where a folder belongs")
+        return out, flat
+
+    def bucket_rows(self, top: str, name: str, sha: bytes) -> list[dict[str, Any]]:
+        return self._parse_dir(f"{top}/{name}", name, sha)
+
+    def flat_rows(self, top: str, flat: list[Entry]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for name, mode, sha in flat:
+            path = f"{top}/{name}"
+            try:
+                rows.append({"item": self._check_item(path, name, mode, sha).to_dict()})
+            except BadEntry as e:
+                rows.append({"skip": e.path, "reason": e.reason})
+            except RecordError as e:
+                rows.append({"skip": path, "reason": str(e)})
+        return rows
+
+    def note_skip(self, path: str, reason: str) -> None:
+        self._skip(path, reason)
+
+    def rows_items(self, rows: list[dict[str, Any]]) -> list[Item]:
+        return self._from_rows(rows) or []
 
     def _from_rows(self, rows: list[dict[str, Any]]) -> list[Item] | None:
         """Items from cached rows; None if a row is not what this version writes (then the bucket is re-read)."""

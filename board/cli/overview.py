@@ -127,6 +127,7 @@ _DETAIL = {  # what a history line shows of an operation's arguments
     "accept": ("quality", "reliability", "severity"),
     "reject": ("reason",),
     "attest": ("verdict",),
+    "archive": ("older_than",),
 }
 
 
@@ -154,14 +155,16 @@ def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict
         walked += 1
         commit = store.commit(sha)
         op = op_from_message(commit.message.decode("utf-8", "replace"))
-        if op is not None and op.id == item_id:
+        ids = op.args.get("ids") if op is not None and op.op == "archive" else None
+        archived = isinstance(ids, list) and item_id in ids  # one archive operation moves many items
+        if op is not None and (op.id == item_id or archived):
             out.append({
                 "op": op.op,
                 "by": op.by,
                 "at": op.at,
                 "commit": sha.decode(),
                 "committed_at": _commit_time(commit),
-                "args": op.args,
+                "args": {k: v for k, v in op.args.items() if k != "ids"} if archived else op.args,
             })
             if op.op == "post":
                 break
