@@ -218,8 +218,9 @@ class BrowseIndex:
     def _select(self, db: sqlite3.Connection, q: Query) -> Result:
         where: list[str] = ["archived = ?"]
         params: list[Any] = [int(q.archived)]
-        # a flat file whose id is also in a bucket is the reader's duplicate: the bucket's copy wins
-        where.append("(flat = 0 OR id NOT IN (SELECT id FROM items WHERE flat = 0))")
+        if db.execute("SELECT 1 FROM items WHERE flat = 1 LIMIT 1").fetchone():  # legacy flat files, rare:
+            # a flat file whose id is also in a bucket is the reader's duplicate; the bucket's copy wins
+            where.append("(flat = 0 OR id NOT IN (SELECT id FROM items WHERE flat = 0))")
         for column, value in (("type", q.type), ("project", q.project), ("priority", q.priority),
                               ("posted_by", q.posted_by), ("claimed_by", q.claimed_by)):
             if value is not None:
