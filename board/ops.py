@@ -462,72 +462,13 @@ def apply(view: View, op: Op, now: datetime) -> Applied:
     return rule(view, op, now)
 
 
-# --- archiving (issue 15): completed and withdrawn items leave the live tree ---------------------------
-MIN_ARCHIVE_AGE = 86400  # a day at least: verifiers get time to attest before an item becomes history
-MAX_ARCHIVE_AGE = 100 * 365 * 86400
-MAX_ARCHIVE_IDS = 1000  # items one operation may move (each costs every validator one item read)
-ARCHIVABLE = ("completed", "withdrawn")
 
-
-class ArchiveView(View, Protocol):
-    def files(self, path: str) -> list[tuple[str, bytes]]: ...
-
-
-def _archive_moves(view: ArchiveView, item_id: str) -> dict[str, bytes | None]:
-    """The item, its completion and attestations (fanned or flat) moved to their archive paths, bytes as-is."""
-    moves: list[tuple[str, str]] = [
-        (layout.item_path(item_id), layout.archive_item_path(item_id)),
-        (layout.item_flat_path(item_id), layout.archive_item_path(item_id)),
-        (layout.completion_path(item_id), layout.archive_completion_path(item_id)),
-        (layout.completion_flat_path(item_id), layout.archive_completion_path(item_id)),
-    ]
-    for folder in (layout.attestation_flat_dir(item_id), layout.attestation_dir(item_id)):
-        for path, _ in view.files(folder):
-            moves.append((path, f"{layout.archive_attestation_dir(item_id)}/{path.rsplit('/', 1)[-1]}"))
-    changes: dict[str, bytes | None] = {}
-    for live, kept in moves:
-        raw = view.read(live)
-        if raw is not None:
-            changes[live] = None
-            changes[kept] = raw
-    return changes
-
-
-def _archive(view: ArchiveView, op: Op, now: datetime) -> Applied:
-    """Housekeeping anyone registered may do: move items completed or withdrawn at least `older_than`
-    seconds before the operation's own time out of the live tree (`archive/…`), records unchanged."""
-    from board.errors import Archived
+def _archive(view: View, op: Op, now: datetime) -> Applied:
+    """Housekeeping anyone registered may do: finished items older than an age leave the live tree."""
+    from board.archive import archive_changes
 
     _registered(view, op.by)
-    ids, older = op.args.get("ids"), op.args.get("older_than")
-    if op.id is not None or not isinstance(ids, list) or not 1 <= len(ids) <= MAX_ARCHIVE_IDS:
-        raise UsageError(f"archive takes a list of 1 to {MAX_ARCHIVE_IDS} item ids in args.ids")
-    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
-        raise UsageError("archive's ids must be distinct item ids")
-    if isinstance(older, bool) or not isinstance(older, int) or not MIN_ARCHIVE_AGE <= older <= MAX_ARCHIVE_AGE:
-        raise UsageError(f"archive's older_than must be whole seconds, at least {MIN_ARCHIVE_AGE} (a day)")
-    cutoff = now - timedelta(seconds=older)
-    changes: dict[str, bytes | None] = {}
-    already = 0
-    for item_id in ids:
-        check_item_id(item_id)
-        try:
-            item = view.item(item_id)
-        except Archived:
-            already += 1
-            continue
-        if item is None:
-            raise NotFound(item_id)
-        if item.status not in ARCHIVABLE:
-            raise WrongStatus(item.id, item.status, ARCHIVABLE, "only finished items are archived")
-        if parse_time(item.updated_at) > cutoff:
-            raise RuleError(f"wanted item {item.id} changed at {item.updated_at}, less than {older} s before {op.at}")
-        changes.update(_archive_moves(view, item_id))
-    if already == len(ids):
-        raise AlreadyApplied(f"the {len(ids)} item(s) are already archived")
-    if already:
-        raise RuleError(f"{already} of the {len(ids)} items are already archived")
-    return Applied(changes, {"archived": list(ids), "older_than": older})
+    return Applied(*archive_changes(view, op.id, op.args, op.at, now))
 
 
-RULES["archive"] = _archive  # type: ignore[assignment]  # its view also lists folders (TreeView does)
+RULES["archive"] = _archive

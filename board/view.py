@@ -65,6 +65,7 @@ class TreeView:
     tree: bytes
     cache_path: Path | None = None  # per-bucket parse cache (keyed by bucket name and tree sha)
     skipped: dict[str, str] = field(default_factory=dict)  # path → why it was skipped
+    reread: list[str] = field(default_factory=list)  # buckets the last query re-read into the index
 
     @property
     def corrupt(self) -> list[str]:
@@ -372,8 +373,10 @@ class TreeView:
 
         if self.cache_path is None:
             return scan_view(self, q)
-        board_id = str(self.meta().get("board_id", ""))
-        return BrowseIndex(self.cache_path.with_name("index.sqlite"), board_id).query(self, q)
+        index = BrowseIndex(self.cache_path.with_name("index.sqlite"), str(self.meta().get("board_id", "")))
+        result = index.query(self, q)
+        self.reread = index.reread
+        return result
 
     def buckets(self, top: str) -> tuple[dict[str, bytes], list[Entry]]:
         """The bucket folders under `top` (name → tree sha) and its flat `.json` entries."""

@@ -24,7 +24,7 @@ BOARD_FLOORS: dict[str, int] = {
     # 2: records and paths, the remote
     "board.layout": 2, "board.records": 2, "board.remote": 2,
     # 3: rules and reading a tree
-    "board.ops": 3, "board.view": 3,
+    "board.ops": 3, "board.view": 3, "board.index": 3, "board.archive": 3,
     # 3: signed commits, tree checks, validating history (the ledger), what a sync or mutation reports
     "board.commits": 3, "board.treecheck": 3, "board.ledger": 3, "board.results": 3,
     # 4: the service (commits, push, sync), publishing signed chains, the server-side hook
@@ -34,7 +34,7 @@ BOARD_FLOORS: dict[str, int] = {
     # 6: the command line
     "board.cli": 6, "board.cli.output": 6, "board.cli.main": 6, "board.cli.doctor": 6, "board.cli.items": 6,
     "board.cli.rig": 6, "board.cli.setup": 6, "board.cli.hook": 6, "board.cli.frame": 6, "board.cli.complete": 6,
-    "board.cli.overview": 6,
+    "board.cli.overview": 6, "board.cli.archive": 6,
 }  # fmt: skip
 
 INFER_FLOORS: dict[str, int] = {

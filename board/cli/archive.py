@@ -27,9 +27,9 @@ def archivable(view: Any, older_than: int, now: Any) -> list[str]:
     """Ids of the live items the archive rule would move now: finished, and unchanged for `older_than` s."""
     from datetime import timedelta
 
+    from board.archive import ARCHIVABLE
     from board.ids import parse_time
     from board.index import Query
-    from board.ops import ARCHIVABLE
 
     cutoff = now - timedelta(seconds=older_than)
     out = []
@@ -48,9 +48,9 @@ def archivable(view: Any, older_than: int, now: Any) -> list[str]:
 @click.pass_obj
 def archive(obj: Obj, older: str | None, dry_run: bool, no_push: bool) -> None:
     """Archive completed and withdrawn items older than an age (show and log still find them)."""
+    from board.archive import MAX_ARCHIVE_IDS, MIN_ARCHIVE_AGE
     from board.errors import AlreadyApplied, UsageError
     from board.ids import utcnow
-    from board.ops import MAX_ARCHIVE_IDS, MIN_ARCHIVE_AGE
 
     board = obj.board()
     seconds = parse_age(older) if older else int(board.config.get("archive_after", DEFAULT_DAYS)) * 86400
