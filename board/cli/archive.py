@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -49,15 +50,16 @@ def archivable(view: Any, older_than: int, now: Any) -> list[str]:
 def archive(obj: Obj, older: str | None, dry_run: bool, no_push: bool) -> None:
     """Archive completed and withdrawn items older than an age (show and log still find them)."""
     from board.archive import MAX_ARCHIVE_IDS, MIN_ARCHIVE_AGE
-    from board.errors import AlreadyApplied, UsageError
+    from board.errors import AlreadyApplied, Unreachable, UsageError
     from board.ids import utcnow
 
     board = obj.board()
     seconds = parse_age(older) if older else int(board.config.get("archive_after", DEFAULT_DAYS)) * 86400
     if seconds < MIN_ARCHIVE_AGE:
         raise UsageError(f"items are archived a day after they finished at the earliest (got {seconds} s)")
-    if not dry_run and not no_push and board.remote is not None:
-        board.refresh()  # decide on the freshest validated state; the rule re-checks each item anyway
+    if not no_push and board.remote is not None:
+        with contextlib.suppress(Unreachable):  # offline: the local copy decides, the rule re-checks later
+            board.refresh()  # decide on the freshest validated state; the rule re-checks each item anyway
     ids = archivable(board.view(), seconds, utcnow())
     done: list[dict[str, Any]] = []
     results = []
