@@ -12,16 +12,14 @@ record says why it cannot proceed.
 from __future__ import annotations
 
 import logging
-import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from dulwich.objects import Blob, Tree
 
-from board import layout
+from board import layout, parsecache
 from board.errors import Ambiguous, Archived, CorruptRecord, NotFound
 from board.ids import ITEM_RE, normalise_prefix
 from board.records import Completion, Item, RecordError, Rig, check_board_meta, loads
@@ -36,6 +34,16 @@ log.addHandler(logging.NullHandler())  # a library stays quiet unless its user (
 CACHE_VERSION = 2  # bump whenever decoding becomes stricter, so rows cached by a laxer reader are re-checked
 MAX_RECORD_BYTES = {"item": 2 << 20, "completion": 20 << 20, "rig": 1 << 20, "attestation": 1 << 20}
 Entry = tuple[str, int, bytes]
+
+
+_ITEM_FIELDS = tuple(f.name for f in fields(Item))
+
+
+def item_dict(item: Item) -> dict[str, Any]:
+    """Item.to_dict without dataclasses.asdict's recursive deep copy (a cold read makes 100,000 of them)."""
+    out = {name: getattr(item, name) for name in _ITEM_FIELDS}
+    out["tags"] = list(item.tags)
+    return out
 
 
 class BadEntry(Exception):
@@ -397,13 +405,12 @@ class TreeView:
     def flat_rows(self, top: str, flat: list[Entry]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for name, mode, sha in flat:
-            path = f"{top}/{name}"
             try:
-                rows.append({"item": self._check_item(path, name, mode, sha).to_dict()})
+                rows.append({"item": item_dict(self._check_item(f"{top}/{name}", name, mode, sha))})
             except BadEntry as e:
                 rows.append({"skip": e.path, "reason": e.reason})
             except RecordError as e:
-                rows.append({"skip": path, "reason": str(e)})
+                rows.append({"skip": f"{top}/{name}", "reason": str(e)})
         return rows
 
     def note_skip(self, path: str, reason: str) -> None:
@@ -425,10 +432,22 @@ class TreeView:
             return None
         return out
 
+    def _blob_bytes(self, path: str, sha: bytes) -> bytes:
+        """A blob's bytes without building a dulwich object (what a cold read of every item pays)."""
+        try:
+            type_num, raw = self.store.raw(sha)
+        except KeyError:
+            raise BadEntry(path, "its object is missing from the repository") from None
+        except Exception as e:  # noqa: BLE001 - a crafted object dulwich cannot parse is just a bad entry
+            raise BadEntry(path, f"its object cannot be read ({type(e).__name__})") from None
+        if type_num != Blob.type_num:
+            return bytes(self._object(path, sha, Blob).as_raw_string())  # raises BadEntry naming the type
+        return raw
+
     def _check_item(self, path: str, name: str, mode: int, sha: bytes) -> Item:
         if not stat.S_ISREG(mode):
             raise BadEntry(path, f"{_what(mode)} where a file belongs")
-        raw = self._object(path, sha, Blob).as_raw_string()
+        raw = self._blob_bytes(path, sha)
         if len(raw) > MAX_RECORD_BYTES["item"]:
             raise RecordError(f"larger than {MAX_RECORD_BYTES['item'] >> 20} MiB")
         item = Item.decode(raw)
@@ -460,7 +479,7 @@ class TreeView:
                 item = self._check_item(full, name, mode, sha)
                 if layout.bucket(item.id) != bucket:
                     raise RecordError(f"belongs in wanted/{layout.bucket(item.id)}/, not {path}/")
-                rows.append({"item": item.to_dict()})
+                rows.append({"item": item_dict(item)})
             except BadEntry as e:
                 rows.append({"skip": e.path, "reason": e.reason})
             except RecordError as e:
@@ -468,30 +487,9 @@ class TreeView:
         return rows
 
     def _load_cache(self) -> dict[str, list[dict[str, Any]]]:
-        if self.cache_path is None:
-            return {}
-        try:
-            data = orjson.loads(self.cache_path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return {}
-        if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-            return {}
-        buckets = data.get("buckets")
-        if not isinstance(buckets, dict):
-            return {}
-        return {k: v for k, v in buckets.items() if isinstance(v, list) and all(isinstance(r, dict) for r in v)}
+        return parsecache.load(self.cache_path, CACHE_VERSION) if self.cache_path is not None else {}
 
     def _save_cache(self, data: dict[str, list[dict[str, Any]]]) -> None:
         """The cache is only a speed-up: keyed by tree sha, it can never be stale, only missing."""
-        if self.cache_path is None:
-            return
-        try:
-            self.cache_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                fh.write(orjson.dumps({"version": CACHE_VERSION, "buckets": data}))
-            os.replace(tmp, self.cache_path)
-        except OSError:
-            pass
+        if self.cache_path is not None:
+            parsecache.save(self.cache_path, CACHE_VERSION, data)
