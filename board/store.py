@@ -181,10 +181,9 @@ class Store:
         data = self._blobs.get(sha)
         if data is not None:
             return data
-        blob = self.objects[sha]
-        if not isinstance(blob, Blob):
+        type_num, data = self.raw(sha)  # no dulwich object built: a checkpoint reads every record once
+        if type_num != Blob.type_num:
             raise KeyError(sha)
-        data = blob.as_raw_string()
         if len(data) <= BLOB_CACHE_SIZE:
             if len(self._blobs) >= TREE_CACHE:
                 self._blobs.clear()
