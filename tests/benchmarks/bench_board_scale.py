@@ -26,12 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the remotes helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_board's helpers
 
+from bench_board import timed  # noqa: E402
 from remotes import GitDaemon, have_git_daemon  # noqa: E402
 
 from board import layout  # noqa: E402
@@ -48,17 +49,6 @@ def sh(wl: str, args: list[str], home: Path) -> str:
     if p.returncode != 0:
         raise RuntimeError(f"wl {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()[-400:]}")
     return p.stdout
-
-
-def timed(fn: Callable[[], object], runs: int, setup: Callable[[], object] | None = None) -> list[float]:
-    out = []
-    for _ in range(runs):
-        if setup is not None:
-            setup()
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def item_id(n: int) -> str:
