@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 INDEX_VERSION = "1"
 LIVE, ARCHIVE = "wanted", "archive/wanted"
-FLAT = "(flat)"  # pseudo-bucket for legacy flat files `wanted/w-….json`
+FLAT = "\0flat"  # pseudo-bucket for legacy flat files `wanted/w-….json` (no tree entry name holds a NUL)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, sha TEXT NOT NULL);
