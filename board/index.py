@@ -28,7 +28,7 @@ from board.records import Item, RecordError
 if TYPE_CHECKING:
     from board.view import TreeView
 
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"
 LIVE, ARCHIVE = "wanted", "archive/wanted"
 FLAT = "\0flat"  # pseudo-bucket for legacy flat files `wanted/w-….json` (no tree entry name holds a NUL)
 SCHEMA = """
@@ -42,8 +42,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_order ON items (archived, status, priority, created_at, id);
 CREATE TABLE IF NOT EXISTS tags (bucket TEXT NOT NULL, id TEXT NOT NULL, tag TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS tags_by_bucket ON tags (bucket);
-CREATE INDEX IF NOT EXISTS tags_by_tag ON tags (tag, id);
+CREATE INDEX IF NOT EXISTS tags_by_item ON tags (bucket, id, tag);
 CREATE TABLE IF NOT EXISTS skips (bucket TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS skips_by_bucket ON skips (bucket);
 """
