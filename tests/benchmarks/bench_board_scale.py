@@ -13,7 +13,9 @@ is covered by tests/test_archive.py). Then, as processes, median of --runs runs 
   `wl browse --limit 20` cold (no index, no parse cache) and warm, `wl join` (fresh home, over git daemon),
   `wl show ID` (a live item; on (b) also an archived one), `wl claim ID --no-push` (a different open item each run).
 `--wl PATH` runs the commands with another `wl` (e.g. main's, for the before figures; main cannot read (b)).
-Everything runs in a temporary folder; the daemon is stopped at the end.
+The commons is packed by `git repack` (deltas included, as `git gc` leaves a served repository); the commands
+run with bytecode caching on (PYTHONDONTWRITEBYTECODE is dropped), as users run them. Everything runs in a
+temporary folder; the daemon is stopped at the end.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_board's helpers
 
 from bench_board import timed  # noqa: E402
-from remotes import GitDaemon, have_git_daemon  # noqa: E402
+from remotes import GIT, GitDaemon, have_git_daemon  # noqa: E402
 
 from board import layout  # noqa: E402
 from board.ids import fmt_time, utcnow  # noqa: E402
@@ -44,8 +46,11 @@ ARCHIVE_KEEP = 2000
 GOALS = {"browse warm": 0.150, "browse cold": 1.0, "join": 1.0}
 
 
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # start-up as users get it
+
+
 def sh(wl: str, args: list[str], home: Path) -> str:
-    p = subprocess.run([wl, *args], env={**os.environ, "WL_HOME": str(home)}, capture_output=True, text=True)
+    p = subprocess.run([wl, *args], env={**ENV, "WL_HOME": str(home)}, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"wl {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()[-400:]}")
     return p.stdout
@@ -76,10 +81,11 @@ def build(path: Path, n: int, archived: int) -> tuple[list[str], list[str]]:
             (gone if done else live).append(iid)
         head = store.make_commit(head, changes, f"wl: {n} items\n", "poster", NewObjects())
         store.force_ref(MAIN, head)
-        store.objects.pack_loose_objects()
-        store.objects.repack()
     finally:
         store.close()
+    assert GIT is not None  # packed by git, deltas included, as `git gc` leaves a served commons
+    subprocess.run([GIT, "-C", str(path), "repack", "-adq"], check=True)
+    subprocess.run([GIT, "-C", str(path), "prune-packed"], check=True)
     (path / "git-daemon-export-ok").touch()
     return live, gone
 
