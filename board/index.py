@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,7 @@ class Query:
     involves: str | None = None  # posted or claimed by (`--mine`)
     tags: tuple[str, ...] = ()
     limit: int | None = 50
+    only: tuple[str, ...] | None = None  # just these ids (the overlaid ones, below)
 
     def matches(self, item: Item) -> bool:
         """The same filter in Python (the full-scan fallback)."""
@@ -74,6 +75,7 @@ class Query:
             and (self.claimed_by is None or item.claimed_by == self.claimed_by)
             and (self.involves is None or self.involves in (item.posted_by, item.claimed_by))
             and all(t in item.tags for t in self.tags)
+            and (self.only is None or item.id in self.only)
         )
 
 
@@ -110,6 +112,23 @@ def scan_view(view: TreeView, q: Query) -> Result:
     seen = {i.id for i in items}
     items += [i for i in view.rows_items(view.flat_rows(ARCHIVE, flat)) if i.id not in seen]
     return scan(items, q)
+
+
+def overlaid(q: Query, overlay: dict[str, Item], ask: Callable[[Query], Result]) -> Result:
+    """The query when some items' records are overridden (claim lanes folded over main, board/lanes.py): those
+    items are judged on their overlaid record, every other comes from `ask` (the index) as it is."""
+    ids = tuple(sorted(overlay))
+    base = ask(replace(q, limit=None if q.limit is None else q.limit + len(ids)))
+    hidden = ask(replace(q, only=ids, limit=None))  # main's records of the overlaid items, as counted in base
+    shown = scan(list(overlay.values()), replace(q, limit=None))
+    items = sorted([i for i in base.items if i.id not in overlay] + shown.items, key=sort_key)
+    others = dict(base.others)
+    for status, n in hidden.others.items():
+        others[status] = others.get(status, 0) - n
+    for status, n in shown.others.items():
+        others[status] = others.get(status, 0) + n
+    return Result(items[: q.limit] if q.limit is not None else items, base.total - hidden.total + shown.total,
+                  {s: n for s, n in others.items() if n > 0})
 
 
 class IndexCorrupt(Exception):
@@ -228,6 +247,9 @@ class BrowseIndex:
         if q.involves is not None:
             where.append("(posted_by = ? OR claimed_by = ?)")
             params += [q.involves, q.involves]
+        if q.only is not None:
+            where.append(f"id IN ({', '.join('?' * len(q.only))})" if q.only else "0")
+            params += list(q.only)
         for tag in q.tags:
             where.append("EXISTS (SELECT 1 FROM tags t WHERE t.bucket = items.bucket AND t.id = items.id "
                          "AND t.tag = ?)")

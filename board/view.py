@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import stat
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from dulwich.objects import Blob, Tree
 from board import layout, parsecache
 from board.errors import Ambiguous, Archived, CorruptRecord, NotFound
 from board.ids import ITEM_RE, normalise_prefix
-from board.records import Completion, Item, RecordError, Rig, check_board_meta, loads
+from board.records import Completion, Item, RecordError, Rig, check_board_meta, item_dict, loads
 from board.store import TREE_MODE, Store
 
 if TYPE_CHECKING:
@@ -34,16 +34,6 @@ log.addHandler(logging.NullHandler())  # a library stays quiet unless its user (
 CACHE_VERSION = 2  # bump whenever decoding becomes stricter, so rows cached by a laxer reader are re-checked
 MAX_RECORD_BYTES = {"item": 2 << 20, "completion": 20 << 20, "rig": 1 << 20, "attestation": 1 << 20}
 Entry = tuple[str, int, bytes]
-
-
-_ITEM_FIELDS = tuple(f.name for f in fields(Item))
-
-
-def item_dict(item: Item) -> dict[str, Any]:
-    """Item.to_dict without dataclasses.asdict's recursive deep copy (a cold read makes 100,000 of them)."""
-    out = {name: getattr(item, name) for name in _ITEM_FIELDS}
-    out["tags"] = list(item.tags)
-    return out
 
 
 class BadEntry(Exception):
@@ -377,14 +367,20 @@ class TreeView:
     # --- the browse index (board/index.py) -------------------------------------------------------------
     def query(self, q: Query) -> Result:
         """The items browse lists: every listing goes through here (served by the index when there is one)."""
-        from board.index import BrowseIndex, scan_view
+        from board.index import BrowseIndex, overlaid, scan_view
 
         if self.cache_path is None:
-            return scan_view(self, q)
+            return scan_view(self, q)  # items() applies any overlay itself
         index = BrowseIndex(self.cache_path.with_name("index.sqlite"), str(self.meta().get("board_id", "")))
-        result = index.query(self, q)
-        self.reread = index.reread
-        return result
+        self.reread = []
+
+        def ask(sub: Query) -> Result:
+            result = index.query(self, sub)
+            self.reread += index.reread
+            return result
+
+        overlay = getattr(self, "overlay", None)  # item id → Item: claim lanes folded over main (board/lanes.py)
+        return overlaid(q, overlay, ask) if overlay and not q.archived else ask(q)
 
     def buckets(self, top: str) -> tuple[dict[str, bytes], list[Entry]]:
         """The bucket folders under `top` (name → tree sha) and its flat `.json` entries."""

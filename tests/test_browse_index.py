@@ -179,3 +179,28 @@ def test_a_damaged_or_foreign_index_is_rebuilt_not_trusted(tmp_path: Path, damag
         assert db.execute("SELECT value FROM meta WHERE key = 'board'").fetchone()[0] != "ffffffffffffffff"
     finally:
         db.close()
+
+
+def test_overridden_records_are_judged_on_the_override(tmp_path: Path) -> None:
+    """Claim lanes fold over main's items (the view's `overlay`): browse from the index must list and count
+    those items as their override says, exactly as a full read with the override applied does."""
+    from dataclasses import replace
+
+    commons, alice, _, ids = varied_board(tmp_path)
+    with alice.board() as board:
+        view = board.view()
+        items = {i.id: i for i in view.items()}
+        opened = [i for i in ids if items[i].status == "open"]
+        overlay = {i: replace(items[i], status="claimed", claimed_by="carol", claim_expires_at="2099-01-01T00:00:00Z")
+                   for i in opened[:4]}
+        overlay[ids[1]] = replace(items[ids[1]], status="open", claimed_by=None)  # and one claim given up
+        view.overlay = overlay  # type: ignore[attr-defined]  # the field the claim lanes add to TreeView
+        folded = [overlay.get(i.id, i) for i in items.values()]
+        for q in [*QUERIES, Query(status="claimed", claimed_by="carol"), Query(limit=3),
+                  Query(status="open", limit=1), Query(status="claimed", limit=2)]:
+            res = view.query(q)
+            assert ([i.id for i in res.items], res.total) == old_browse(folded, q), q
+            pool = [i for i in folded if Query(**{**q.__dict__, "status": None}).matches(i)]
+            want = {s: sum(1 for i in pool if i.status == s) for s in {i.status for i in pool}}
+            if q.status is not None:
+                assert res.others == {s: n for s, n in want.items() if s != q.status}, q
