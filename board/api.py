@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from board.errors import (
     AlreadyApplied,
     Ambiguous,
+    Archived,
     BoardError,
     ConfigError,
     Contention,
@@ -84,6 +85,7 @@ _LAZY: dict[str, tuple[str, str]] = {
 __all__ = [
     "AlreadyApplied",
     "Ambiguous",
+    "Archived",
     "Board",
     "BoardError",
     "Completion",

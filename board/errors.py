@@ -133,3 +133,11 @@ class Contention(RemoteError):
 
 class ConfigError(UsageError):
     pass
+
+
+class Archived(RuleError):
+    """The item was archived: it is history now, no rule may change it (and its id cannot be reused)."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(f"wanted item {item_id} is archived (completed or withdrawn long ago); it cannot change")
+        self.item_id = item_id

@@ -26,6 +26,7 @@ BOARD_CONFIG_KEYS: dict[str, type] = {
     "remote": str,
     "display_name": str,
     "lease": int,
+    "archive_after": int,  # days after which `wl archive` moves completed and withdrawn items (default 30)
 }
 CONFIG_GROUP = "wl.config"  # plugins declare their keys: an entry point naming a dict of key -> str or int
 

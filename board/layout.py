@@ -73,3 +73,24 @@ def lane_item(ref: bytes, prefix: bytes = LANE_PREFIX) -> str | None:
     except UnicodeDecodeError:
         return None
     return name if ITEM_RE.match(name) else None
+
+
+# --- the archive: completed and withdrawn items moved out of the live tree (board/archive.py) ----------
+ARCHIVE = "archive"
+
+
+def archived(path: str) -> str:
+    """Where a live record path (`wanted/…`, `completions/…`, `attestations/…`) lives once archived."""
+    return f"{ARCHIVE}/{path}"
+
+
+def archive_item_path(item_id: str) -> str:
+    return archived(item_path(item_id))
+
+
+def archive_completion_path(item_id: str) -> str:
+    return archived(completion_path(item_id))
+
+
+def archive_attestation_dir(item_id: str) -> str:
+    return archived(attestation_dir(item_id))

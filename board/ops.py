@@ -471,3 +471,15 @@ def apply(view: View, op: Op, now: datetime) -> Applied:
     if rule is None:
         raise RuleError(f"{op.op} is applied by the ledger, not by the lifecycle rules")
     return rule(view, op, now)
+
+
+
+def _archive(view: View, op: Op, now: datetime) -> Applied:
+    """Housekeeping anyone registered may do: finished items older than an age leave the live tree."""
+    from board.archive import archive_changes
+
+    _registered(view, op.by)
+    return Applied(*archive_changes(view, op.id, op.args, op.at, now))
+
+
+RULES["archive"] = _archive

@@ -162,6 +162,14 @@ def check_tree(store: Store, tree: bytes) -> dict[str, object]:
             _dir(mode, name)
             kind = {"wanted": "item", "completions": "completion", "attestations": "attestation"}[name]
             _records(store, sha, name, kind)
+        elif name == layout.ARCHIVE:  # archived records keep the live layout below archive/
+            _dir(mode, name)
+            for aname, amode, asha in _entries(store, sha, name):
+                akind = {"wanted": "item", "completions": "completion", "attestations": "attestation"}.get(aname)
+                if akind is None:
+                    raise TreeProblem(f"{name}/{aname} is not an archive path")
+                _dir(amode, f"{name}/{aname}")
+                _records(store, asha, f"{name}/{aname}", akind)
         elif name == "blobs":
             _dir(mode, name)
             for sname, smode, ssha in _entries(store, sha, name):

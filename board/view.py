@@ -12,20 +12,21 @@ record says why it cannot proceed.
 from __future__ import annotations
 
 import logging
-import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
 from dulwich.objects import Blob, Tree
 
-from board import layout
-from board.errors import Ambiguous, CorruptRecord, NotFound
+from board import layout, parsecache
+from board.errors import Ambiguous, Archived, CorruptRecord, NotFound
 from board.ids import ITEM_RE, normalise_prefix
-from board.records import Completion, Item, RecordError, Rig, check_board_meta, loads
+from board.records import Completion, Item, RecordError, Rig, check_board_meta, item_dict, loads
 from board.store import TREE_MODE, Store
+
+if TYPE_CHECKING:
+    from board.index import Query, Result
 
 log = logging.getLogger("wl.board")
 log.addHandler(logging.NullHandler())  # a library stays quiet unless its user (the CLI) routes warnings
@@ -63,6 +64,7 @@ class TreeView:
     cache_path: Path | None = None  # per-bucket parse cache (keyed by bucket name and tree sha)
     skipped: dict[str, str] = field(default_factory=dict)  # path → why it was skipped
     overlay: dict[str, Item] = field(default_factory=dict)  # item id → its record as a claim lane leaves it
+    reread: list[str] = field(default_factory=list)  # buckets the last query re-read into the index
 
     @property
     def corrupt(self) -> list[str]:
@@ -180,7 +182,39 @@ class TreeView:
         )
         if item is not None and item.id != item_id:
             raise CorruptRecord(layout.item_path(item_id), f"id field says {item.id}")
+        if item is None and self.read(layout.archive_item_path(item_id)) is not None:
+            raise Archived(item_id)  # history now: no rule may read it as live, and its id stays taken
         return item
+
+    # --- archived records (board/archive.py moves them; show and log still find them) --------------
+    def archived_item(self, item_id: str) -> Item | None:
+        item: Item | None = self._record((layout.archive_item_path(item_id),), Item, "item")
+        if item is not None and item.id != item_id:
+            raise CorruptRecord(layout.archive_item_path(item_id), f"id field says {item.id}")
+        return item
+
+    def archived_completion(self, item_id: str) -> Completion | None:
+        path = layout.archive_completion_path(item_id)
+        comp: Completion | None = self._record((path,), Completion, "completion", strict=False)
+        if comp is not None and comp.wanted_id != item_id:
+            self._skip(path, f"wanted_id field says {comp.wanted_id}")
+            return None
+        return comp
+
+    def archived_attestations(self, item_id: str) -> dict[str, dict[str, Any]]:
+        return {name: data for _, name, data in self._json_files(layout.archive_attestation_dir(item_id), "attestation")}
+
+    def files(self, path: str) -> list[tuple[str, bytes]]:
+        """(path, bytes) of each regular `.json` file in a folder (what the archive rule moves)."""
+        out = []
+        for name, mode, sha in self._listdir(path):
+            if name.endswith(".json") and stat.S_ISREG(mode):
+                full = f"{path}/{name}"
+                try:
+                    out.append((full, self._object(full, sha, Blob).as_raw_string()))
+                except BadEntry as e:
+                    self._skip(e.path, e.reason)
+        return out
 
     def completion(self, item_id: str) -> Completion | None:
         """The item's completion; one that does not validate is skipped (with a warning), never fatal."""
@@ -280,20 +314,25 @@ class TreeView:
     def resolve(self, prefix: str) -> str:
         """The one item id starting with prefix (unknown → NotFound, several → Ambiguous)."""
         want = normalise_prefix(prefix)
-        hexpart = want[2:]
-        if len(hexpart) >= 2:
-            buckets = [hexpart[:2]]
-        else:
-            buckets = [
-                name for name, mode, _ in self._listdir("wanted") if mode == TREE_MODE and name.startswith(hexpart)
-            ]
-        candidates = [i for b in buckets for i in self._ids_in(f"wanted/{b}") if i.startswith(want)]
-        candidates += [i for i in self._ids_in("wanted") if i.startswith(want) and i not in candidates]
+        candidates = self._matching("wanted", want)
+        if not candidates:  # an archived item is still found (show, log); rules then refuse it as not live
+            candidates = self._matching(layout.archived("wanted"), want, flat=False)
         if not candidates:
             raise NotFound(prefix)
         if len(candidates) > 1:
             raise Ambiguous(prefix, sorted(candidates))
         return candidates[0]
+
+    def _matching(self, top: str, want: str, flat: bool = True) -> list[str]:
+        hexpart = want[2:]
+        if len(hexpart) >= 2:
+            buckets = [hexpart[:2]]
+        else:
+            buckets = [name for name, mode, _ in self._listdir(top) if mode == TREE_MODE and name.startswith(hexpart)]
+        candidates = [i for b in buckets for i in self._ids_in(f"{top}/{b}") if i.startswith(want)]
+        if flat:
+            candidates += [i for i in self._ids_in(top) if i.startswith(want) and i not in candidates]
+        return candidates
 
     # --- listing ----------------------------------------------------------------------------------
     def items(self) -> list[Item]:
@@ -330,6 +369,57 @@ class TreeView:
             out = [Item.from_dict(self.overlay[i.id].to_dict()) if i.id in self.overlay else i for i in out]
         return out
 
+    # --- the browse index (board/index.py) -------------------------------------------------------------
+    def query(self, q: Query) -> Result:
+        """The items browse lists: every listing goes through here (served by the index when there is one)."""
+        from board.index import BrowseIndex, overlaid, scan_view
+
+        if self.cache_path is None:
+            return scan_view(self, q)  # items() applies any overlay itself
+        index = BrowseIndex(self.cache_path.with_name("index.sqlite"), str(self.meta().get("board_id", "")))
+        self.reread = []
+
+        def ask(sub: Query) -> Result:
+            result = index.query(self, sub)
+            self.reread += index.reread
+            return result
+
+        overlay = getattr(self, "overlay", None)  # item id → Item: claim lanes folded over main (board/lanes.py)
+        return overlaid(q, overlay, ask) if overlay and not q.archived else ask(q)
+
+    def buckets(self, top: str) -> tuple[dict[str, bytes], list[Entry]]:
+        """The bucket folders under `top` (name → tree sha) and its flat `.json` entries."""
+        out: dict[str, bytes] = {}
+        flat: list[Entry] = []
+        for name, mode, sha in self._listdir(top):
+            if mode == TREE_MODE:
+                out[name] = sha
+            elif name.endswith(".json"):
+                flat.append((name, mode, sha))
+            elif len(name) == 2:
+                self._skip(f"{top}/{name}", f"{_what(mode)} where a folder belongs")
+        return out, flat
+
+    def bucket_rows(self, top: str, name: str, sha: bytes) -> list[dict[str, Any]]:
+        return self._parse_dir(f"{top}/{name}", name, sha)
+
+    def flat_rows(self, top: str, flat: list[Entry]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for name, mode, sha in flat:
+            try:
+                rows.append({"item": item_dict(self._check_item(f"{top}/{name}", name, mode, sha))})
+            except BadEntry as e:
+                rows.append({"skip": e.path, "reason": e.reason})
+            except RecordError as e:
+                rows.append({"skip": f"{top}/{name}", "reason": str(e)})
+        return rows
+
+    def note_skip(self, path: str, reason: str) -> None:
+        self._skip(path, reason)
+
+    def rows_items(self, rows: list[dict[str, Any]]) -> list[Item]:
+        return self._from_rows(rows) or []
+
     def _from_rows(self, rows: list[dict[str, Any]]) -> list[Item] | None:
         """Items from cached rows; None if a row is not what this version writes (then the bucket is re-read)."""
         out = []
@@ -343,10 +433,22 @@ class TreeView:
             return None
         return out
 
+    def _blob_bytes(self, path: str, sha: bytes) -> bytes:
+        """A blob's bytes without building a dulwich object (what a cold read of every item pays)."""
+        try:
+            type_num, raw = self.store.raw(sha)
+        except KeyError:
+            raise BadEntry(path, "its object is missing from the repository") from None
+        except Exception as e:  # noqa: BLE001 - a crafted object dulwich cannot parse is just a bad entry
+            raise BadEntry(path, f"its object cannot be read ({type(e).__name__})") from None
+        if type_num != Blob.type_num:
+            return bytes(self._object(path, sha, Blob).as_raw_string())  # raises BadEntry naming the type
+        return raw
+
     def _check_item(self, path: str, name: str, mode: int, sha: bytes) -> Item:
         if not stat.S_ISREG(mode):
             raise BadEntry(path, f"{_what(mode)} where a file belongs")
-        raw = self._object(path, sha, Blob).as_raw_string()
+        raw = self._blob_bytes(path, sha)
         if len(raw) > MAX_RECORD_BYTES["item"]:
             raise RecordError(f"larger than {MAX_RECORD_BYTES['item'] >> 20} MiB")
         item = Item.decode(raw)
@@ -378,7 +480,7 @@ class TreeView:
                 item = self._check_item(full, name, mode, sha)
                 if layout.bucket(item.id) != bucket:
                     raise RecordError(f"belongs in wanted/{layout.bucket(item.id)}/, not {path}/")
-                rows.append({"item": item.to_dict()})
+                rows.append({"item": item_dict(item)})
             except BadEntry as e:
                 rows.append({"skip": e.path, "reason": e.reason})
             except RecordError as e:
@@ -386,30 +488,9 @@ class TreeView:
         return rows
 
     def _load_cache(self) -> dict[str, list[dict[str, Any]]]:
-        if self.cache_path is None:
-            return {}
-        try:
-            data = orjson.loads(self.cache_path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return {}
-        if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-            return {}
-        buckets = data.get("buckets")
-        if not isinstance(buckets, dict):
-            return {}
-        return {k: v for k, v in buckets.items() if isinstance(v, list) and all(isinstance(r, dict) for r in v)}
+        return parsecache.load(self.cache_path, CACHE_VERSION) if self.cache_path is not None else {}
 
     def _save_cache(self, data: dict[str, list[dict[str, Any]]]) -> None:
         """The cache is only a speed-up: keyed by tree sha, it can never be stale, only missing."""
-        if self.cache_path is None:
-            return
-        try:
-            self.cache_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                fh.write(orjson.dumps({"version": CACHE_VERSION, "buckets": data}))
-            os.replace(tmp, self.cache_path)
-        except OSError:
-            pass
+        if self.cache_path is not None:
+            parsecache.save(self.cache_path, CACHE_VERSION, data)

@@ -109,8 +109,9 @@ def test_home_and_files_are_private_under_umask_000(tmp_path: Path) -> None:
     assert real_wl(home, "post", "--title", "t", umask=0).returncode == 0
     assert real_wl(home, "browse", umask=0).returncode == 0
     assert mode_of(home) == 0o700
-    for name in ("config.toml", "key", "lock", "cache/items.json"):
+    for name in ("config.toml", "key", "lock", "cache/index.sqlite"):  # browse's index (board/index.py)
         assert mode_of(home / name) == 0o600, name
+    assert all(mode_of(f) == 0o600 for f in (home / "cache").glob("index.sqlite*"))
     assert not list(home.glob("*.tmp")) and not list(home.glob(".config.toml.*"))
 
 

@@ -19,12 +19,13 @@ MAX_LINES = 500
 BOARD_FLOORS: dict[str, int] = {
     # 0: no board imports
     "board": 0, "board.errors": 0, "board.secp256k1": 0, "board.store": 0, "board.text": 0,
+    "board.parsecache": 0,
     # 1: ids, home, keys
     "board.ids": 1, "board.home": 1, "board.keys": 1,
     # 2: records and paths, the remote
     "board.layout": 2, "board.records": 2, "board.remote": 2,
     # 3: rules and reading a tree
-    "board.ops": 3, "board.view": 3,
+    "board.ops": 3, "board.view": 3, "board.index": 3, "board.archive": 3,
     # 3: signed commits, tree checks, validating history (the ledger), what a sync or mutation reports
     "board.commits": 3, "board.treecheck": 3, "board.ledger": 3, "board.results": 3,
     # 3: claim lanes as readers fold them; creating a commons
@@ -36,7 +37,7 @@ BOARD_FLOORS: dict[str, int] = {
     # 6: the command line
     "board.cli": 6, "board.cli.output": 6, "board.cli.main": 6, "board.cli.doctor": 6, "board.cli.items": 6,
     "board.cli.rig": 6, "board.cli.setup": 6, "board.cli.hook": 6, "board.cli.frame": 6, "board.cli.complete": 6,
-    "board.cli.overview": 6, "board.cli.columns": 6,
+    "board.cli.overview": 6, "board.cli.columns": 6, "board.cli.archive": 6,
 }  # fmt: skip
 
 INFER_FLOORS: dict[str, int] = {

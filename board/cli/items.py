@@ -103,40 +103,43 @@ def post(
 
 
 @click.command()
-@click.option("--status", type=click.Choice((*STATUSES, "all")), default="open", show_default=True)
+@click.option("--status", type=click.Choice((*STATUSES, "archived", "all")), default="open", show_default=True,
+              help="`archived`: items moved out of the live tree (same as --archived).")
 @click.option("--type", "item_type", type=click.Choice(TYPES))
+@click.option("--project", help="Only this project.")
+@click.option("--tag", "tags", multiple=True, help="Only items with this tag (repeatable: all of them).")
+@click.option("--priority", type=click.IntRange(0, 4), help="Only this priority.")
+@click.option("--posted-by", help="Only items this handle posted.")
+@click.option("--claimed-by", help="Only items this handle holds.")
 @click.option("--mine", is_flag=True, help="Only items I posted or hold.")
+@click.option("--archived", is_flag=True, help="List archived items (any status, or the one --status names).")
 @click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
 @click.pass_obj
-def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int) -> None:
+def browse(
+    obj: Obj, status: str, item_type: str | None, project: str | None, tags: tuple[str, ...], priority: int | None,
+    posted_by: str | None, claimed_by: str | None, mine: bool, archived: bool, limit: int,
+) -> None:
     """List items on the board (local copy; `wl sync` refreshes it)."""
+    from board.index import Query
+
     board = obj.board()
     view = board.view()
-    items = view.items()
-    if item_type:
-        items = [i for i in items if i.type == item_type]
-    if mine:
-        me = board.handle
-        items = [i for i in items if me in (i.posted_by, i.claimed_by)]
-    everything = items
-    if status != "all":
-        items = [i for i in items if i.status == status]
-    items.sort(key=lambda i: (i.priority, i.created_at, i.id))
-    total = len(items)
-    items = items[:limit]
+    archived = archived or status == "archived"
+    wanted: str | None = None if status in ("all", "archived") or (archived and status == "open") else status
+    q = Query(status=wanted, archived=archived, type=item_type, project=project, priority=priority,
+              posted_by=posted_by, claimed_by=claimed_by, involves=board.handle if mine else None,
+              tags=tags, limit=limit)
+    res = view.query(q)
+    items, total = res.items, res.total
     from board.cli.columns import plugin_columns
     from board.cli.output import warn
 
     extra = plugin_columns(items, warn)  # plugins' columns (entry point wl.browse_columns)
     data = {"items": [i.to_dict() for i in items], "total": total, "corrupt": view.corrupt, "columns": extra}
     elsewhere = ""
-    if not items and status != "all":  # an empty listing says where the items are (all in review, say)
-        others: dict[str, int] = {}
-        for i in everything:
-            if i.status != status:
-                others[i.status] = others.get(i.status, 0) + 1
-        if others:
-            elsewhere = "; " + ", ".join(f"{n} {s}" for s, n in sorted(others.items())) + " — try --status all"
+    if not items and res.others:  # an empty listing says where the items are (all in review, say)
+        elsewhere = "; " + ", ".join(f"{n} {s}" for s, n in sorted(res.others.items())) + " — try --status all"
+    shown = "archived" if archived and wanted is None else f"archived, {wanted}" if archived else wanted
 
     def human() -> None:
         from rich.table import Table
@@ -153,7 +156,7 @@ def browse(obj: Obj, status: str, item_type: str | None, mine: bool, limit: int)
 
         if items:
             console().print(table)
-        say(f"{len(items)} of {total} item(s)" + (f" ({status})" if status != "all" else "") + elsewhere)
+        say(f"{len(items)} of {total} item(s)" + (f" ({shown})" if shown else "") + elsewhere)
         if view.corrupt:  # each is named by a `wl: warning:` line on stderr
             say(f"⚠ skipped {len(view.corrupt)} malformed entr{'y' if len(view.corrupt) == 1 else 'ies'}", "yellow")
 
@@ -167,17 +170,24 @@ def show(obj: Obj, item_id: str) -> None:
     """Show one item, its completion and attestations."""
     board = obj.board()
     view = board.view()
+    from board.errors import Archived
+
     iid = view.resolve(item_id)
-    item = view.item(iid)
-    assert item is not None
-    comp = view.completion(iid)
-    atts = view.attestations(iid)
-    data = {"item": item.to_dict(), "completion": comp.to_dict() if comp else None, "attestations": atts}
+    try:
+        found, archived = view.item(iid), False
+        comp, atts = view.completion(iid), view.attestations(iid)
+    except Archived:  # history now: read from archive/
+        found, archived = view.archived_item(iid), True
+        comp, atts = view.archived_completion(iid), view.archived_attestations(iid)
+    assert found is not None
+    item = found
+    data = {"item": item.to_dict(), "completion": comp.to_dict() if comp else None, "attestations": atts,
+            "archived": archived}
 
     def human() -> None:
         say(f"{item.id}  {sanitize(item.title)}", "bold")
         rows = [
-            ("status", item.status),
+            ("status", item.status + (" (archived)" if archived else "")),
             ("type", item.type),
             ("priority", str(item.priority)),
             ("effort", item.effort_level),

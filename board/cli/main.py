@@ -37,6 +37,7 @@ CORE: dict[str, str] = {
     "hook": "board.cli.hook:hook",
     "status": "board.cli.overview:status",
     "log": "board.cli.overview:log",
+    "archive": "board.cli.archive:archive",
 }
 PLUGIN_GROUP = "wl.plugins"
 

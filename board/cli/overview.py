@@ -127,6 +127,7 @@ _DETAIL = {  # what a history line shows of an operation's arguments
     "accept": ("quality", "reliability", "severity"),
     "reject": ("reason",),
     "attest": ("verdict",),
+    "archive": ("older_than",),
 }
 
 
@@ -183,14 +184,16 @@ def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict
                         refused[sha.decode()] = "it is a merge commit"
                 except FormatError as e:
                     refused[sha.decode()] = str(e)
-        if op is not None and op.id == item_id:
+        ids = op.args.get("ids") if op is not None and op.op == "archive" else None
+        archived = isinstance(ids, list) and item_id in ids  # one archive operation moves many items
+        if op is not None and (op.id == item_id or archived):
             out.append({
                 "op": op.op,
                 "by": op.by,
                 "at": op.at,
                 "commit": sha.decode(),
                 "committed_at": _commit_time(commit),
-                "args": op.args,
+                "args": {k: v for k, v in op.args.items() if k != "ids"} if archived else op.args,
                 "refused": refused.get(sha.decode()),
             })
             inner = _lane_claim(op.args.get("lane")) if op.op == "done" else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from board.api import STATUSES, TYPES, Board, BoardError, Completion, Home, Item, Rig, default_home
+from board.api import STATUSES, TYPES, Archived, Board, BoardError, Completion, Home, Item, Rig, default_home
 from wl_infer.attestations import AttestationCheck, check_attestation
 from wl_infer.codec import Evidence, Job, output_hash
 from wl_infer.errors import CodecError
@@ -162,6 +162,8 @@ class BoardSource:
                 for item_id in sorted(touched):
                     try:
                         item = view.item(item_id)
+                    except Archived:  # moved out of the live tree: gone from the listing, not corrupt
+                        item = None
                     except BoardError as e:  # a corrupt record is listed, never fatal
                         facts.pop(item_id, None)
                         corrupt.append(getattr(e, "path", str(e)))

@@ -1,0 +1,39 @@
+"""The items parse cache (`cache/items.json`): what TreeView.items() made of each bucket, keyed by tree sha.
+
+Only a speed-up: keyed by content-addressed tree shas it can never be stale, only missing; a file that does
+not read back as this version's cache is ignored. Written 0600 through a temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def load(path: Path, version: int) -> dict[str, list[dict[str, Any]]]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != version:
+        return {}
+    buckets = data.get("buckets")
+    if not isinstance(buckets, dict):
+        return {}
+    return {k: v for k, v in buckets.items() if isinstance(v, list) and all(isinstance(r, dict) for r in v)}
+
+
+def save(path: Path, version: int, data: dict[str, list[dict[str, Any]]]) -> None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(orjson.dumps({"version": version, "buckets": data}))
+        os.replace(tmp, path)
+    except OSError:
+        pass
