@@ -30,13 +30,15 @@ MONTH = 30 * 86400
 @contextlib.contextmanager
 def days_ago(monkeypatch: pytest.MonkeyPatch, days: int) -> Iterator[None]:
     """The rigs' clock (what stamps operations) set back; the validators' own clock is left alone."""
+    import board.claims
+    import board.commons
     import board.ids
     import board.publish
     import board.service
 
     real = board.ids.utcnow
     with monkeypatch.context() as m:
-        for module in (board.publish, board.service):
+        for module in (board.publish, board.service, board.claims, board.commons):
             m.setattr(module, "utcnow", lambda: real() - timedelta(days=days))
         yield
 

@@ -128,16 +128,23 @@ def test_only_the_buckets_a_fetch_changed_are_read_again(tmp_path: Path) -> None
         assert view.reread == []  # nothing changed: nothing re-read
 
     touched = [ids[0], ids[7], ids[9]]
-    for item in touched:  # another rig changes three items; alice fetches them
+    for item in touched:  # another rig claims three items: on their lanes, so main's buckets stay as they were
         bob.claim(item)
     alice.refresh()
     with alice.board() as board:
         view = board.view()
         res = view.query(Query(status="claimed", claimed_by="bob", limit=None))
+        assert view.reread == [] and set(touched) <= {i.id for i in res.items}
+    for item in touched:  # and completes them: main changes those three items; alice fetches them
+        bob.done(item, "done")
+    alice.refresh()
+    with alice.board() as board:
+        view = board.view()
+        res = view.query(Query(status="in_review", claimed_by="bob", limit=None))
         assert sorted(view.reread) == sorted({f"wanted/{i[2:4]}" for i in touched})
         assert set(touched) <= {i.id for i in res.items}
         full = [i.id for i in sorted(view.items(), key=lambda i: (i.priority, i.created_at, i.id))
-                if i.status == "claimed" and i.claimed_by == "bob"]
+                if i.status == "in_review" and i.claimed_by == "bob"]
         assert [i.id for i in res.items] == full
 
     fresh = post(alice, "new one", push=False)  # a local, unpushed post is in the view too
@@ -194,7 +201,7 @@ def test_overridden_records_are_judged_on_the_override(tmp_path: Path) -> None:
         overlay = {i: replace(items[i], status="claimed", claimed_by="carol", claim_expires_at="2099-01-01T00:00:00Z")
                    for i in opened[:4]}
         overlay[ids[1]] = replace(items[ids[1]], status="open", claimed_by=None)  # and one claim given up
-        view.overlay = overlay  # type: ignore[attr-defined]  # the field the claim lanes add to TreeView
+        view.overlay = {**view.overlay, **overlay}  # the board's real lanes (its claims), and these on top
         folded = [overlay.get(i.id, i) for i in items.values()]
         for q in [*QUERIES, Query(status="claimed", claimed_by="carol"), Query(limit=3),
                   Query(status="open", limit=1), Query(status="claimed", limit=2)]:

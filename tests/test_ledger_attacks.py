@@ -229,7 +229,8 @@ def test_a_force_push_dropping_a_claim_and_a_done_is_healed(tmp_path: Path) -> N
         work = tmp_path / "mallory"
         git("clone", "-q", url, str(work))
         git("push", "-q", "--force", "origin", f"{before}:main", cwd=work)
-        assert remote_item(commons, item).status == "open"
+        # with the done gone, main's record is the one bob's claim lane builds on: his lane claim holds again
+        assert (remote_item(commons, item).status, remote_item(commons, item).claimed_by) == ("claimed", "bob")
 
         assert carol.pending() == []  # bob's commits are not carol's work
         code, out, _ = wl(carol, "sync")
@@ -352,7 +353,8 @@ def test_a_tree_of_the_wrong_object_types_is_excluded_not_a_crash(tmp_path: Path
 
 
 def test_wl_log_marks_a_signed_commit_the_ledger_refused_before_and_after_the_repair(tmp_path: Path) -> None:
-    """bob signs a claim computed on a stale state and pushes it over alice's claim: well-formed, rule-breaking."""
+    """bob signs a claim computed on a stale state and pushes it over alice's withdrawal: well-formed,
+    rule-breaking."""
     from board.keys import load_private_key
     from board.ledger import Ledger
     from board.ops import Op
@@ -366,7 +368,7 @@ def test_wl_log_marks_a_signed_commit_the_ledger_refused_before_and_after_the_re
     try:
         stale = store.ref(MAIN)
         assert stale is not None
-        assert wl(alice, "claim", item)[0] == 0
+        assert wl(alice, "delete", item)[0] == 0
         head = store.ref(MAIN)
         assert head is not None and head != stale
         state, _ = Ledger(store, tmp_path / "scratch.json").advance(stale, save=False)
@@ -379,7 +381,7 @@ def test_wl_log_marks_a_signed_commit_the_ledger_refused_before_and_after_the_re
     assert wl(carol, "sync")[0] == 1  # excluded and reported
     code, out, _ = wl(carol, "--json", "log", item)
     records = json.loads(out)
-    assert code == 0 and [(r["op"], r["by"]) for r in records] == [("post", "alice"), ("claim", "alice"), ("claim", "bob")]
+    assert code == 0 and [(r["op"], r["by"]) for r in records] == [("post", "alice"), ("delete", "alice"), ("claim", "bob")]
     assert [r["commit"] for r in records if r["refused"]] == [forged]
     reason = records[2]["refused"]
     code, out, _ = wl(carol, "log", item)
@@ -389,4 +391,4 @@ def test_wl_log_marks_a_signed_commit_the_ledger_refused_before_and_after_the_re
     after = json.loads(out)
     assert [(r["op"], r["by"], r["commit"] == forged) for r in after if r["refused"]] == [("claim", "bob", True)]
     assert after[2]["refused"].startswith("excluded by repair ") and after[2]["refused"].endswith("(carol)")
-    assert remote_item(commons, item).claimed_by == "alice"
+    assert remote_item(commons, item).status == "withdrawn"

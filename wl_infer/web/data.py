@@ -235,10 +235,10 @@ class BoardSource:
             message = store.commit(sha).message.decode("utf-8", "replace")
             op = op_from_message(message)
             if op is not None:
-                out.append(Event(sha.decode(), op.op, op.by, op.at, op.id, op.args))
                 carried = _carried_claim(op)
                 if carried is not None:  # the claim a done carried from its lane, as `wl log` shows it
                     out.append(Event(sha.decode(), carried.op, carried.by, carried.at, op.id, carried.args))
+                out.append(Event(sha.decode(), op.op, op.by, op.at, op.id, op.args))
             elif stop is not None:
                 foreign += 1
         return out, rewritten, foreign

@@ -182,8 +182,11 @@ class Index:
         else:
             events = previous.events + state.new_events
         history: dict[str, list[Event]] = defaultdict(list)
+        seen: set[tuple[str, str, str, str]] = set()
         for e in events:
-            if e.item_id:
+            key = (e.item_id or "", e.op, e.by, e.at)
+            if e.item_id and key not in seen:  # a lane claim seen live, then again as the claim its done carried
+                seen.add(key)
                 history[e.item_id].append(e)
         models = sorted({r.model for r in rows if r.model})
         workers = sorted({w for r in rows for w in (r.worker, r.item.claimed_by) if w})
