@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from dulwich.objects import Blob
 from remotes import (
     Rig,
     claims_of,
@@ -215,7 +216,7 @@ def test_sync_prunes_old_lanes_that_hold_nothing_and_keeps_live_ones(tmp_path: P
 
     commons = make_commons(tmp_path)
     alice, bob, carol = _three(tmp_path, str(commons))
-    junk, young, held = alice.post("junk"), alice.post("young"), alice.post("held")
+    junk, young, held, blobbed = alice.post("junk"), alice.post("young"), alice.post("held"), alice.post("blob")
     bob.claim(held)
     store = Store(commons)
     try:  # an hour-old lane ref on a commit that is no lane, and a fresh one
@@ -225,12 +226,16 @@ def test_sync_prunes_old_lanes_that_hold_nothing_and_keeps_live_ones(tmp_path: P
                                 when=time.time() - 3600)  # fmt: skip
         store.force_ref(lanes.remote_ref(junk), old)
         store.force_ref(lanes.remote_ref(young), head)
+        blob = Blob.from_string(b"not a commit at all")
+        store.objects.add_object(blob)
+        store.force_ref(lanes.remote_ref(blobbed), blob.id)  # a raw push of a lane ref naming a blob
     finally:
         store.close()
     carol.sync()
     store = Store(commons)
     try:
         assert store.ref(lanes.remote_ref(junk)) is None  # pruned
+        assert store.ref(lanes.remote_ref(blobbed)) is None  # and so is a ref that names no commit
         assert store.ref(lanes.remote_ref(young)) is not None  # too young to judge
         assert store.ref(lanes.remote_ref(held)) is not None  # bob's live claim stays
     finally:
