@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wl.board")
 PRUNE_AFTER = 600  # seconds a lane that folds to nothing must be old before `wl sync` deletes it
-LANE_ATTEMPTS = 5  # a lane moved under us (a renewal, an unclaim): read it again and rebuild, this often
+LANE_ATTEMPTS = 8  # a lane moved under us (a renewal, an unclaim): read it again and rebuild, this often
 
 
 def live_lanes(board: Board) -> dict[str, lanes.Lane]:
@@ -112,6 +112,9 @@ def push(board: Board, batch: list[Op]) -> dict[str, MutationResult | BoardError
         if not moved:
             break
         board.retries += 1
+        from board.service import _backoff
+
+        _backoff(attempt)  # a winner may still be writing its ref: give it a moment, jittered
         board._fetch()  # whoever won is on the lane now: the rules say so when we rebuild on it
     for item_id in pending:
         out.setdefault(item_id, Contention(board.remote.url, LANE_ATTEMPTS))

@@ -91,6 +91,7 @@ class Remote:
 
         seen: list[bytes | None] = []
         lanes: dict[str, bytes] = {}
+        want_lanes = [True]
 
         def wants(refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
             sha = refs.get(MAIN)
@@ -102,12 +103,14 @@ class Remote:
                 if item_id is None or tip == ZERO or len(lanes) >= MAX_LANES:
                     continue
                 lanes[item_id] = tip
-                if not store.has(tip) and tip not in out:
+                if want_lanes[0] and not store.has(tip) and tip not in out:
                     out.append(tip)
             return out
 
         for attempt in range(FETCH_ATTEMPTS):
             seen.clear()
+            # Lanes come and go all the time: if wants keep being refused, the last try fetches main alone.
+            want_lanes[0] = attempt < FETCH_ATTEMPTS - 1
             try:
                 result = self._client.fetch(self._path, store.repo, determine_wants=wants)
                 break
@@ -151,13 +154,16 @@ class Remote:
         except _network_errors() as e:
             # The push may have landed in part (dulwich's HTTP server answers 500 when another writer holds a
             # ref's lock): the refs as the remote holds them now say which updates did.
-            try:
-                landed, unchanged = self._read_back(updates, dict.fromkeys(updates, True))
-            except Unreachable:
-                raise Unreachable(self.url, _describe(e)) from None
-            if all(unchanged.values()):  # nothing landed and nobody else's did: the push failed
-                raise Unreachable(self.url, _describe(e)) from None
-            return landed
+            # As for main: refs still at their old values may only mean the winner has not finished writing.
+            for pause in (0.0, 0.05, 0.2, 0.5):
+                time.sleep(pause)
+                try:
+                    landed, unchanged = self._read_back(updates, dict.fromkeys(updates, True))
+                except Unreachable:
+                    break
+                if not all(unchanged.values()):
+                    return landed
+            raise Unreachable(self.url, _describe(e)) from None  # nothing landed, nobody else's did: it failed
         sent = result.refs or {}
         status = result.ref_status or {}
         landed = {ref: ref in sent and status.get(ref) in (None, "ok", b"ok") for ref in updates}
