@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from board import lanes
+from board import lanes, layout
 from board import ops as rules
 from board.errors import AlreadyClaimed, BoardError, Contention, RuleError, Unreachable, UsageError
 from board.ids import fmt_time, utcnow
@@ -28,11 +28,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wl.board")
 PRUNE_AFTER = 600  # seconds a lane that folds to nothing must be old before `wl sync` deletes it
+LANE_MEMO = 4096  # folded lanes a rig remembers (by tip and the main blobs they were folded on)
 LANE_ATTEMPTS = 8  # a lane moved under us (a renewal, an unclaim): read it again and rebuild, this often
 
 
 def live_lanes(board: Board) -> dict[str, lanes.Lane]:
-    """The board's live lanes (item id → lane) folded on its validated state; a bad lane is warned about once."""
+    """The board's live lanes (item id → lane) folded on its validated state; a bad lane is warned about once.
+
+    A lane's fold depends only on its tip, the item's record on main and its signers' rig records there, so a
+    lane already folded against those same blobs is taken from the rig's memory instead of walked again: a
+    fetch that moved main or one lane refolds only the lanes it touched."""
     state = board.state()
     tips = {lanes.item_of(ref, lanes.LOCAL_PREFIX): sha for ref, sha in board.store.refs_under(lanes.LOCAL_PREFIX)}
     key = (state.tree, tuple(sorted((k, v) for k, v in tips.items() if k is not None)))
@@ -41,8 +46,13 @@ def live_lanes(board: Board) -> dict[str, lanes.Lane]:
         found: dict[str, lanes.Lane] = cached[1]
         return found
     main = TreeView(board.store, state.tree.encode())
+    memo: dict[tuple[str, bytes], tuple[tuple[bytes | None, ...], lanes.Lane]] = board._lane_folds
     out: dict[str, lanes.Lane] = {}
     for item_id, tip in key[1]:
+        seen = memo.get((item_id, tip))
+        if seen is not None and seen[0] == _fold_inputs(board, main, item_id, seen[1]):
+            out[item_id] = seen[1]
+            continue
         try:
             lane = lanes.fold(board.store, main, state.board_id, item_id, tip, board.ledger.skew)
         except lanes.LaneProblem as e:
@@ -54,8 +64,18 @@ def live_lanes(board: Board) -> dict[str, lanes.Lane]:
             continue
         if lane is not None:
             out[item_id] = lane
+            if len(memo) >= LANE_MEMO:
+                memo.clear()
+            memo[(item_id, tip)] = (_fold_inputs(board, main, item_id, lane), lane)
     board._lane_cache = (key, out)
     return out
+
+
+def _fold_inputs(board: Board, main: TreeView, item_id: str, lane: lanes.Lane) -> tuple[bytes | None, ...]:
+    """What of main a lane's fold read: the item's record blob and each signer's rig record blob."""
+    signers = sorted({op.by for op in lane.ops})
+    return (lanes.record_blob(board.store, main.tree, item_id),
+            *(lanes.file_blob(board.store, main.tree, layout.rig_path(h)) for h in signers))  # fmt: skip
 
 
 def track(board: Board, advertised: dict[str, bytes]) -> None:

@@ -63,6 +63,15 @@ def record_blob(store: Store, tree: bytes, item_id: str) -> bytes | None:
     return None
 
 
+def file_blob(store: Store, tree: bytes, path: str) -> bytes | None:
+    """The sha of the file at `path` in a tree, or None."""
+    try:
+        entry = store.lookup(tree, path)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return entry[1] if entry is not None else None
+
+
 class LaneProblem(Exception):
     """Why a lane cannot be folded into the board."""
 

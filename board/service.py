@@ -69,6 +69,7 @@ class Board:
         self._held = False
         self._lane_cache: Any = None  # (key, lanes) of board/claims.live_lanes
         self._lane_warned: set[tuple[str, bytes]] = set()
+        self._lane_folds: dict[Any, Any] = {}  # board/claims.live_lanes' per-lane memo
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

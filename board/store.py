@@ -20,6 +20,8 @@ ORIGIN_MAIN = b"refs/remotes/origin/main"
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
 LOOSE_LIMIT = 2000  # pack loose objects once this many have piled up
+SMALL_PACK = 5000  # objects; a pack this small is folded with the others like it ...
+SMALL_PACKS = 8  # ... once there are more than this many
 TREE_CACHE = 8192
 COMMIT_CACHE = 65536  # a whole history's commits: a full validation walks it twice
 BLOB_CACHE_SIZE = 16 << 10
@@ -330,9 +332,11 @@ class Store:
                 self._trees[obj.id] = obj
 
     def save(self, new: NewObjects) -> None:
+        """Write the objects as loose files. No look through the packs first: the objects are new by
+        construction, and a copy of one already packed is harmless, where each look on a miss costs a scan of
+        every pack (and a listing of the pack folder)."""
         for obj in new.objects:
-            if obj.id not in self.objects:
-                self.objects.add_object(obj)
+            self.objects.add_object(obj)
 
     def commit_tree(
         self,
@@ -359,13 +363,36 @@ class Store:
         return sha
 
     def maintain(self) -> None:
-        """Pack loose objects and consolidate many small fetched packs, so lookups stay fast."""
+        """Pack loose objects and fold the small packs fetches leave into one, so lookups stay fast: every
+        object lookup that misses scans each pack's index, and a worker fetches a pack every poll. The large
+        packs (a clone's) are left alone, so this costs what the small ones hold, not the whole history."""
         loose = sum(1 for _ in self._iter_loose(limit=LOOSE_LIMIT + 1))
         if loose > LOOSE_LIMIT:
             self.objects.pack_loose_objects()
-        packs = list((self.path / "objects" / "pack").glob("*.pack"))
-        if len(packs) > 50:
-            self.objects.repack()
+        small = [p for p in self.objects.packs if len(p) <= SMALL_PACK]
+        if len(small) > SMALL_PACKS:
+            self._fold_packs(small)
+        self._packs = None
+
+    def _fold_packs(self, small: list[Any]) -> None:
+        objects: dict[bytes, ShaFile] = {}
+        for pack in small:
+            for obj in pack.iterobjects():
+                objects.setdefault(obj.id, obj)
+        merged = self.objects.add_objects([(o, None) for o in objects.values()])
+        keep = merged.name() if merged is not None else None
+        for pack in small:
+            if pack.name() == keep:
+                continue
+            remove = getattr(self.objects, "_remove_pack", None)  # dulwich's own, where it has one
+            if remove is not None:
+                remove(pack)
+                continue
+            pack.close()
+            for path in (pack._data_path, pack._idx_path):  # readers holding it open keep reading it (POSIX)
+                Path(path).unlink(missing_ok=True)
+            self.objects._pack_cache.pop(Path(pack._basename).name, None)
+        self._trees.clear()
 
     def _iter_loose(self, limit: int) -> Iterator[Path]:
         n = 0
