@@ -8,15 +8,26 @@ of the ref failed, which would otherwise let two rigs both believe they won a cl
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 import time
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dulwich.client import get_transport_and_path
-from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.errors import (
+    ApplyDeltaError,
+    ChecksumMismatch,
+    GitProtocolError,
+    HangupException,
+    NotGitRepository,
+    ObjectFormatException,
+)
 from dulwich.file import FileLocked
-from dulwich.pack import pack_objects_to_data
+from dulwich.pack import UnresolvedDeltas, pack_objects_to_data
 
 from board.errors import RemoteError, Unreachable
 from board.store import MAIN, NewObjects, Store
@@ -112,7 +123,7 @@ class Remote:
             # Lanes come and go all the time: if wants keep being refused, the last try fetches main alone.
             want_lanes[0] = attempt < FETCH_ATTEMPTS - 1
             try:
-                result = self._client.fetch(self._path, store.repo, determine_wants=wants)
+                result = self._fetch_pack(store, wants)
                 break
             except GitProtocolError as e:
                 # Over smart HTTP the refs are advertised in one request and wanted in the next: a push landing
@@ -128,6 +139,33 @@ class Remote:
         sha = seen[0] if seen else result.refs.get(MAIN)
         self.lanes = dict(lanes)
         return sha if sha and sha != ZERO else None
+
+    def _fetch_pack(self, store: Store, wants: Any) -> Any:
+        """One fetch: the pack is written to a file as it arrives and taken in with one pass (board/packs.py)
+        where dulwich would pass over it three times; a thin or very large pack goes dulwich's own way."""
+        from board import packs
+
+        objects = store.path / "objects"
+        fd, name = tempfile.mkstemp(dir=objects, prefix="tmp_fetch_")
+        incoming = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as sink:
+                result = self._client.fetch_pack(self._path, wants, store.repo.get_graph_walker(), sink.write)
+            if result.object_format not in (None, "sha1"):
+                raise RemoteError(self.url, f"it stores objects as {str(result.object_format)[:20]}, not sha1")
+            if incoming.stat().st_size:
+                try:
+                    store.warm(packs.take_in(incoming, objects / "pack"))
+                except packs.Unsuited:
+                    with open(incoming, "rb") as fh:
+                        store.objects.add_thin_pack(fh.read, None)
+                except packs.BadPack as e:
+                    raise RemoteError(self.url, f"it sent a pack that is not valid: {e.reason}") from None
+        except (ApplyDeltaError, ChecksumMismatch, ObjectFormatException, UnresolvedDeltas, zlib.error) as e:
+            raise RemoteError(self.url, f"it sent a pack that is not valid ({_describe(e)})") from None
+        finally:
+            incoming.unlink(missing_ok=True)
+        return result
 
     def push_lanes(
         self, store: Store, updates: dict[bytes, tuple[bytes | None, bytes | None]], objects: NewObjects

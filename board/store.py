@@ -403,3 +403,41 @@ class Store:
                     n += 1
                     if n >= limit:
                         return
+
+    # --- bulk reads (board/packs.py) ---------------------------------------------------------------
+    def warm(self, objects: dict[bytes, tuple[int, bytes]]) -> None:
+        """Serve `raw` and `blob_text` of these objects (hex sha → (type, bytes)) from memory: what a fetch or a
+        one-pass read just took in, for the validation and index build that read every record next. Held until
+        the packs are listed again (after `maintain`)."""
+        from board.packs import Held
+
+        listed = self._packs if self._packs is not None else list(self.objects.packs)
+        held = [p.objects for p in listed if isinstance(p, Held)]
+        merged = {k: v for h in held for k, v in h.items()} if held else {}
+        merged.update(objects)
+        self._packs = [Held(merged), *(p for p in listed if not isinstance(p, Held))]
+
+    def preload(self, shas: list[bytes], least: int = 1000) -> int:
+        """Read many objects (hex shas) in one pass over the large packs that hold them, rather than one random
+        lookup each (which re-inflates every delta chain): for a validation or index build that reads every
+        record. Fewer than `least` objects not held already are left to `raw`. Returns how many were read."""
+        from board.packs import BadPack, Held, Unsuited, read_pack
+
+        listed = self._packs if self._packs is not None else list(self.objects.packs)
+        held = next((p.objects for p in listed if isinstance(p, Held)), {})
+        wanted = {s for s in shas if s not in held}
+        if len(wanted) < least:
+            return 0
+        found: dict[bytes, tuple[int, bytes]] = {}
+        for pack in sorted((p for p in listed if not isinstance(p, Held)), key=len, reverse=True):
+            if len(pack) < least or len(wanted) < least:
+                break
+            try:
+                got = read_pack(Path(pack._data_path), wanted)
+            except (BadPack, Unsuited, OSError):
+                continue  # too large to hold, or unreadable: those objects are read one by one
+            found.update(got)
+            wanted.difference_update(got)
+        if found:
+            self.warm(found)
+        return len(found)

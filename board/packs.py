@@ -1,0 +1,213 @@
+"""Packs read in one sequential pass: a fetched pack taken in (checked and indexed), and many objects read at once.
+
+dulwich takes a fetched pack in three passes (copy it while inflating every object, index it by resolving every
+delta chain, then inflate every object again to check it) and reads objects one random lookup at a time, each
+re-inflating its delta chain. A board's clone is one pack of mostly small records deltified against each
+other: one pass in file order, each object inflated once and each delta applied to a base kept from earlier in
+the pass, does that work once. The pass still refuses what dulwich refuses: a pack that is truncated, fails its
+checksum, has bytes past its last object, a delta that does not apply, a duplicate object, or a tree, commit or
+tag that does not parse. What it cannot do cheaply (a thin pack, whose deltas name bases outside it, or a pack
+too large to hold in memory) is left to dulwich's own path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dulwich.errors import ApplyDeltaError
+from dulwich.objects import Blob, ShaFile, object_class, object_header
+from dulwich.pack import OFS_DELTA, REF_DELTA, apply_delta, iter_sha1, unpack_object_at, write_pack_index
+
+MEMORY = 512 << 20  # bytes of object contents one pass may hold (delta bases, records); beyond that, dulwich's path
+KEEP = 16 << 10  # blobs up to this size are kept for the readers that follow (validation, the browse index)
+TRAILER = 20  # the SHA-1 of everything before it
+PACK_MODE = 0o444
+
+
+class BadPack(ValueError):
+    """The bytes are not a well-formed pack; `reason` says where and why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Unsuited(Exception):
+    """A pack this pass leaves to dulwich: a thin one (its deltas name bases outside it), or one too large."""
+
+
+@dataclass
+class Scan:
+    """What one pass over a pack found."""
+
+    entries: list[tuple[bytes, int, int]] = field(default_factory=list)  # (binary sha, offset, crc32)
+    kept: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)  # hex sha → (type, bytes), as asked
+
+
+def _header(buf: Any) -> int:
+    if len(buf) < 12 + TRAILER or bytes(buf[:4]) != b"PACK":
+        raise BadPack("it is not a pack (no PACK header)")
+    if int.from_bytes(buf[4:8], "big") not in (2, 3):
+        raise BadPack("its version is not 2 or 3")
+    return int.from_bytes(buf[8:12], "big")
+
+
+def _apply(base: tuple[int, bytes], delta: bytes, offset: int) -> tuple[int, bytes]:
+    try:
+        out = apply_delta(base[1], delta)
+    except (ApplyDeltaError, ValueError, IndexError, TypeError) as e:
+        raise BadPack(f"the delta at offset {offset} does not apply ({e})") from None
+    return base[0], out if isinstance(out, bytes) else b"".join(out)
+
+
+def objects(buf: Any, memory: int = MEMORY) -> Iterator[tuple[int, int, bytes, bytes, int]]:
+    """(offset, type, content, binary sha, crc32) of every object, in pack order (a REF_DELTA whose base comes
+    later in the pack: once its base has been met). Each delta is applied to a base held from earlier in the pass.
+    Unsuited when the contents held pass `memory` or a delta's base is not in the pack."""
+    count = _header(buf)
+    end = len(buf) - TRAILER
+    held: dict[int, tuple[int, bytes]] = {}  # offset → (type, content): every object, as a base for later deltas
+    at: dict[bytes, int] = {}  # binary sha → offset
+    waiting: dict[bytes, list[tuple[int, bytes, int]]] = {}  # base sha → (offset, delta, crc) of REF_DELTAs
+    offset = 12
+    for _ in range(count):
+        if offset >= end:
+            raise BadPack(f"it ends before its {count} objects (truncated?)")
+        try:
+            unpacked, after = unpack_object_at(buf, offset, hashlib.sha1, compute_crc32=True)
+        except (zlib.error, AssertionError, ValueError, IndexError, TypeError, KeyError) as e:
+            raise BadPack(f"the object at offset {offset} cannot be read ({type(e).__name__})") from None
+        if after > end:
+            raise BadPack(f"the object at offset {offset} runs into the checksum (truncated?)")
+        data = b"".join(unpacked.decomp_chunks)
+        if len(data) != unpacked.decomp_len:
+            raise BadPack(f"the object at offset {offset} is not the size its header says")
+        kind, crc = unpacked.pack_type_num, int(unpacked.crc32 or 0)
+        ready: list[tuple[int, int, bytes, int]] = []
+        if kind == OFS_DELTA:
+            base = held.get(offset - int(unpacked.delta_base))
+            if base is None:
+                raise BadPack(f"the delta at offset {offset} names no object of the pack as its base")
+            ready.append((offset, *_apply(base, data, offset), crc))
+        elif kind == REF_DELTA:
+            base_sha = bytes(unpacked.delta_base)
+            if base_sha in at:
+                ready.append((offset, *_apply(held[at[base_sha]], data, offset), crc))
+            else:
+                waiting.setdefault(base_sha, []).append((offset, data, crc))
+        elif kind in (Blob.type_num, 1, 2, 4):  # blob, commit, tree, tag
+            ready.append((offset, kind, data, crc))
+        else:
+            raise BadPack(f"the object at offset {offset} has type {kind}")
+        while ready:
+            off, typ, content, ocrc = ready.pop()
+            sha = hashlib.sha1(object_header(typ, len(content)) + content).digest()
+            if sha in at:
+                raise BadPack(f"it holds object {sha.hex()} twice")
+            at[sha] = off
+            held[off] = (typ, content)
+            memory -= len(content)
+            if memory < 0:
+                raise Unsuited("the pack is too large to take in one pass")
+            yield off, typ, content, sha, ocrc
+            for doff, delta, dcrc in waiting.pop(sha, ()):
+                ready.append((doff, *_apply((typ, content), delta, doff), dcrc))
+        offset = after
+    if offset != end:
+        raise BadPack("it holds bytes past its last object")
+    if waiting:
+        raise Unsuited("a thin pack: some deltas name bases outside it")
+
+
+def _checksum(buf: Any) -> bytes:
+    view = memoryview(buf)
+    try:
+        digest = hashlib.sha1(view[: len(buf) - TRAILER]).digest()
+    finally:
+        view.release()
+    if digest != bytes(buf[len(buf) - TRAILER :]):
+        raise BadPack("its checksum does not match its bytes")
+    return digest
+
+
+def scan(buf: Any, keep: Callable[[int, int, bytes], bool], check: bool = True) -> Scan:
+    """One pass: every object's index entry, the (type, bytes) of those `keep(type, size, hex sha)` wants, and
+    (with `check`) every tree, commit and tag parsed, so one that does not parse refuses the pack."""
+    out = Scan()
+    for off, typ, content, sha, crc in objects(buf):
+        out.entries.append((sha, off, crc))
+        hexsha = sha.hex().encode()
+        if check and typ != Blob.type_num:
+            cls = object_class(typ)
+            try:
+                assert cls is not None
+                ShaFile.from_raw_string(typ, content, sha=hexsha)
+            except Exception as e:  # noqa: BLE001 - whatever dulwich's parser trips on, the object is bad
+                raise BadPack(f"its {cls.type_name.decode() if cls else 'object'} {hexsha.decode()} does not "
+                              f"parse ({type(e).__name__})") from None
+        if keep(typ, len(content), hexsha):
+            out.kept[hexsha] = (typ, content)
+    return out
+
+
+def small_records(typ: int, size: int, sha: bytes) -> bool:
+    """What a fetch keeps for the readers that follow it: blobs small enough to be records."""
+    return typ == Blob.type_num and size <= KEEP
+
+
+def take_in(incoming: Path, pack_dir: Path) -> dict[bytes, tuple[int, bytes]]:
+    """Check and index a fetched (not thin) pack in one pass and move it into `pack_dir`; returns its small
+    blobs. BadPack for a malformed pack, Unsuited for one to leave to dulwich; `incoming` is then untouched."""
+    with open(incoming, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size < 12 + TRAILER:
+            raise BadPack("it is shorter than a pack header (truncated?)")
+        buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        checksum = _checksum(buf)
+        found = scan(buf, small_records)
+    finally:
+        buf.close()
+    entries = sorted(found.entries)
+    base = pack_dir / f"pack-{iter_sha1(sha for sha, _, _ in entries).decode()}"
+    pack, idx = base.with_suffix(".pack"), base.with_suffix(".idx")
+    if idx.exists():  # the same objects are packed already
+        incoming.unlink()
+        return found.kept
+    os.chmod(incoming, PACK_MODE)
+    os.replace(incoming, pack)
+    part = base.with_suffix(f".idx.{os.getpid()}.part")
+    with open(part, "wb") as fh:  # a pack is only visible with its index: write that last, whole
+        write_pack_index(fh, entries, checksum, version=2)
+    os.chmod(part, PACK_MODE)
+    os.replace(part, idx)
+    return found.kept
+
+
+def read_pack(path: Path, wanted: set[bytes]) -> dict[bytes, tuple[int, bytes]]:
+    """The (type, bytes) of the wanted objects (hex shas) one pack holds, read in one pass over its file."""
+    with open(path, "rb") as fh:
+        buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return scan(buf, lambda typ, size, sha: sha in wanted, check=False).kept
+    finally:
+        buf.close()
+
+
+class Held:
+    """Objects held in memory, read like a pack (`Store.warm` puts one before the packs `Store.raw` reads)."""
+
+    def __init__(self, objects: dict[bytes, tuple[int, bytes]]) -> None:
+        self.objects = objects
+
+    def get_raw(self, sha: bytes) -> tuple[int, bytes]:
+        return self.objects[sha]  # KeyError: not held, ask the next pack
+
+    def __len__(self) -> int:
+        return len(self.objects)
