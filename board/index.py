@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from board.bulk import paused_gc
 from board.records import Item, RecordError
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 INDEX_VERSION = "2"
 LIVE, ARCHIVE = "wanted", "archive/wanted"
+PRELOAD_BUCKETS = 8  # changed buckets from which a sync reads their records in one pass over the pack
 FLAT = "\0flat"  # pseudo-bucket for legacy flat files `wanted/w-….json` (no tree entry name holds a NUL)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -168,7 +170,7 @@ class BrowseIndex:
         """Bring the index up to the view's tree (changed buckets only), then answer from it."""
         for attempt in (1, 2):
             try:
-                with self._open() as db:
+                with self._open() as db, paused_gc():
                     self._check(db)
                     self._sync(db, view, ARCHIVE if q.archived else LIVE)
                     return self._select(db, q)
@@ -193,6 +195,8 @@ class BrowseIndex:
         have = dict(db.execute("SELECT name, sha FROM buckets WHERE name LIKE ? ESCAPE '!'", (_like(top),)))
         changed = [b for b, sha in want.items() if have.get(b) != sha]
         gone = [b for b in have if b not in want]
+        if len(changed) >= PRELOAD_BUCKETS:
+            _preload(view, top, changed, buckets)
         if changed or gone:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -268,6 +272,21 @@ class BrowseIndex:
         total = counts.get(q.status, 0) if q.status is not None else sum(counts.values())
         others = {s: n for s, n in counts.items() if q.status is not None and s != q.status}
         return Result(items, total, others)
+
+
+def _preload(view: TreeView, top: str, changed: list[str], buckets: dict[str, bytes]) -> None:
+    """Read the records of many changed buckets in one pass over the pack rather than one lookup each (a cold
+    index build reads every record); what cannot be listed here is left to the reader, which reports it."""
+    shas: list[bytes] = []
+    for bucket in changed:
+        name = bucket[len(top) + 1:]
+        if name == FLAT:
+            continue
+        try:
+            shas.extend(e.sha for e in view.store.tree(buckets[name]).iteritems())
+        except Exception:  # noqa: BLE001, S112 - a bucket that is no readable tree: bucket_rows reports it
+            continue
+    view.store.preload(shas)
 
 
 def _like(top: str) -> str:

@@ -23,7 +23,9 @@ from typing import Any
 
 from dulwich.errors import ApplyDeltaError
 from dulwich.objects import Blob, ShaFile, object_class, object_header
-from dulwich.pack import OFS_DELTA, REF_DELTA, apply_delta, iter_sha1, unpack_object_at, write_pack_index
+from dulwich.pack import OFS_DELTA, REF_DELTA, apply_delta, iter_sha1, write_pack_index
+
+from board.bulk import paused_gc
 
 MEMORY = 512 << 20  # bytes of object contents one pass may hold (delta bases, records); beyond that, dulwich's path
 KEEP = 16 << 10  # blobs up to this size are kept for the readers that follow (validation, the browse index)
@@ -67,6 +69,57 @@ def _apply(base: tuple[int, bytes], delta: bytes, offset: int) -> tuple[int, byt
     return base[0], out if isinstance(out, bytes) else b"".join(out)
 
 
+def _unpack(buf: Any, offset: int, end: int) -> tuple[int, int | bytes | None, bytes, int]:
+    """(type, delta base: its offset or sha, inflated bytes, offset after) of the object at `offset`.
+
+    The entry format (git's pack-format.txt): a size varint whose first byte also holds the type, then for an
+    OFS_DELTA a base-distance varint or for a REF_DELTA the base's 20-byte sha, then the zlib stream."""
+    pos = offset
+    try:
+        c = buf[pos]
+        pos += 1
+        kind, size, shift = (c >> 4) & 7, c & 15, 4
+        while c & 0x80:
+            c = buf[pos]
+            pos += 1
+            size |= (c & 0x7F) << shift
+            shift += 7
+        base: int | bytes | None = None
+        if kind == OFS_DELTA:
+            c = buf[pos]
+            pos += 1
+            distance = c & 0x7F
+            while c & 0x80:
+                c = buf[pos]
+                pos += 1
+                distance = ((distance + 1) << 7) | (c & 0x7F)
+            base = offset - distance
+            if distance <= 0 or base < 12:
+                raise BadPack(f"the delta at offset {offset} names a base outside the pack")
+        elif kind == REF_DELTA:
+            base = bytes(buf[pos:pos + 20])
+            pos += 20
+    except IndexError:
+        raise BadPack(f"the object at offset {offset} runs past the end (truncated?)") from None
+    if shift > 70 or pos > end:
+        raise BadPack(f"the object at offset {offset} has a malformed header")
+    inflate = zlib.decompressobj()
+    window = min(end, pos + size + 64 + (size >> 4))  # zlib's worst case for `size` bytes, and then some
+    try:
+        data = inflate.decompress(buf[pos:window], size + 1)
+        while not inflate.eof and window < end and len(data) <= size:  # the stream is longer than it may be
+            more = min(end, window + max(window - pos, 1 << 16))
+            data += inflate.decompress(inflate.unconsumed_tail + buf[window:more], size + 1 - len(data))
+            window = more
+    except zlib.error as e:
+        raise BadPack(f"the object at offset {offset} does not inflate ({e})") from None
+    if not inflate.eof:
+        raise BadPack(f"the object at offset {offset} does not inflate to the size its header says (truncated?)")
+    if len(data) != size:
+        raise BadPack(f"the object at offset {offset} is not the size its header says")
+    return kind, base, data, window - len(inflate.unused_data)
+
+
 def objects(buf: Any, memory: int = MEMORY) -> Iterator[tuple[int, int, bytes, bytes, int]]:
     """(offset, type, content, binary sha, crc32) of every object, in pack order (a REF_DELTA whose base comes
     later in the pack: once its base has been met). Each delta is applied to a base held from earlier in the pass.
@@ -80,24 +133,17 @@ def objects(buf: Any, memory: int = MEMORY) -> Iterator[tuple[int, int, bytes, b
     for _ in range(count):
         if offset >= end:
             raise BadPack(f"it ends before its {count} objects (truncated?)")
-        try:
-            unpacked, after = unpack_object_at(buf, offset, hashlib.sha1, compute_crc32=True)
-        except (zlib.error, AssertionError, ValueError, IndexError, TypeError, KeyError) as e:
-            raise BadPack(f"the object at offset {offset} cannot be read ({type(e).__name__})") from None
-        if after > end:
-            raise BadPack(f"the object at offset {offset} runs into the checksum (truncated?)")
-        data = b"".join(unpacked.decomp_chunks)
-        if len(data) != unpacked.decomp_len:
-            raise BadPack(f"the object at offset {offset} is not the size its header says")
-        kind, crc = unpacked.pack_type_num, int(unpacked.crc32 or 0)
+        kind, delta_base, data, after = _unpack(buf, offset, end)
+        crc = zlib.crc32(buf[offset:after])
         ready: list[tuple[int, int, bytes, int]] = []
         if kind == OFS_DELTA:
-            base = held.get(offset - int(unpacked.delta_base))
+            assert isinstance(delta_base, int)
+            base = held.get(delta_base)
             if base is None:
                 raise BadPack(f"the delta at offset {offset} names no object of the pack as its base")
             ready.append((offset, *_apply(base, data, offset), crc))
         elif kind == REF_DELTA:
-            base_sha = bytes(unpacked.delta_base)
+            base_sha = bytes(delta_base or b"")
             if base_sha in at:
                 ready.append((offset, *_apply(held[at[base_sha]], data, offset), crc))
             else:
@@ -170,8 +216,9 @@ def take_in(incoming: Path, pack_dir: Path) -> dict[bytes, tuple[int, bytes]]:
             raise BadPack("it is shorter than a pack header (truncated?)")
         buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        checksum = _checksum(buf)
-        found = scan(buf, small_records)
+        with paused_gc():
+            checksum = _checksum(buf)
+            found = scan(buf, small_records)
     finally:
         buf.close()
     entries = sorted(found.entries)
@@ -195,7 +242,8 @@ def read_pack(path: Path, wanted: set[bytes]) -> dict[bytes, tuple[int, bytes]]:
     with open(path, "rb") as fh:
         buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        return scan(buf, lambda typ, size, sha: sha in wanted, check=False).kept
+        with paused_gc():
+            return scan(buf, lambda typ, size, sha: sha in wanted, check=False).kept
     finally:
         buf.close()
 
