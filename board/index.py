@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from board import parsecache
 from board.bulk import paused_gc
 from board.records import Item, RecordError
 
@@ -48,6 +49,10 @@ CREATE INDEX IF NOT EXISTS tags_by_item ON tags (bucket, id, tag);
 CREATE TABLE IF NOT EXISTS skips (bucket TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS skips_by_bucket ON skips (bucket);
 """
+
+# the indexes a first build creates after its rows rather than maintaining them row by row (same SQL as SCHEMA's)
+BULK_INDEXES = [(line.split()[5], line) for line in SCHEMA.splitlines()
+                if line.startswith("CREATE INDEX") and line.split()[5] in ("items_order", "tags_by_item")]
 
 
 @dataclass
@@ -198,15 +203,22 @@ class BrowseIndex:
         if len(changed) >= PRELOAD_BUCKETS:
             _preload(view, top, changed, buckets)
         if changed or gone:
+            bulk = not have and len(changed) >= PRELOAD_BUCKETS  # a first build: index the rows once, at the end
             db.execute("BEGIN IMMEDIATE")
             try:
-                for b in gone + changed:
+                if bulk:
+                    for name, _ in BULK_INDEXES:
+                        db.execute(f"DROP INDEX IF EXISTS {name}")
+                for b in gone + [c for c in changed if c in have]:
                     for table in ("items", "tags", "skips"):
                         db.execute(f"DELETE FROM {table} WHERE bucket = ?", (b,))  # noqa: S608 - fixed names
                     db.execute("DELETE FROM buckets WHERE name = ?", (b,))
                 for b in changed:
                     self._store(db, view, top, b, buckets, flat)
                     db.execute("INSERT INTO buckets VALUES (?, ?)", (b, want[b]))
+                if bulk:
+                    for _, sql in BULK_INDEXES:
+                        db.execute(sql)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -219,7 +231,10 @@ class BrowseIndex:
     def _store(self, db: sqlite3.Connection, view: TreeView, top: str, bucket: str, buckets: dict[str, bytes],
                flat: list[Any]) -> None:
         name = bucket[len(top) + 1:]
-        rows = view.flat_rows(top, flat) if name == FLAT else view.bucket_rows(top, name, buckets[name])
+        if name == FLAT:
+            rows = view.flat_rows(top, flat)
+        else:  # what a check of every record (a join's checkpoint) already made of it, else read it
+            rows = parsecache.recall(bucket, buckets[name]) or view.bucket_rows(top, name, buckets[name])
         items: list[tuple[Any, ...]] = []
         tags: list[tuple[str, str, str]] = []
         skips: list[tuple[str, int, str, str]] = []

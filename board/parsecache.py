@@ -1,4 +1,5 @@
-"""The items parse cache (`cache/items.json`): what TreeView.items() made of each bucket, keyed by tree sha.
+"""The items parse cache (`cache/items.json`): what TreeView.items() made of each bucket, keyed by tree sha; and,
+in memory, the rows a whole-tree check already made of a bucket, for the index build that follows it.
 
 Only a speed-up: keyed by content-addressed tree shas it can never be stale, only missing; a file that does
 not read back as this version's cache is ignored. Written 0600 through a temporary file.
@@ -37,3 +38,23 @@ def save(path: Path, version: int, data: dict[str, list[dict[str, Any]]]) -> Non
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+REMEMBERED = 1024  # buckets held in memory at most
+_remembered: dict[tuple[str, bytes], list[dict[str, Any]]] = {}
+
+
+def remember(path: str, tree: bytes, rows: list[dict[str, Any]]) -> None:
+    """Rows (as TreeView.bucket_rows makes them) of the bucket tree at `path`, made by a check of every record."""
+    if len(_remembered) >= REMEMBERED:
+        _remembered.clear()
+    _remembered[(path, tree)] = rows
+
+
+def recall(path: str, tree: bytes) -> list[dict[str, Any]] | None:
+    """The rows remembered for this bucket tree, once (they are dropped as they are taken)."""
+    return _remembered.pop((path, tree), None)
+
+
+def forget() -> None:
+    _remembered.clear()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from board import ops
+from board import ops, parsecache
 from board.bulk import paused_gc
 from board.commons import _initial_commit
 from board.commons import create_commons as create_commons  # re-exported: callers create boards here
@@ -461,6 +461,7 @@ def _build_index(view: TreeView) -> None:
         view.query(Query(limit=0))
     finally:
         quiet.disabled = was
+        parsecache.forget()
 
 
 def join(home: Home, url: str, handle: str, display_name: str | None = None) -> tuple[Board, MutationResult | None]:

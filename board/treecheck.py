@@ -12,11 +12,12 @@ import hashlib
 import re
 from datetime import datetime
 
-from board import layout
+from board import layout, parsecache
 from board.bulk import paused_gc
 from board.ids import BOARD_ID_RE, HANDLE_RE, ITEM_RE, TIME_RE
-from board.records import Completion, Item, RecordError, Rig, loads
+from board.records import Completion, Item, RecordError, Rig, item_dict, loads
 from board.store import FILE_MODE, TREE_MODE, Store
+from board.view import MAX_RECORD_BYTES
 
 BUCKET_RE = re.compile(r"^[0-9a-f]{2}\Z")
 MAX_PATHS = 20
@@ -99,12 +100,15 @@ def _dir(mode: int, path: str) -> None:
         raise TreeProblem(f"{path} is a file where a folder belongs")
 
 
-def _record(path: str, data: bytes, kind: str, name: str) -> None:
+def _record(path: str, data: bytes, kind: str, name: str) -> Item | None:
+    """Refuse a record that does not decode or does not match its file name; returns an item decoded."""
     try:
         # decode checks every time field as strict_time does (board/records.py: _time)
         if kind == "item":
-            if Item.decode(data).id != name:
+            item = Item.decode(data)
+            if item.id != name:
                 raise RecordError("its id differs from its file name")
+            return item
         elif kind == "completion":
             if Completion.decode(data).wanted_id != name:
                 raise RecordError("its wanted_id differs from its file name")
@@ -115,10 +119,15 @@ def _record(path: str, data: bytes, kind: str, name: str) -> None:
             loads(data)
     except (RecordError, ValueError) as e:
         raise TreeProblem(f"{path}: {e}") from None
+    return None
 
 
 def _records(store: Store, tree: bytes, path: str, kind: str, fanned: bool = True) -> None:
-    """Files `<id>.json` (or folders, for attestations), flat or in two-hex buckets."""
+    """Files `<id>.json` (or folders, for attestations), flat or in two-hex buckets. A bucket of items that a
+    browse index would read exactly as they are (all in their bucket, none too large) is remembered as the rows
+    the index build after a join takes instead of decoding every record again (board/parsecache.py)."""
+    bucket = path.rsplit("/", 1)[-1]
+    rows: list[dict[str, object]] | None = [] if kind == "item" and not fanned and BUCKET_RE.match(bucket) else None
     for name, mode, sha in _entries(store, tree, path):
         sub = f"{path}/{name}"
         if fanned and BUCKET_RE.match(name) and mode == TREE_MODE:
@@ -134,7 +143,15 @@ def _records(store: Store, tree: bytes, path: str, kind: str, fanned: bool = Tru
                     raise TreeProblem(f"{sub}/{vname} is not an attestation path")
                 _record(f"{sub}/{vname}", _file(store, f"{sub}/{vname}", vmode, vsha), "json", vname)
         else:
-            _record(sub, _file(store, sub, mode, sha), kind, stem)
+            data = _file(store, sub, mode, sha)
+            item = _record(sub, data, kind, stem)
+            if rows is not None and item is not None:
+                if len(data) <= MAX_RECORD_BYTES["item"] and layout.bucket(item.id) == bucket:
+                    rows.append({"item": item_dict(item)})
+                else:
+                    rows = None  # the reader skips it with a warning: let the index build read the bucket itself
+    if rows is not None:
+        parsecache.remember(path, tree, rows)
 
 
 def check_tree(store: Store, tree: bytes) -> dict[str, object]:
