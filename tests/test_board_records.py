@@ -363,3 +363,50 @@ def test_cli_refuses_bad_ids_before_touching_the_home(module_home: Path, value: 
         assert result.stderr.startswith("wl: error: invalid wanted item id"), result.stderr
         assert "Traceback" not in result.output + result.stderr
     assert _snapshot(module_home) == before
+
+
+# --- the quick pass of Item.from_dict (issue 15: a cold read decodes 100,000 records) ---------------------
+_VALID_ITEM = {"id": "w-0123456789", "title": "t", "posted_by": "alice", "created_at": "2026-01-02T03:04:05Z",
+               "updated_at": "2026-01-02T03:04:05Z"}
+_EDGE_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 6), st.floats(0, 4), st.just(""), st.text(max_size=4),
+    st.sampled_from(["w-0123456789", "w-012345678", "alice", "bad handle!", "bug", "inference", "closed",
+                     "epic", "claimed", "2026-01-02T03:04:05Z", "2026-99-99T99:99:99Z", "2026-01-02T03:04:05.5Z",
+                     "x" * 201, "x" * 1001]),
+    st.lists(st.sampled_from(["a", "", "x" * 65]), max_size=3), st.lists(st.integers(), max_size=1),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)
+_ITEM_KEYS = st.sampled_from(["id", "title", "description", "project", "type", "priority", "tags", "posted_by",
+                              "claimed_by", "claim_expires_at", "status", "effort_level", "evidence_url",
+                              "created_at", "updated_at", "unknown"])
+
+
+_SINGLE_VALUES = [None, True, False, -1, 0, 2, 4, 5, 2.0, "", "x", "w-0123456789", "w-012345678", "alice",
+                  "bad handle!", "bug", "closed", "epic", "claimed", "2026-01-02T03:04:05Z", "2026-99-99T99:99:99Z",
+                  "x" * 201, "x" * 1001, [], ["a"], [""], ["x" * 65], [1], "a,b", {}]
+
+
+def _outcome(decode: Any, d: dict[str, Any]) -> Item | str:
+    try:
+        return decode(d)  # type: ignore[no-any-return]
+    except RecordError as e:
+        return f"refused: {e}"
+
+
+def test_quick_item_pass_agrees_on_every_single_field_change() -> None:
+    for key in [*_VALID_ITEM, "description", "project", "type", "priority", "tags", "claimed_by",
+                "claim_expires_at", "status", "effort_level", "evidence_url"]:
+        for value in [*_SINGLE_VALUES, "missing"]:
+            d = {k: v for k, v in _VALID_ITEM.items() if k != key}
+            if value != "missing":
+                d[key] = value
+            assert _outcome(Item.from_dict, d) == _outcome(Item.checked, d), (key, value)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(_ITEM_KEYS, _EDGE_VALUES, max_size=4), st.sets(_ITEM_KEYS, max_size=2))
+def test_quick_item_pass_agrees_with_the_field_by_field_check(changes: dict[str, Any], dropped: set[str]) -> None:
+    """Whatever the record holds, from_dict (quick pass first) accepts exactly what the field-by-field check
+    accepts, builds the same item, and otherwise fails with the same message."""
+    d = {k: v for k, v in {**_VALID_ITEM, **changes}.items() if k not in dropped}
+    assert _outcome(Item.from_dict, d) == _outcome(Item.checked, d)
