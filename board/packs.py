@@ -31,6 +31,7 @@ MEMORY = 512 << 20  # bytes of object contents one pass may hold (delta bases, r
 KEEP = 16 << 10  # blobs up to this size are kept for the readers that follow (validation, the browse index)
 TRAILER = 20  # the SHA-1 of everything before it
 PACK_MODE = 0o444
+SPARSE = 4  # a one-pass read of a pack pays off once the objects wanted are a quarter of it (Store.preload)
 
 
 class BadPack(ValueError):

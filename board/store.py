@@ -420,8 +420,9 @@ class Store:
     def preload(self, shas: list[bytes], least: int = 1000) -> int:
         """Read many objects (hex shas) in one pass over the large packs that hold them, rather than one random
         lookup each (which re-inflates every delta chain): for a validation or index build that reads every
-        record. Fewer than `least` objects not held already are left to `raw`. Returns how many were read."""
-        from board.packs import BadPack, Held, Unsuited, read_pack
+        record. Fewer than `least` objects not held already, or a pack of which they are under 1/SPARSE, are
+        left to `raw`. Returns how many were read."""
+        from board.packs import SPARSE, BadPack, Held, Unsuited, read_pack
 
         listed = self._packs if self._packs is not None else list(self.objects.packs)
         held = next((p.objects for p in listed if isinstance(p, Held)), {})
@@ -432,6 +433,8 @@ class Store:
         for pack in sorted((p for p in listed if not isinstance(p, Held)), key=len, reverse=True):
             if len(pack) < least or len(wanted) < least:
                 break
+            if len(wanted) * SPARSE < len(pack):  # a pass inflates every object: a few are cheaper one by one
+                continue
             try:
                 got = read_pack(Path(pack._data_path), wanted)
             except (BadPack, Unsuited, OSError):
