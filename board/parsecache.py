@@ -7,7 +7,9 @@ not read back as this version's cache is ignored. Written 0600 through a tempora
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,27 @@ def save(path: Path, version: int, data: dict[str, list[dict[str, Any]]]) -> Non
 
 REMEMBERED = 1024  # buckets held in memory at most
 _remembered: dict[tuple[str, bytes], list[dict[str, Any]]] = {}
+_collecting = [False]
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[None]:
+    """Within the block, a whole-tree check remembers the rows it made of each bucket for an index build that
+    follows it (a join); outside, nothing is held. Everything remembered is dropped when the block ends."""
+    was = _collecting[0]
+    _collecting[0] = True
+    try:
+        yield
+    finally:
+        _collecting[0] = was
+        if not was:
+            _remembered.clear()
 
 
 def remember(path: str, tree: bytes, rows: list[dict[str, Any]]) -> None:
     """Rows (as TreeView.bucket_rows makes them) of the bucket tree at `path`, made by a check of every record."""
+    if not _collecting[0]:
+        return
     if len(_remembered) >= REMEMBERED:
         _remembered.clear()
     _remembered[(path, tree)] = rows
@@ -54,7 +73,3 @@ def remember(path: str, tree: bytes, rows: list[dict[str, Any]]) -> None:
 def recall(path: str, tree: bytes) -> list[dict[str, Any]] | None:
     """The rows remembered for this bucket tree, once (they are dropped as they are taken)."""
     return _remembered.pop((path, tree), None)
-
-
-def forget() -> None:
-    _remembered.clear()

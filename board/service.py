@@ -461,7 +461,6 @@ def _build_index(view: TreeView) -> None:
         view.query(Query(limit=0))
     finally:
         quiet.disabled = was
-        parsecache.forget()
 
 
 def join(home: Home, url: str, handle: str, display_name: str | None = None) -> tuple[Board, MutationResult | None]:
@@ -482,7 +481,7 @@ def join(home: Home, url: str, handle: str, display_name: str | None = None) -> 
             head = remote.fetch(store)
             if head is None:
                 raise RemoteError(url, "the remote has no board (create one with wl create PATH)")
-            with paused_gc():
+            with paused_gc(), parsecache.collecting():
                 state, _ = Ledger(store, home.cache_dir / "ledger.json").advance(head)
                 view = TreeView(store, state.tree.encode(), home.cache_dir / "items.json")
                 view.meta()
