@@ -14,6 +14,7 @@ a query returns are validated again as items before use. If SQLite fails anyway,
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -287,6 +288,19 @@ class BrowseIndex:
         total = counts.get(q.status, 0) if q.status is not None else sum(counts.values())
         others = {s: n for s, n in counts.items() if q.status is not None and s != q.status}
         return Result(items, total, others)
+
+
+def prebuild(view: TreeView) -> None:
+    """Build the index of a validated state right after a join's fetch and validation, while the records are in
+    memory, so the first browse is a warm one (the join's own commit changes only rigs/, which it does not
+    hold). Checks board.json as a join must. The entries it skips are reported by the commands that list items."""
+    view.meta()
+    quiet = logging.getLogger("wl.board")
+    was, quiet.disabled = quiet.disabled, True
+    try:
+        view.query(Query(limit=0))
+    finally:
+        quiet.disabled = was
 
 
 def _preload(view: TreeView, top: str, changed: list[str], buckets: dict[str, bytes]) -> None:

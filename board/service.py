@@ -12,7 +12,6 @@ branch, and `sync` later replays this rig's own recorded operations onto the fre
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 import time
 from collections.abc import Iterator
@@ -449,20 +448,6 @@ def init_local(home: Home, handle: str, name: str | None = None) -> Board:
     return board
 
 
-def _build_index(view: TreeView) -> None:
-    """The browse index of the validated state, built while the fetch's records are still in memory, so the first
-    browse after a join is a warm one (its own join commit changes only rigs/, which the index does not hold).
-    Only a speed-up: the entries it skips are reported by browse, as on any read."""
-    from board.index import Query
-
-    quiet = logging.getLogger("wl.board")
-    was, quiet.disabled = quiet.disabled, True  # warnings belong to the commands that show the items
-    try:
-        view.query(Query(limit=0))
-    finally:
-        quiet.disabled = was
-
-
 def join(home: Home, url: str, handle: str, display_name: str | None = None) -> tuple[Board, MutationResult | None]:
     """Clone the commons into the home and register this rig (compare-and-swap, like every mutation)."""
     check_handle(handle)
@@ -481,11 +466,11 @@ def join(home: Home, url: str, handle: str, display_name: str | None = None) -> 
             head = remote.fetch(store)
             if head is None:
                 raise RemoteError(url, "the remote has no board (create one with wl create PATH)")
-            with paused_gc(), parsecache.collecting():
+            from board.index import prebuild  # lazily: sqlite is for browse and join only
+
+            with paused_gc(), parsecache.collecting():  # the index is built while the records are in memory
                 state, _ = Ledger(store, home.cache_dir / "ledger.json").advance(head)
-                view = TreeView(store, state.tree.encode(), home.cache_dir / "items.json")
-                view.meta()
-                _build_index(view)
+                prebuild(TreeView(store, state.tree.encode(), home.cache_dir / "items.json"))
             store.force_ref(ORIGIN_MAIN, head)
             store.force_ref(MAIN, head)
         except BoardError:

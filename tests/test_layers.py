@@ -19,7 +19,7 @@ MAX_LINES = 500
 BOARD_FLOORS: dict[str, int] = {
     # 0: no board imports
     "board": 0, "board.errors": 0, "board.secp256k1": 0, "board.store": 0, "board.text": 0,
-    "board.parsecache": 0,
+    "board.parsecache": 0, "board.packs": 0, "board.bulk": 0,
     # 1: ids, home, keys
     "board.ids": 1, "board.home": 1, "board.keys": 1,
     # 2: records and paths, the remote
