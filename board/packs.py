@@ -65,12 +65,12 @@ def _header(buf: Any) -> int:
 def _apply(base: tuple[int, bytes], delta: bytes, offset: int) -> tuple[int, bytes]:
     try:
         out = apply_delta(base[1], delta)
-    except (ApplyDeltaError, ValueError, IndexError, TypeError) as e:
+    except (ApplyDeltaError, ValueError, IndexError, TypeError, MemoryError) as e:
         raise BadPack(f"the delta at offset {offset} does not apply ({e})") from None
     return base[0], out if isinstance(out, bytes) else b"".join(out)
 
 
-def _unpack(buf: Any, offset: int, end: int) -> tuple[int, int | bytes | None, bytes, int]:
+def _unpack(buf: Any, offset: int, end: int, limit: int) -> tuple[int, int | bytes | None, bytes, int]:
     """(type, delta base: its offset or sha, inflated bytes, offset after) of the object at `offset`.
 
     The entry format (git's pack-format.txt): a size varint whose first byte also holds the type, then for an
@@ -80,7 +80,7 @@ def _unpack(buf: Any, offset: int, end: int) -> tuple[int, int | bytes | None, b
         c = buf[pos]
         pos += 1
         kind, size, shift = (c >> 4) & 7, c & 15, 4
-        while c & 0x80:
+        while c & 0x80 and shift <= 70:
             c = buf[pos]
             pos += 1
             size |= (c & 0x7F) << shift
@@ -90,7 +90,7 @@ def _unpack(buf: Any, offset: int, end: int) -> tuple[int, int | bytes | None, b
             c = buf[pos]
             pos += 1
             distance = c & 0x7F
-            while c & 0x80:
+            while c & 0x80 and distance < end:
                 c = buf[pos]
                 pos += 1
                 distance = ((distance + 1) << 7) | (c & 0x7F)
@@ -104,6 +104,8 @@ def _unpack(buf: Any, offset: int, end: int) -> tuple[int, int | bytes | None, b
         raise BadPack(f"the object at offset {offset} runs past the end (truncated?)") from None
     if shift > 70 or pos > end:
         raise BadPack(f"the object at offset {offset} has a malformed header")
+    if size > limit:
+        raise Unsuited(f"the object at offset {offset} is too large to inflate here")
     inflate = zlib.decompressobj()
     window = min(end, pos + size + 64 + (size >> 4))  # zlib's worst case for `size` bytes, and then some
     try:
@@ -134,7 +136,7 @@ def objects(buf: Any, memory: int = MEMORY) -> Iterator[tuple[int, int, bytes, b
     for _ in range(count):
         if offset >= end:
             raise BadPack(f"it ends before its {count} objects (truncated?)")
-        kind, delta_base, data, after = _unpack(buf, offset, end)
+        kind, delta_base, data, after = _unpack(buf, offset, end, memory)
         crc = zlib.crc32(buf[offset:after])
         ready: list[tuple[int, int, bytes, int]] = []
         if kind == OFS_DELTA:
