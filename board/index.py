@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -295,12 +296,23 @@ def prebuild(view: TreeView) -> None:
     memory, so the first browse is a warm one (the join's own commit changes only rigs/, which it does not
     hold). Checks board.json as a join must. The entries it skips are reported by the commands that list items."""
     view.meta()
-    quiet = logging.getLogger("wl.board")
-    was, quiet.disabled = quiet.disabled, True
+    log, quiet = logging.getLogger("wl.board"), _ThisThread()
+    log.addFilter(quiet)
     try:
         view.query(Query(limit=0))
     finally:
-        quiet.disabled = was
+        log.removeFilter(quiet)
+
+
+class _ThisThread(logging.Filter):
+    """Drops the records this thread logs (other threads' warnings, and later ones, still go out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread
 
 
 def _preload(view: TreeView, top: str, changed: list[str], buckets: dict[str, bytes]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,33 +44,42 @@ def save(path: Path, version: int, data: dict[str, list[dict[str, Any]]]) -> Non
 
 
 REMEMBERED = 1024  # buckets held in memory at most
-_remembered: dict[tuple[str, bytes], list[dict[str, Any]]] = {}
-_collecting = [False]
+
+
+class _Remembered(threading.local):
+    """Per thread: two joins in two threads neither share rows nor end each other's collecting."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.rows: dict[tuple[str, bytes], list[dict[str, Any]]] = {}
+
+
+_here = _Remembered()
 
 
 @contextlib.contextmanager
 def collecting() -> Iterator[None]:
     """Within the block, a whole-tree check remembers the rows it made of each bucket for an index build that
     follows it (a join); outside, nothing is held. Everything remembered is dropped when the block ends."""
-    was = _collecting[0]
-    _collecting[0] = True
+    was = _here.on
+    _here.on = True
     try:
         yield
     finally:
-        _collecting[0] = was
+        _here.on = was
         if not was:
-            _remembered.clear()
+            _here.rows.clear()
 
 
 def remember(path: str, tree: bytes, rows: list[dict[str, Any]]) -> None:
     """Rows (as TreeView.bucket_rows makes them) of the bucket tree at `path`, made by a check of every record."""
-    if not _collecting[0]:
+    if not _here.on:
         return
-    if len(_remembered) >= REMEMBERED:
-        _remembered.clear()
-    _remembered[(path, tree)] = rows
+    if len(_here.rows) >= REMEMBERED:
+        _here.rows.clear()
+    _here.rows[(path, tree)] = rows
 
 
 def recall(path: str, tree: bytes) -> list[dict[str, Any]] | None:
     """The rows remembered for this bucket tree, once (they are dropped as they are taken)."""
-    return _remembered.pop((path, tree), None)
+    return _here.rows.pop((path, tree), None)

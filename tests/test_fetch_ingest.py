@@ -180,17 +180,20 @@ def test_an_honest_pack_from_the_same_server_joins(tmp_path: Path) -> None:
 
 
 # --- join builds the index -------------------------------------------------------------------------------
-def test_join_leaves_the_browse_index_built(tmp_path: Path) -> None:
+def test_join_leaves_the_browse_index_built(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """After a join over git daemon the first browse re-reads no bucket, and lists what a full read lists,
-    misplaced items skipped with the same warnings."""
+    misplaced items skipped with the same warnings (the join itself keeps quiet about them)."""
     with running_git_daemon(tmp_path / "served") as daemon:
         _git_repacked(daemon.base / "b.git", 400, misplaced=3)
         join(Home(tmp_path / "first"), daemon.url("b.git"), "bench")[0].close()  # checkpoints wl-board/1
         home = Home(tmp_path / "second")
+        caplog.clear()
         board, _ = join(home, daemon.url("b.git"), "bob")
+        assert not [r for r in caplog.records if "skipped" in r.getMessage()]
         try:
             view = board.view()
             got = view.query(Query(limit=None))
+            assert len([r for r in caplog.records if "belongs in wanted/" in r.getMessage()]) == 3
             assert view.reread == []  # built by the join
             full = scan_view(TreeView(board.store, view.tree), Query(limit=None))
             assert [i.id for i in got.items] == [i.id for i in full.items] and got.total == 397
@@ -251,3 +254,31 @@ def test_a_tree_that_does_not_parse_is_refused_by_the_pass() -> None:
     _, pack = _bad_tree_pack()
     with pytest.raises(packs.BadPack, match="tree .* does not parse"):
         packs.scan(pack, packs.small_records)
+
+
+def test_remembering_is_per_thread_and_ends_with_the_block() -> None:
+    """Two joins in two threads: one ending inside the other's block neither stops nor leaves it on."""
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with parsecache.collecting():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert inside.wait(10)
+    key = ("wanted/ab", b"a" * 40)
+    parsecache.remember(*key, [])  # this thread is not collecting: nothing is held
+    assert parsecache.recall(*key) is None
+    with parsecache.collecting():
+        leave.set()
+        thread.join(10)
+        parsecache.remember(*key, [{"item": {}}])
+        assert parsecache.recall(*key) == [{"item": {}}]
+        parsecache.remember(*key, [])
+    assert parsecache.recall(*key) is None  # dropped with the block
+    parsecache.remember(*key, [])
+    assert parsecache.recall(*key) is None
