@@ -131,20 +131,26 @@ def objects(buf: Any, memory: int = MEMORY) -> Iterator[tuple[int, int, bytes, b
     end = len(buf) - TRAILER
     held: dict[int, tuple[int, bytes]] = {}  # offset → (type, content): every object, as a base for later deltas
     at: dict[bytes, int] = {}  # binary sha → offset
-    waiting: dict[bytes, list[tuple[int, bytes, int]]] = {}  # base sha → (offset, delta, crc) of REF_DELTAs
+    # deltas whose base is not resolved yet, by the base's sha (REF_DELTA) or offset (OFS_DELTA on such a delta)
+    waiting: dict[bytes | int, list[tuple[int, bytes, int]]] = {}
+    starts: set[int] = set()  # where every object met so far begins
     offset = 12
     for _ in range(count):
         if offset >= end:
             raise BadPack(f"it ends before its {count} objects (truncated?)")
         kind, delta_base, data, after = _unpack(buf, offset, end, memory)
         crc = zlib.crc32(buf[offset:after])
+        starts.add(offset)
         ready: list[tuple[int, int, bytes, int]] = []
         if kind == OFS_DELTA:
             assert isinstance(delta_base, int)
             base = held.get(delta_base)
-            if base is None:
+            if base is not None:
+                ready.append((offset, *_apply(base, data, offset), crc))
+            elif delta_base in starts:  # its base is a delta still waiting for its own base
+                waiting.setdefault(delta_base, []).append((offset, data, crc))
+            else:
                 raise BadPack(f"the delta at offset {offset} names no object of the pack as its base")
-            ready.append((offset, *_apply(base, data, offset), crc))
         elif kind == REF_DELTA:
             base_sha = bytes(delta_base or b"")
             if base_sha in at:
@@ -166,7 +172,7 @@ def objects(buf: Any, memory: int = MEMORY) -> Iterator[tuple[int, int, bytes, b
             if memory < 0:
                 raise Unsuited("the pack is too large to take in one pass")
             yield off, typ, content, sha, ocrc
-            for doff, delta, dcrc in waiting.pop(sha, ()):
+            for doff, delta, dcrc in [*waiting.pop(sha, ()), *waiting.pop(off, ())]:
                 ready.append((doff, *_apply((typ, content), delta, doff), dcrc))
         offset = after
     if offset != end:

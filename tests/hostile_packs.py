@@ -17,7 +17,7 @@ from typing import Self
 
 from dulwich.object_format import SHA1
 from dulwich.objects import ShaFile, object_header
-from dulwich.pack import write_pack_data
+from dulwich.pack import create_delta, write_pack_data
 
 from board.store import MAIN, Store
 
@@ -106,8 +106,16 @@ def honest_pack(store: Store, head: bytes) -> bytes:
 
 def raw_pack(objects: list[tuple[int, bytes]]) -> bytes:
     """A pack of whole (undeltified) objects given as (type, raw bytes), which need not parse."""
-    body = b"PACK" + (2).to_bytes(4, "big") + len(objects).to_bytes(4, "big")
-    for kind, data in objects:
+    return entries_pack([(kind, None, data) for kind, data in objects])
+
+
+def entries_pack(entries: list[tuple[int, bytes | int | None, bytes]]) -> bytes:
+    """A pack of raw entries (type, base, data): base None for a whole object, a 20-byte sha for a REF_DELTA
+    (type 7), the index of an earlier entry for an OFS_DELTA (type 6); data is the object or the delta."""
+    body = b"PACK" + (2).to_bytes(4, "big") + len(entries).to_bytes(4, "big")
+    starts: list[int] = []
+    for kind, base, data in entries:
+        starts.append(len(body))
         size = len(data)
         first = (kind << 4) | (size & 15)
         size >>= 4
@@ -116,8 +124,24 @@ def raw_pack(objects: list[tuple[int, bytes]]) -> bytes:
             header += bytes([first | 0x80])
             first = size & 0x7F
             size >>= 7
-        body += header + bytes([first]) + zlib.compress(data)
+        header += bytes([first])
+        if isinstance(base, bytes):
+            header += base
+        elif isinstance(base, int):
+            distance = starts[-1] - starts[base]
+            enc = [distance & 0x7F]
+            distance >>= 7
+            while distance:
+                distance -= 1
+                enc.append(0x80 | (distance & 0x7F))
+                distance >>= 7
+            header += bytes(reversed(enc))
+        body += header + zlib.compress(data)
     return body + hashlib.sha1(body).digest()
+
+
+def delta(base: bytes, target: bytes) -> bytes:
+    return b"".join(create_delta(base, target))
 
 
 def object_id(obj: ShaFile | tuple[int, bytes]) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from dulwich.objects import Commit
-from hostile_packs import HostileGitServer, honest_pack, object_id, raw_pack
+from hostile_packs import HostileGitServer, delta, entries_pack, honest_pack, object_id, raw_pack
 from remotes import GIT, WL, make_commons, remote_head, running_git_daemon
 
 from board import layout, packs, parsecache
@@ -282,3 +282,20 @@ def test_remembering_is_per_thread_and_ends_with_the_block() -> None:
     assert parsecache.recall(*key) is None  # dropped with the block
     parsecache.remember(*key, [])
     assert parsecache.recall(*key) is None
+
+
+def test_deltas_on_deltas_resolve_in_any_order_and_a_missing_base_is_a_thin_pack() -> None:
+    """An OFS_DELTA whose base is a REF_DELTA still waiting for its base: resolved once that base comes later in
+    the pack; left to dulwich (Unsuited, not refused) when that base is outside the pack (a thin pack)."""
+    a = b"an item record, long enough to be worth a delta " * 4
+    b, c = a + b"and one change", a + b"and one change and another"
+    base = (3, None, a)
+    ref = (7, bytes.fromhex(object_id((3, a)).decode()), delta(a, b))
+    later = entries_pack([ref, (6, 0, delta(b, c)), base])
+    got = {sha.hex(): content for _, _, content, sha, _ in packs.objects(later)}
+    assert sorted(got.values()) == sorted([a, b, c])
+    assert all(object_id((3, v)).decode() == k for k, v in got.items())
+    thin = entries_pack([ref, (6, 0, delta(b, c))])
+    with pytest.raises(packs.Unsuited, match="thin"):
+        list(packs.objects(thin))
+    assert len(list(packs.objects(entries_pack([base, (6, 0, delta(a, b))])))) == 2  # a plain OFS_DELTA
