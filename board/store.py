@@ -37,6 +37,20 @@ class NewObjects:
         self.objects.append(obj)
 
 
+def _geometric_cut(packs: list[Any]) -> int:
+    """How many of the smallest packs (sorted by size) to fold so that each pack left holds at least twice
+    what all smaller ones hold together (git's geometric repack): a fold then rewrites each object only a
+    logarithmic number of times, not on every maintenance."""
+    sizes = [len(p) for p in packs]
+    below = [0]
+    for n in sizes:
+        below.append(below[-1] + n)
+    for i in range(len(sizes) - 1, 0, -1):
+        if sizes[i] < 2 * below[i]:
+            return i + 1
+    return 0
+
+
 class Store:
     """One bare repository holding the board's history."""
 
@@ -369,12 +383,14 @@ class Store:
         loose = sum(1 for _ in self._iter_loose(limit=LOOSE_LIMIT + 1))
         if loose > LOOSE_LIMIT:
             self.objects.pack_loose_objects()
-        small = [p for p in self.objects.packs if len(p) <= SMALL_PACK]
+        small = sorted((p for p in self.objects.packs if len(p) <= SMALL_PACK), key=len)
         if len(small) > SMALL_PACKS:
-            self._fold_packs(small)
+            self._fold_packs(small[:_geometric_cut(small)])
         self._packs = None
 
     def _fold_packs(self, small: list[Any]) -> None:
+        if len(small) < 2:
+            return
         objects: dict[bytes, ShaFile] = {}
         for pack in small:
             for obj in pack.iterobjects():

@@ -321,11 +321,19 @@ def test_maintenance_folds_the_small_packs_fetches_leave_and_keeps_every_object(
         assert packs == [3 * (SMALL_PACKS + 3), SMALL_PACK + 1]  # the small ones folded, the big one untouched
         for blob in [big[0], big[-1], *(b for g in small for b in g)]:
             assert store.raw(blob.id)[1] == blob.as_raw_string()
+        folded = {p.name() for p in store.objects.packs}
+        tiny = [Blob.from_string(f"tiny {i}".encode()) for i in range(SMALL_PACKS + 1)]
+        for blob in tiny:
+            store.objects.add_objects([(blob, None)])
+        store.maintain()  # geometric: the tiny ones fold together, the pack twice their size is not rewritten
+        assert folded <= {p.name() for p in store.objects.packs}
+        assert sorted(len(p) for p in store.objects.packs) == [SMALL_PACKS + 1, 3 * (SMALL_PACKS + 3), SMALL_PACK + 1]
+        assert all(store.raw(b.id)[1] == b.as_raw_string() for b in tiny)
     finally:
         store.close()
     again = Store(tmp_path / "repo.git")  # and a fresh reader finds the same
     try:
         assert again.raw(small[0][0].id)[1] == small[0][0].as_raw_string()
-        assert len(list((tmp_path / "repo.git" / "objects" / "pack").glob("*.pack"))) == 2
+        assert len(list((tmp_path / "repo.git" / "objects" / "pack").glob("*.pack"))) == 3
     finally:
         again.close()
