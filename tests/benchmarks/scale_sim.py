@@ -221,7 +221,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
                 if landed:
                     seen_version += 1
                     return "landed"
-                yield ("delay", rng.uniform(0, min(1.0, 0.01 * 2**attempt)))
+                yield ("delay", rng.uniform(0, min(0.5, 0.01 * 2**attempt)))  # board.service._backoff
                 _, taken = yield from fetch(watch)
                 if taken:
                     return "lost"
