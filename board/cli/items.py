@@ -120,22 +120,32 @@ def browse(
     posted_by: str | None, claimed_by: str | None, mine: bool, archived: bool, limit: int,
 ) -> None:
     """List items on the board (local copy; `wl sync` refreshes it)."""
+    from board import quick
     from board.index import Query
 
-    board = obj.board()
-    view = board.view()
+    home = obj.home
+    handle = home.load_config().get("handle")  # a broken config fails here as it does on the full path
     archived = archived or status == "archived"
     wanted: str | None = None if status in ("all", "archived") or (archived and status == "open") else status
     q = Query(status=wanted, archived=archived, type=item_type, project=project, priority=priority,
-              posted_by=posted_by, claimed_by=claimed_by, involves=board.handle if mine else None,
+              posted_by=posted_by, claimed_by=claimed_by, involves=handle if mine else None,
               tags=tags, limit=limit)
-    res = view.query(q)
+    fast = quick.answer(home, q)  # warm: from the index alone, when nothing it was built from changed
+    if fast is not None:
+        res, corrupt = fast.result, fast.corrupt
+    else:
+        before = quick.stamp(home)
+        with quick.Capture().on() as seen:
+            view = obj.board().view()
+            res = view.query(q)
+        quick.record(home, before, view, q, seen.seen)
+        corrupt = view.corrupt
     items, total = res.items, res.total
     from board.cli.columns import plugin_columns
     from board.cli.output import warn
 
     extra = plugin_columns(items, warn)  # plugins' columns (entry point wl.browse_columns)
-    data = {"items": [i.to_dict() for i in items], "total": total, "corrupt": view.corrupt, "columns": extra}
+    data = {"items": [i.to_dict() for i in items], "total": total, "corrupt": corrupt, "columns": extra}
     elsewhere = ""
     if not items and res.others:  # an empty listing says where the items are (all in review, say)
         elsewhere = "; " + ", ".join(f"{n} {s}" for s, n in sorted(res.others.items())) + " — try --status all"
@@ -157,8 +167,8 @@ def browse(
         if items:
             console().print(table)
         say(f"{len(items)} of {total} item(s)" + (f" ({shown})" if shown else "") + elsewhere)
-        if view.corrupt:  # each is named by a `wl: warning:` line on stderr
-            say(f"⚠ skipped {len(view.corrupt)} malformed entr{'y' if len(view.corrupt) == 1 else 'ies'}", "yellow")
+        if corrupt:  # each is named by a `wl: warning:` line on stderr
+            say(f"⚠ skipped {len(corrupt)} malformed entr{'y' if len(corrupt) == 1 else 'ies'}", "yellow")
 
     emit(data, human)
 
