@@ -146,8 +146,9 @@ def answer(home: Home, q: Query) -> Answer | None:
                 return None
             raw = _meta(db, FAST + top)
             rec = orjson.loads(raw) if raw is not None else None
-            if not isinstance(rec, dict) or rec.get("stamp") != now or _meta(db, SYNCED + top) != rec.get("tree"):
-                return None
+            if (not isinstance(rec, dict) or rec.get("stamp") != now or _meta(db, SYNCED + top) != rec.get("tree")
+                    or _meta(db, "board") != rec.get("board")):
+                return None  # another state, rows of another tree, or a file that is no longer this board's
             lay = {d["id"]: Item.from_dict(d) for d in rec["overlay"]}
             result = overlaid(q, lay, lambda sub: select(db, sub)) if lay and not q.archived else select(db, q)
             db.execute("COMMIT")
@@ -189,6 +190,7 @@ def record(home: Home, before: str | None, view: TreeView, q: Query, warnings: l
     try:
         with _db(home) as db:
             db.execute("BEGIN IMMEDIATE")
+            rec["board"] = _meta(db, "board")  # as the full path's index check just found it
             if _meta(db, "version") == INDEX_VERSION and _meta(db, SYNCED + top) == rec["tree"]:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (FAST + top, orjson.dumps(rec).decode()))
             db.execute("COMMIT")
