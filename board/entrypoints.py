@@ -91,7 +91,7 @@ def _save(path: Path, envs: dict[str, Any], env: str, stamps: list[list[Any]], g
     newest = max((s for _, s in stamps if isinstance(s, int)), default=0) / 1e9
     if time.time() - newest < RACY:
         return  # a folder on the path changed just now: a change within the same clock tick would be missed
-    envs = {k: v for k, v in envs.items() if k != env}
+    envs = {k: v for k, v in envs.items() if k != env and isinstance(v, dict)}
     while len(envs) >= MAX_ENVIRONMENTS:
         envs.pop(next(iter(envs)))
     envs[env] = {"key": stamps, "groups": groups}
