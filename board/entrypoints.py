@@ -12,12 +12,10 @@ clock's granularity would look unchanged); a cache that cannot be read or writte
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import sys
 import time
-from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -30,13 +28,16 @@ RACY = 2.0
 MAX_ENVIRONMENTS = 8  # interpreters (venvs) remembered in one cache file
 
 
-@dataclass(frozen=True)
 class EntryPoint:
     """What importlib.metadata's EntryPoint offers the callers here: a name, a `module:attr` value, load()."""
 
-    name: str
-    value: str
-    group: str
+    __slots__ = ("group", "name", "value")
+
+    def __init__(self, name: str, value: str, group: str) -> None:
+        self.name, self.value, self.group = name, value, group
+
+    def __repr__(self) -> str:
+        return f"EntryPoint(name={self.name!r}, value={self.value!r}, group={self.group!r})"
 
     def load(self) -> Any:
         module, _, attrs = self.value.partition("[")[0].strip().partition(":")
@@ -57,8 +58,7 @@ def _key() -> tuple[str, list[list[Any]]]:
             stamps.append([entry, os.stat(entry or ".").st_mtime_ns])
         except (OSError, ValueError):
             stamps.append([entry, None])
-    env = hashlib.sha256(f"{sys.executable}\0{sys.version}\0{sys.prefix}".encode()).hexdigest()[:16]
-    return env, stamps
+    return f"{sys.executable}\0{sys.prefix}\0{sys.version}", stamps
 
 
 def _scan() -> dict[str, list[list[str]]]:

@@ -68,7 +68,7 @@ def test_a_warm_browse_needs_no_git_and_prints_what_the_full_path_printed(tmp_pa
     assert "dulwich" in cold_modules  # the first answer reads the board
     warm_out, warm_err, warm_modules = wl(alice.home, "browse", importtime=True)
     assert (warm_out, warm_err) == (cold_out, cold_err) and all(i in warm_out for i in ids)
-    assert not {"dulwich", "board.service", "board.ledger", "importlib.metadata"} & warm_modules
+    assert not {"dulwich", "board.service", "board.ledger", "importlib.metadata", "rich"} & warm_modules
     for args in ((), ("--status", "all"), ("--tag", "gpu"), ("--mine",), ("--priority", "1", "--limit", "1")):
         q = Query(status=None if args[:2] == ("--status", "all") else "open", tags=("gpu",) if "--tag" in args else (),
                   involves="alice" if "--mine" in args else None, priority=1 if "--priority" in args else None,

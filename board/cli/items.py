@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from board.cli.complete import ITEM_ID
 from board.cli.main import Obj
-from board.cli.output import cell, emit, mutation_data, report_push, say
+from board.cli.output import cell, emit, mutation_data, plain_table, report_push, say
 from board.records import EFFORTS, SEVERITIES, STATUSES, TYPES
 from board.text import sanitize
 
@@ -152,19 +153,24 @@ def browse(
     shown = "archived" if archived and wanted is None else f"archived, {wanted}" if archived else wanted
 
     def human() -> None:
-        from rich.table import Table
+        headers = ["ID", "STATUS", "TYPE", "P", "TITLE", "CLAIMED BY", *(name.upper() for name in extra)]
+        rows = [[sanitize(v) for v in (i.id, i.status, i.type, str(i.priority), i.title, i.claimed_by or "",
+                                       *(values.get(i.id, "") for values in extra.values()))] for i in items]
+        plain = plain_table(headers, rows) if items else None
+        if plain is not None:
+            sys.stdout.write(plain)  # what rich would print here, without loading it
+        elif items:
+            from rich.table import Table
 
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        for col in ("ID", "STATUS", "TYPE", "P", "TITLE", "CLAIMED BY", *(name.upper() for name in extra)):
-            table.add_column(col, overflow="ellipsis", no_wrap=col != "TITLE")
-        colours = {"open": "green", "claimed": "yellow", "in_review": "cyan", "completed": "dim", "withdrawn": "dim"}
-        for i in items:
-            st = cell(i.status, colours.get(i.status, "white"))
-            table.add_row(cell(i.id), st, cell(i.type), cell(i.priority), cell(i.title), cell(i.claimed_by),
-                          *(cell(values.get(i.id, "")) for values in extra.values()))
-        from board.cli.output import console
+            from board.cli.output import console
 
-        if items:
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            for col in headers:
+                table.add_column(col, overflow="ellipsis", no_wrap=col != "TITLE")
+            colours = {"open": "green", "claimed": "yellow", "in_review": "cyan", "completed": "dim",
+                       "withdrawn": "dim"}
+            for i, row in zip(items, rows, strict=True):
+                table.add_row(*(cell(v, colours.get(i.status, "white") if k == 1 else "") for k, v in enumerate(row)))
             console().print(table)
         say(f"{len(items)} of {total} item(s)" + (f" ({shown})" if shown else "") + elsewhere)
         if corrupt:  # each is named by a `wl: warning:` line on stderr
