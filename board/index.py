@@ -66,6 +66,7 @@ class Query:
     tags: tuple[str, ...] = ()
     limit: int | None = 50
     only: tuple[str, ...] | None = None  # just these ids (the overlaid ones, below)
+    count: bool = True  # False: the items only (total is how many were returned, `others` stays empty)
 
     def matches(self, item: Item) -> bool:
         """The same filter in Python (the full-scan fallback)."""
@@ -273,7 +274,9 @@ def select(db: sqlite3.Connection, q: Query) -> Result:
                      "AND t.tag = ?)")
         params.append(tag)
     base = " AND ".join(where)
-    if len(where) == 1:  # no filter but the status (browse's default): the per-bucket counts, not 100,000 rows
+    if not q.count:
+        counts = {}
+    elif len(where) == 1:  # no filter but the status (browse's default): the per-bucket counts, not 100,000 rows
         counts = dict(db.execute("SELECT status, SUM(n) FROM counts WHERE bucket LIKE ? ESCAPE '!' "
                                  "GROUP BY status", (_like(top),)))
     else:
@@ -287,7 +290,7 @@ def select(db: sqlite3.Connection, q: Query) -> Result:
         sql += " LIMIT ?"
         args.append(q.limit)
     items = [Item.from_dict(orjson.loads(body)) for (body,) in db.execute(sql, args)]
-    total = counts.get(q.status, 0) if q.status is not None else sum(counts.values())
+    total = len(items) if not q.count else counts.get(q.status, 0) if q.status is not None else sum(counts.values())
     others = {s: n for s, n in counts.items() if q.status is not None and s != q.status}
     return Result(items, total, others)
 

@@ -152,3 +152,32 @@ def test_skipped_entries_and_warnings_are_replayed_as_the_full_read_gave_them(tm
     assert answer.corrupt == view.corrupt and warm.seen == full.seen
     alice.post("moves main")  # and once the home moves on, the record answers nothing
     assert quick.answer(home, q) is None
+
+
+def test_status_counts_and_lists_from_the_index_are_what_a_full_read_gives(tmp_path: Path) -> None:
+    from board.records import STATUSES
+
+    alice, bob, ids = board_of(tmp_path)
+    bob.claim(ids[0])  # on its lane
+    bob.claim(ids[1])
+    bob.done(ids[1], "did it")
+    bob.claim(ids[3])
+    alice.op("delete", ids[2])
+    for rig in (alice, bob):
+        rig.refresh()
+        out, _, _ = wl(rig.home, "--json", "status")
+        doc = json.loads(out)
+        with Board(Home(rig.home)) as board:
+            items = board.view().items()
+        me = rig.handle
+        assert doc["counts"] == {s: sum(1 for i in items if i.status == s) for s in STATUSES}
+        assert doc["total"] == len(items) == 5
+        held = sorted((i for i in items if i.claimed_by == me and i.status == "claimed"),
+                      key=lambda i: (i.claim_expires_at or "", i.id))
+        assert [c["id"] for c in doc["my_claims"]] == [i.id for i in held]
+        assert [c["id"] for c in doc["to_review"]] == [i.id for i in items if i.posted_by == me
+                                                       and i.status == "in_review"]
+        assert [c["id"] for c in doc["awaiting_review"]] == [i.id for i in items if i.claimed_by == me
+                                                             and i.status == "in_review"]
+    assert json.loads(wl(bob.home, "--json", "status")[0])["my_claims"] != []
+    assert json.loads(wl(alice.home, "--json", "status")[0])["to_review"] != []
