@@ -162,12 +162,18 @@ def answer(home: Home, q: Query) -> Answer | None:
 class Capture(logging.Handler):
     """The warnings the full path logs (skipped entries, refused lanes), to replay them with its answer."""
 
+    KEEP = 100  # distinct messages: the CLI prints a screenful of them (board/cli/output.py MAX_WARNINGS)
+
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.seen: list[tuple[str, str]] = []
+        self._texts: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.seen.append((record.name, record.getMessage()))
+        text = record.getMessage()
+        if text not in self._texts and len(self.seen) < self.KEEP:
+            self._texts.add(text)
+            self.seen.append((record.name, text))
 
     @contextmanager
     def on(self) -> Iterator[Capture]:
