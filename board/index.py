@@ -239,10 +239,10 @@ class BrowseIndex:
         db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", items)
         db.executemany("INSERT INTO tags VALUES (?, ?, ?)", tags)
         db.executemany("INSERT INTO skips VALUES (?, ?, ?, ?)", skips)
-        counts: dict[str, int] = {}
-        for row in items:
-            counts[row[4]] = counts.get(row[4], 0) + 1
-        db.executemany("INSERT INTO counts VALUES (?, ?, ?)", [(bucket, st, n) for st, n in counts.items()])
+        per_status: dict[str, int] = {}
+        for values in items:
+            per_status[values[4]] = per_status.get(values[4], 0) + 1
+        db.executemany("INSERT INTO counts VALUES (?, ?, ?)", [(bucket, st, n) for st, n in per_status.items()])
 
     # --- answering -----------------------------------------------------------------------------------
     def _select(self, db: sqlite3.Connection, q: Query) -> Result:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -191,8 +191,8 @@ def record(home: Home, before: str | None, view: TreeView, q: Query, warnings: l
         return  # no stamp, a refused lane, or something changed while the full path read
     top = ARCHIVE if q.archived else LIVE
     lay = [] if q.archived else [i.to_dict() for i in view.overlay.values()]
-    rec = {"stamp": before, "tree": view.tree.decode(), "overlay": lay, "warnings": warnings,
-           "corrupt": list(view.skipped.items())}
+    rec: dict[str, Any] = {"stamp": before, "tree": view.tree.decode(), "overlay": lay, "warnings": warnings,
+                           "corrupt": list(view.skipped.items())}
     try:
         with _db(home) as db:
             db.execute("BEGIN IMMEDIATE")

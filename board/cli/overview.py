@@ -71,15 +71,15 @@ def status(obj: Obj) -> None:
     counts.update({STATUSES[0]: everything.total, **everything.others})
     total = sum(counts.values())
 
-    def listed(status: str, **who: str) -> list[Any]:
-        found = view.query(Query(status=status, limit=None, count=False, **who)).items if me else []
-        return sorted(found, key=lambda i: i.id)  # the tree's order, as a full read lists them
+    def listed(status: str, posted_by: str | None = None, claimed_by: str | None = None) -> list[Any]:
+        q = Query(status=status, limit=None, count=False, posted_by=posted_by, claimed_by=claimed_by)
+        return sorted(view.query(q).items, key=lambda i: i.id) if me else []  # the tree's order, as a full read
 
-    mine = sorted(listed("claimed", claimed_by=me or ""), key=lambda i: (i.claim_expires_at or "", i.id))
+    mine = sorted(listed("claimed", claimed_by=me), key=lambda i: (i.claim_expires_at or "", i.id))
     claims = [_brief(i, claim_expires_at=i.claim_expires_at, lease_left_seconds=_lease_left(i.claim_expires_at, now))
               for i in mine]
-    to_review = [_brief(i, claimed_by=i.claimed_by) for i in listed("in_review", posted_by=me or "")]
-    submitted = [_brief(i, posted_by=i.posted_by) for i in listed("in_review", claimed_by=me or "")]
+    to_review = [_brief(i, claimed_by=i.claimed_by) for i in listed("in_review", posted_by=me)]
+    submitted = [_brief(i, posted_by=i.posted_by) for i in listed("in_review", claimed_by=me)]
     pending = len(board.pending())
     meta = view.meta()
     as_of = _commit_time(board.store.commit(board.head()))
