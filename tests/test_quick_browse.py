@@ -181,3 +181,21 @@ def test_status_counts_and_lists_from_the_index_are_what_a_full_read_gives(tmp_p
                                                              and i.status == "in_review"]
     assert json.loads(wl(bob.home, "--json", "status")[0])["my_claims"] != []
     assert json.loads(wl(alice.home, "--json", "status")[0])["to_review"] != []
+
+
+def test_a_refused_lane_is_never_answered_from_a_record(tmp_path: Path) -> None:
+    """A lane dated ahead of the clock is refused now and may fold later: its browse is never recorded, so
+    every browse reads the lanes again and warns again."""
+    from datetime import timedelta
+
+    from test_lanes import claim_op, forge_lane
+
+    from board.ids import utcnow
+
+    alice, bob, ids = board_of(tmp_path)
+    forge_lane(tmp_path / "srv" / "commons.git", bob, claim_op("bob", ids[0], utcnow() + timedelta(days=1)))
+    alice.refresh()
+    for _ in range(2):
+        out, err, modules = wl(alice.home, "browse", importtime=True)
+        assert "wl: warning: skipped claim lane" in err and "dulwich" in modules
+        assert ids[0] in out
