@@ -36,10 +36,10 @@ class _ConfigKeys(Mapping[str, type]):
 
     def _all(self) -> dict[str, type]:
         if not hasattr(self, "_keys"):
-            from importlib.metadata import entry_points
+            from board.entrypoints import entry_points
 
             keys = dict(BOARD_CONFIG_KEYS)
-            for ep in entry_points(group=CONFIG_GROUP):
+            for ep in entry_points(CONFIG_GROUP):
                 try:
                     declared = ep.load()
                 except ImportError:

@@ -32,7 +32,7 @@ from board.records import Item, RecordError
 if TYPE_CHECKING:
     from board.view import TreeView
 
-INDEX_VERSION = "2"
+INDEX_VERSION = "3"
 LIVE, ARCHIVE = "wanted", "archive/wanted"
 PRELOAD_BUCKETS = 8  # changed buckets from which a sync reads their records in one pass over the pack
 FLAT = "\0flat"  # pseudo-bucket for legacy flat files `wanted/w-….json` (no tree entry name holds a NUL)
@@ -50,7 +50,10 @@ CREATE TABLE IF NOT EXISTS tags (bucket TEXT NOT NULL, id TEXT NOT NULL, tag TEX
 CREATE INDEX IF NOT EXISTS tags_by_item ON tags (bucket, id, tag);
 CREATE TABLE IF NOT EXISTS skips (bucket TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS skips_by_bucket ON skips (bucket);
+CREATE TABLE IF NOT EXISTS counts (bucket TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS counts_by_bucket ON counts (bucket);
 """
+SYNCED = "synced:"  # meta key + top: the tree the top's rows were last brought up to (same transaction)
 
 # the indexes a first build creates after its rows rather than maintaining them row by row (same SQL as SCHEMA's)
 BULK_INDEXES = [(line.split()[5], line) for line in SCHEMA.splitlines()
@@ -72,6 +75,7 @@ class Query:
     tags: tuple[str, ...] = ()
     limit: int | None = 50
     only: tuple[str, ...] | None = None  # just these ids (the overlaid ones, below)
+    count: bool = True  # False: the items only (total is how many were returned, `others` stays empty)
 
     def matches(self, item: Item) -> bool:
         """The same filter in Python (the full-scan fallback)."""
@@ -170,7 +174,9 @@ class BrowseIndex:
             db.executemany("INSERT INTO meta VALUES (?, ?)", [("version", INDEX_VERSION), ("board", self.board_id)])
             return
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
-        if meta != {"version": INDEX_VERSION, "board": self.board_id} or not {"buckets", "items", "tags", "skips"} <= tables:
+        meta = {k: v for k, v in meta.items() if k in ("version", "board")}  # the rest: board/quick.py's records
+        if meta != {"version": INDEX_VERSION, "board": self.board_id} or not {"buckets", "items", "tags", "skips",
+                                                                              "counts"} <= tables:
             raise IndexCorrupt(f"{self.path} is not this board's index (version {INDEX_VERSION})")
 
     def query(self, view: TreeView, q: Query) -> Result:
@@ -202,9 +208,10 @@ class BrowseIndex:
         have = dict(db.execute("SELECT name, sha FROM buckets WHERE name LIKE ? ESCAPE '!'", (_like(top),)))
         changed = [b for b, sha in want.items() if have.get(b) != sha]
         gone = [b for b in have if b not in want]
+        synced = db.execute("SELECT value FROM meta WHERE key = ?", (SYNCED + top,)).fetchone()
         if len(changed) >= PRELOAD_BUCKETS:
             _preload(view, top, changed, buckets)
-        if changed or gone:
+        if changed or gone or synced != (view.tree.decode(),):
             bulk = not have and len(changed) >= PRELOAD_BUCKETS  # a first build: index the rows once, at the end
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -212,7 +219,7 @@ class BrowseIndex:
                     for name, _ in BULK_INDEXES:
                         db.execute(f"DROP INDEX IF EXISTS {name}")
                 for b in gone + [c for c in changed if c in have]:
-                    for table in ("items", "tags", "skips"):
+                    for table in ("items", "tags", "skips", "counts"):
                         db.execute(f"DELETE FROM {table} WHERE bucket = ?", (b,))  # noqa: S608 - fixed names
                     db.execute("DELETE FROM buckets WHERE name = ?", (b,))
                 for b in changed:
@@ -221,6 +228,7 @@ class BrowseIndex:
                 if bulk:
                     for _, sql in BULK_INDEXES:
                         db.execute(sql)
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (SYNCED + top, view.tree.decode()))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -252,43 +260,60 @@ class BrowseIndex:
         db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", items)
         db.executemany("INSERT INTO tags VALUES (?, ?, ?)", tags)
         db.executemany("INSERT INTO skips VALUES (?, ?, ?, ?)", skips)
+        per_status: dict[str, int] = {}
+        for values in items:
+            per_status[values[4]] = per_status.get(values[4], 0) + 1
+        db.executemany("INSERT INTO counts VALUES (?, ?, ?)", [(bucket, st, n) for st, n in per_status.items()])
 
     # --- answering -----------------------------------------------------------------------------------
     def _select(self, db: sqlite3.Connection, q: Query) -> Result:
-        where: list[str] = ["archived = ?"]
-        params: list[Any] = [int(q.archived)]
-        if db.execute("SELECT 1 FROM items WHERE flat = 1 LIMIT 1").fetchone():  # legacy flat files, rare:
-            # a flat file whose id is also in a bucket is the reader's duplicate; the bucket's copy wins
-            where.append("(flat = 0 OR id NOT IN (SELECT id FROM items WHERE flat = 0))")
-        for column, value in (("type", q.type), ("project", q.project), ("priority", q.priority),
-                              ("posted_by", q.posted_by), ("claimed_by", q.claimed_by)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if q.involves is not None:
-            where.append("(posted_by = ? OR claimed_by = ?)")
-            params += [q.involves, q.involves]
-        if q.only is not None:
-            where.append(f"id IN ({', '.join('?' * len(q.only))})" if q.only else "0")
-            params += list(q.only)
-        for tag in q.tags:
-            where.append("EXISTS (SELECT 1 FROM tags t WHERE t.bucket = items.bucket AND t.id = items.id "
-                         "AND t.tag = ?)")
-            params.append(tag)
-        base = " AND ".join(where)
+        return select(db, q)
+
+
+def select(db: sqlite3.Connection, q: Query) -> Result:
+    """The query on an index whose rows are current (one read transaction, so one state of it)."""
+    where: list[str] = ["archived = ?"]
+    params: list[Any] = [int(q.archived)]
+    top = ARCHIVE if q.archived else LIVE
+    flat = db.execute("SELECT 1 FROM buckets WHERE name = ?", (f"{top}/{FLAT}",)).fetchone() is not None
+    if flat:  # legacy flat files, rare:
+        # a flat file whose id is also in a bucket is the reader's duplicate; the bucket's copy wins
+        where.append("(flat = 0 OR id NOT IN (SELECT id FROM items WHERE flat = 0))")
+    for column, value in (("type", q.type), ("project", q.project), ("priority", q.priority),
+                          ("posted_by", q.posted_by), ("claimed_by", q.claimed_by)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if q.involves is not None:
+        where.append("(posted_by = ? OR claimed_by = ?)")
+        params += [q.involves, q.involves]
+    if q.only is not None:
+        where.append(f"id IN ({', '.join('?' * len(q.only))})" if q.only else "0")
+        params += list(q.only)
+    for tag in q.tags:
+        where.append("EXISTS (SELECT 1 FROM tags t WHERE t.bucket = items.bucket AND t.id = items.id "
+                     "AND t.tag = ?)")
+        params.append(tag)
+    base = " AND ".join(where)
+    if not q.count:
+        counts = {}
+    elif len(where) == 1:  # no filter but the status (browse's default): the per-bucket counts, not 100,000 rows
+        counts = dict(db.execute("SELECT status, SUM(n) FROM counts WHERE bucket LIKE ? ESCAPE '!' "
+                                 "GROUP BY status", (_like(top),)))
+    else:
         counts = dict(db.execute(f"SELECT status, COUNT(*) FROM items WHERE {base} GROUP BY status", params))  # noqa: S608
-        sql, args = f"SELECT body FROM items WHERE {base}", list[Any](params)  # noqa: S608 - clauses are fixed text
-        if q.status is not None:
-            sql += " AND status = ?"
-            args.append(q.status)
-        sql += " ORDER BY priority, created_at, id"
-        if q.limit is not None:
-            sql += " LIMIT ?"
-            args.append(q.limit)
-        items = [Item.from_dict(orjson.loads(body)) for (body,) in db.execute(sql, args)]
-        total = counts.get(q.status, 0) if q.status is not None else sum(counts.values())
-        others = {s: n for s, n in counts.items() if q.status is not None and s != q.status}
-        return Result(items, total, others)
+    sql, args = f"SELECT body FROM items WHERE {base}", list[Any](params)  # noqa: S608 - clauses are fixed text
+    if q.status is not None:
+        sql += " AND status = ?"
+        args.append(q.status)
+    sql += " ORDER BY priority, created_at, id"
+    if q.limit is not None:
+        sql += " LIMIT ?"
+        args.append(q.limit)
+    items = [Item.from_dict(orjson.loads(body)) for (body,) in db.execute(sql, args)]
+    total = len(items) if not q.count else counts.get(q.status, 0) if q.status is not None else sum(counts.values())
+    others = {s: n for s, n in counts.items() if q.status is not None and s != q.status}
+    return Result(items, total, others)
 
 
 def prebuild(view: TreeView) -> None:

@@ -71,6 +71,7 @@ class Board:
         self._lane_cache: Any = None  # (key, lanes) of board/claims.live_lanes
         self._lane_warned: set[tuple[str, bytes]] = set()
         self._lane_folds: dict[Any, Any] = {}  # board/claims.live_lanes' per-lane memo
+        self.fetched_at: float | None = None  # time.monotonic() of the last fetch that answered
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -179,6 +180,7 @@ class Board:
         before = self.ledger.load()
         previous = {self.store.ref(ORIGIN_MAIN), before.commit.encode() if before else None}
         origin: bytes | None = self.remote.fetch(self.store)
+        self.fetched_at = time.monotonic()
         if origin is None:
             return None
         self.store.force_ref(ORIGIN_MAIN, origin)

@@ -20,6 +20,7 @@ ORIGIN_MAIN = b"refs/remotes/origin/main"
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
 LOOSE_LIMIT = 2000  # pack loose objects once this many have piled up
+LOOSE_CHECK_S = 10.0  # loose objects are counted at most this often by one process
 SMALL_PACK = 5000  # objects; a pack this small is folded with the others like it ...
 SMALL_PACKS = 8  # ... once there are more than this many
 TREE_CACHE = 8192
@@ -37,6 +38,20 @@ class NewObjects:
         self.objects.append(obj)
 
 
+def _geometric_cut(packs: list[Any]) -> int:
+    """How many of the smallest packs (sorted by size) to fold so that each pack left holds at least twice
+    what all smaller ones hold together (git's geometric repack): a fold then rewrites each object only a
+    logarithmic number of times, not on every maintenance."""
+    sizes = [len(p) for p in packs]
+    below = [0]
+    for n in sizes:
+        below.append(below[-1] + n)
+    for i in range(len(sizes) - 1, 0, -1):
+        if sizes[i] < 2 * below[i]:
+            return i + 1
+    return 0
+
+
 class Store:
     """One bare repository holding the board's history."""
 
@@ -51,6 +66,7 @@ class Store:
         self._commits: dict[bytes, Commit] = {}
         self._blob_objs: dict[bytes, Blob] = {}
         self._packs: list[Any] | None = None  # the packs `raw` reads first (listed once)
+        self._loose_checked = float("-inf")  # when maintain() last counted the loose objects
 
     @classmethod
     def init_bare(cls, path: Path) -> Store:
@@ -366,15 +382,19 @@ class Store:
         """Pack loose objects and fold the small packs fetches leave into one, so lookups stay fast: every
         object lookup that misses scans each pack's index, and a worker fetches a pack every poll. The large
         packs (a clone's) are left alone, so this costs what the small ones hold, not the whole history."""
-        loose = sum(1 for _ in self._iter_loose(limit=LOOSE_LIMIT + 1))
-        if loose > LOOSE_LIMIT:
-            self.objects.pack_loose_objects()
-        small = [p for p in self.objects.packs if len(p) <= SMALL_PACK]
+        now = time.monotonic()
+        if now - self._loose_checked >= LOOSE_CHECK_S:  # counting them lists up to 256 folders
+            self._loose_checked = now
+            if sum(1 for _ in self._iter_loose(limit=LOOSE_LIMIT + 1)) > LOOSE_LIMIT:
+                self.objects.pack_loose_objects()
+        small = sorted((p for p in self.objects.packs if len(p) <= SMALL_PACK), key=len)
         if len(small) > SMALL_PACKS:
-            self._fold_packs(small)
+            self._fold_packs(small[:_geometric_cut(small)])
         self._packs = None
 
     def _fold_packs(self, small: list[Any]) -> None:
+        if len(small) < 2:
+            return
         objects: dict[bytes, ShaFile] = {}
         for pack in small:
             for obj in pack.iterobjects():

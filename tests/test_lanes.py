@@ -283,3 +283,57 @@ def test_a_spent_lane_goes_out_with_the_rigs_next_claim_or_its_sync(tmp_path: Pa
     assert lane_ref(second) is None
     bob.claim(third)
     assert remote_item(commons, third).claimed_by == "bob" and claims_of(commons, third) == ["bob"]
+
+
+def test_a_long_lived_reader_refolds_a_lane_whose_signer_rotated_its_key(tmp_path: Path) -> None:
+    """A worker keeps its folded lanes across fetches (keyed by the lane tip, the item's main record and the
+    signers' rig records); when the claimer's rig record changes on main, the long-lived reader must see
+    what a fresh reader sees."""
+    commons = make_commons(tmp_path)
+    alice, bob, carol = _three(tmp_path, str(commons))
+    item = alice.post("wanted")
+    assert bob.claim(item).pushed
+    with carol.board() as long_lived:
+        long_lived.refresh()
+        assert long_lived.get_item(item).claimed_by == "bob"
+        res = CliRunner().invoke(cli, ["--home", str(bob.home), "rig", "rotate-key"])
+        assert res.exit_code == 0, res.output
+        long_lived.refresh()
+        seen = long_lived.get_item(item)
+    fresh = join_rig(tmp_path, str(commons), "dave")
+    expected = fresh.item(item)
+    assert (seen.status, seen.claimed_by) == (expected.status, expected.claimed_by) == ("open", None)
+
+
+def test_maintenance_folds_the_small_packs_fetches_leave_and_keeps_every_object(tmp_path: Path) -> None:
+    from board.store import SMALL_PACK, SMALL_PACKS
+
+    store = Store.init_bare(tmp_path / "repo.git")
+    try:
+        big = [Blob.from_string(f"big {i}".encode()) for i in range(SMALL_PACK + 1)]
+        store.objects.add_objects([(b, None) for b in big])
+        small = [[Blob.from_string(f"small {k} {i}".encode()) for i in range(3)] for k in range(SMALL_PACKS + 3)]
+        for group in small:
+            store.objects.add_objects([(b, None) for b in group])
+        assert len(list(store.objects.packs)) == SMALL_PACKS + 4
+        store.maintain()
+        packs = sorted(len(p) for p in store.objects.packs)
+        assert packs == [3 * (SMALL_PACKS + 3), SMALL_PACK + 1]  # the small ones folded, the big one untouched
+        for blob in [big[0], big[-1], *(b for g in small for b in g)]:
+            assert store.raw(blob.id)[1] == blob.as_raw_string()
+        folded = {p.name() for p in store.objects.packs}
+        tiny = [Blob.from_string(f"tiny {i}".encode()) for i in range(SMALL_PACKS + 1)]
+        for blob in tiny:
+            store.objects.add_objects([(blob, None)])
+        store.maintain()  # geometric: the tiny ones fold together, the pack twice their size is not rewritten
+        assert folded <= {p.name() for p in store.objects.packs}
+        assert sorted(len(p) for p in store.objects.packs) == [SMALL_PACKS + 1, 3 * (SMALL_PACKS + 3), SMALL_PACK + 1]
+        assert all(store.raw(b.id)[1] == b.as_raw_string() for b in tiny)
+    finally:
+        store.close()
+    again = Store(tmp_path / "repo.git")  # and a fresh reader finds the same
+    try:
+        assert again.raw(small[0][0].id)[1] == small[0][0].as_raw_string()
+        assert len(list((tmp_path / "repo.git" / "objects" / "pack").glob("*.pack"))) == 3
+    finally:
+        again.close()

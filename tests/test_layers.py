@@ -19,13 +19,15 @@ MAX_LINES = 500
 BOARD_FLOORS: dict[str, int] = {
     # 0: no board imports
     "board": 0, "board.errors": 0, "board.secp256k1": 0, "board.store": 0, "board.text": 0,
-    "board.parsecache": 0, "board.packs": 0, "board.bulk": 0,
+    "board.parsecache": 0, "board.entrypoints": 0, "board.packs": 0, "board.bulk": 0,
     # 1: ids, home, keys
     "board.ids": 1, "board.home": 1, "board.keys": 1,
     # 2: records and paths, the remote
     "board.layout": 2, "board.records": 2, "board.remote": 2,
     # 3: rules and reading a tree
     "board.ops": 3, "board.view": 3, "board.index": 3, "board.archive": 3,
+    # 4: a warm browse from the index alone (stamps read from plain files)
+    "board.quick": 4,
     # 3: signed commits, tree checks, validating history (the ledger), what a sync or mutation reports
     "board.commits": 3, "board.treecheck": 3, "board.ledger": 3, "board.results": 3,
     # 3: claim lanes as readers fold them; creating a commons

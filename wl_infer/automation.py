@@ -69,9 +69,16 @@ class StopSignals:
 
 # --- choosing work -------------------------------------------------------------------------------------------
 def runnable_items(items: list[Item], now: datetime, exclude: set[str]) -> Iterator[Item]:
-    """Open (or lease-expired) inference items, highest priority and oldest first, lightly shuffled at the head."""
+    """Open (or lease-expired) inference items, highest priority and oldest first, shuffled at the head.
+
+    The shuffled head is SHUFFLE_WINDOW items, or twice the claims held now where more are: two workers lose a
+    race only when they pick the same item, which grows with the workers claiming at once (the claims held say
+    how many there are) over the window they pick from, so a commons with a thousand workers does not have
+    them all racing for the same 32 items."""
     from board.api import lease_expired
 
+    held = sum(1 for i in items if i.status == "claimed" and not lease_expired(i, now))
+    window = max(SHUFFLE_WINDOW, 2 * held)
     pool = [
         i for i in items
         if i.type == "inference" and i.id not in exclude
@@ -81,7 +88,7 @@ def runnable_items(items: list[Item], now: datetime, exclude: set[str]) -> Itera
     if not pool:
         return
     best = pool[0].priority
-    head = [i for i in pool[:SHUFFLE_WINDOW] if i.priority == best]
+    head = [i for i in pool[:window] if i.priority == best]
     random.shuffle(head)
     yield from head
     yield from pool[len(head) :]

@@ -34,6 +34,8 @@ def bounty_column(items: Sequence[Any]) -> dict[str, str]:
     open/claimed: time to the deadline (after it, the poster may refund); in_review/completed: the challenge
     window, counted from the result's publication (the worker submits on chain just before it: ≈);
     a malformed record says so."""
+    if not any(getattr(item, "type", None) == "inference" for item in items):
+        return {}  # nothing to say: the bounty code (and the board service it imports) stays unloaded
     from wl_infer.bounty_board import BadBounty, bounty_of, format_wei
 
     now = time.time()

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,9 +210,15 @@ def load_job(item: Item) -> Job:
         raise BadJob(item.id, e) from None
 
 
+FRESH_S = 2.0  # a board fetched this recently (a worker's claim push just did) is not fetched again to run a job
+
+
 def _fresh_item(board: Board, prefix: str) -> Item:
-    """Fetch first (also under --no-push: reading is not publishing); offline, use the local copy."""
-    refresh_if_online(board)
+    """Fetch first (also under --no-push: reading is not publishing); offline, use the local copy. A worker's
+    board fetched moments ago (its claim) is read as it is: whatever changed since is judged when the result
+    is published, as it would be anyway."""
+    if board.fetched_at is None or time.monotonic() - board.fetched_at > FRESH_S:
+        refresh_if_online(board)
     return board.get_item(prefix)
 
 

@@ -17,13 +17,13 @@ MAX_CELL = 40  # a participant's text stays one short cell
 
 def plugin_columns(items: Sequence[Any], warn: Callable[[str], None]) -> dict[str, dict[str, str]]:
     """``{column name: {item id: text}}`` for the columns that have something to say about ``items``."""
-    from importlib.metadata import entry_points
+    from board.entrypoints import entry_points
 
     out: dict[str, dict[str, str]] = {}
     if not items:
         return out
     ids = {i.id for i in items}
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+    for ep in sorted(entry_points(GROUP), key=lambda e: e.name):
         try:
             values: Mapping[str, Any] = ep.load()(list(items))
             column = {k: str(v)[:MAX_CELL] for k, v in values.items() if k in ids and v}

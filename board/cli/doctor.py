@@ -87,10 +87,10 @@ def _ledger_check(board: Any) -> Check:
 
 
 def _plugin_checks(obj: Obj) -> list[Check]:
-    from importlib.metadata import entry_points
+    from board.entrypoints import entry_points
 
     out: list[Check] = []
-    for ep in entry_points(group="wl.doctor"):
+    for ep in entry_points("wl.doctor"):
         try:
             out.extend(ep.load()(obj.home.path))
         except Exception as e:  # noqa: BLE001 - a broken plugin check is itself a finding

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from board.cli.complete import ITEM_ID
 from board.cli.main import Obj
-from board.cli.output import cell, emit, mutation_data, report_push, say
+from board.cli.output import cell, emit, mutation_data, plain_table, report_push, say
 from board.records import EFFORTS, SEVERITIES, STATUSES, TYPES
 from board.text import sanitize
 
@@ -120,45 +121,60 @@ def browse(
     posted_by: str | None, claimed_by: str | None, mine: bool, archived: bool, limit: int,
 ) -> None:
     """List items on the board (local copy; `wl sync` refreshes it)."""
+    from board import quick
     from board.index import Query
 
-    board = obj.board()
-    view = board.view()
+    home = obj.home
+    handle = home.load_config().get("handle")  # a broken config fails here as it does on the full path
     archived = archived or status == "archived"
     wanted: str | None = None if status in ("all", "archived") or (archived and status == "open") else status
     q = Query(status=wanted, archived=archived, type=item_type, project=project, priority=priority,
-              posted_by=posted_by, claimed_by=claimed_by, involves=board.handle if mine else None,
+              posted_by=posted_by, claimed_by=claimed_by, involves=handle if mine else None,
               tags=tags, limit=limit)
-    res = view.query(q)
+    fast = quick.answer(home, q)  # warm: from the index alone, when nothing it was built from changed
+    if fast is not None:
+        res, corrupt = fast.result, fast.corrupt
+    else:
+        before = quick.stamp(home)
+        with quick.Capture().on() as seen:
+            view = obj.board().view()
+            res = view.query(q)
+        quick.record(home, before, view, q, seen.seen)
+        corrupt = view.corrupt
     items, total = res.items, res.total
     from board.cli.columns import plugin_columns
     from board.cli.output import warn
 
     extra = plugin_columns(items, warn)  # plugins' columns (entry point wl.browse_columns)
-    data = {"items": [i.to_dict() for i in items], "total": total, "corrupt": view.corrupt, "columns": extra}
+    data = {"items": [i.to_dict() for i in items], "total": total, "corrupt": corrupt, "columns": extra}
     elsewhere = ""
     if not items and res.others:  # an empty listing says where the items are (all in review, say)
         elsewhere = "; " + ", ".join(f"{n} {s}" for s, n in sorted(res.others.items())) + " — try --status all"
     shown = "archived" if archived and wanted is None else f"archived, {wanted}" if archived else wanted
 
     def human() -> None:
-        from rich.table import Table
+        headers = ["ID", "STATUS", "TYPE", "P", "TITLE", "CLAIMED BY", *(name.upper() for name in extra)]
+        rows = [[sanitize(v) for v in (i.id, i.status, i.type, str(i.priority), i.title, i.claimed_by or "",
+                                       *(values.get(i.id, "") for values in extra.values()))] for i in items]
+        plain = plain_table(headers, rows) if items else None
+        if plain is not None:
+            sys.stdout.write(plain)  # what rich would print here, without loading it
+        elif items:
+            from rich.table import Table
 
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        for col in ("ID", "STATUS", "TYPE", "P", "TITLE", "CLAIMED BY", *(name.upper() for name in extra)):
-            table.add_column(col, overflow="ellipsis", no_wrap=col != "TITLE")
-        colours = {"open": "green", "claimed": "yellow", "in_review": "cyan", "completed": "dim", "withdrawn": "dim"}
-        for i in items:
-            st = cell(i.status, colours.get(i.status, "white"))
-            table.add_row(cell(i.id), st, cell(i.type), cell(i.priority), cell(i.title), cell(i.claimed_by),
-                          *(cell(values.get(i.id, "")) for values in extra.values()))
-        from board.cli.output import console
+            from board.cli.output import console
 
-        if items:
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            for col in headers:
+                table.add_column(col, overflow="ellipsis", no_wrap=col != "TITLE")
+            colours = {"open": "green", "claimed": "yellow", "in_review": "cyan", "completed": "dim",
+                       "withdrawn": "dim"}
+            for i, row in zip(items, rows, strict=True):
+                table.add_row(*(cell(v, colours.get(i.status, "white") if k == 1 else "") for k, v in enumerate(row)))
             console().print(table)
         say(f"{len(items)} of {total} item(s)" + (f" ({shown})" if shown else "") + elsewhere)
-        if view.corrupt:  # each is named by a `wl: warning:` line on stderr
-            say(f"⚠ skipped {len(view.corrupt)} malformed entr{'y' if len(view.corrupt) == 1 else 'ies'}", "yellow")
+        if corrupt:  # each is named by a `wl: warning:` line on stderr
+            say(f"⚠ skipped {len(corrupt)} malformed entr{'y' if len(corrupt) == 1 else 'ies'}", "yellow")
 
     emit(data, human)
 

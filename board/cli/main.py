@@ -56,9 +56,9 @@ class WlError(click.ClickException):
 
 
 def _plugins() -> dict[str, Any]:
-    from importlib.metadata import entry_points
+    from board.entrypoints import entry_points  # cached: no metadata scan on every start
 
-    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+    return {ep.name: ep for ep in entry_points(PLUGIN_GROUP)}
 
 
 class WlGroup(click.Group):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,36 @@ def say(text: str, style: str | None = None) -> None:
         sys.stdout.write(text + "\n")
         return
     console().print(text, style=style, markup=False, highlight=False)
+
+
+def plain_table(headers: list[str], rows: list[list[str]]) -> str | None:
+    """The lines rich prints for `Table(box=None, pad_edge=False)` of these cells when it would print plain
+    text: off a terminal, colour not forced, printable ASCII cells, and every column at its natural width
+    within the console's (rich's width: $COLUMNS, else the first of stdin, stdout, stderr that is a terminal,
+    else 80). None when rich must do it (shrink or wrap a column, measure wide characters, style): importing
+    and running rich for a plain listing costs about 40 ms."""
+    if os.name == "nt" or sys.stdout.isatty() or any(k in os.environ for k in _RICH_FORCING):
+        return None
+    cells = [headers, *rows]
+    if not all(c.isascii() and c.isprintable() for row in cells for c in row):
+        return None
+    columns = os.environ.get("COLUMNS")
+    width: int | None = int(columns) if columns is not None and columns.isdigit() else None
+    for fd in (0, 1, 2) if width is None else ():
+        try:
+            width = os.get_terminal_size(fd).columns
+            break
+        except (AttributeError, ValueError, OSError):
+            continue
+    widths = [max(len(row[j]) for row in cells) for j in range(len(headers))]
+    last = len(headers) - 1
+    if sum(widths) + 2 * last > (width or 80):
+        return None
+    return "".join("".join((" " if j else "") + c.ljust(widths[j]) + (" " if j < last else "")
+                           for j, c in enumerate(row)) + "\n" for row in cells)
+
+
+_RICH_FORCING = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JUPYTER_COLUMNS", "JUPYTER_LINES")
 
 
 def cell(value: Any, style: str = "") -> Any:

@@ -59,23 +59,27 @@ def status(obj: Obj) -> None:
     Reads the local copy (`wl sync` refreshes it) and says when it last changed.
     """
     from board.ids import utcnow
+    from board.index import Query
 
     board = obj.board()
     view = board.view()
-    items = view.items()
     me = board.handle
     now = utcnow()
+    # From the browse index (board/index.py): counts and a few filtered lists, not 100,000 parsed records.
+    everything = view.query(Query(status=STATUSES[0], limit=0))
     counts = {s: 0 for s in STATUSES}
-    for i in items:
-        counts[i.status] = counts.get(i.status, 0) + 1
-    mine = sorted((i for i in items if me and i.claimed_by == me and i.status == "claimed"),
-                  key=lambda i: (i.claim_expires_at or "", i.id))
+    counts.update({STATUSES[0]: everything.total, **everything.others})
+    total = sum(counts.values())
+
+    def listed(status: str, posted_by: str | None = None, claimed_by: str | None = None) -> list[Any]:
+        q = Query(status=status, limit=None, count=False, posted_by=posted_by, claimed_by=claimed_by)
+        return sorted(view.query(q).items, key=lambda i: i.id) if me else []  # the tree's order, as a full read
+
+    mine = sorted(listed("claimed", claimed_by=me), key=lambda i: (i.claim_expires_at or "", i.id))
     claims = [_brief(i, claim_expires_at=i.claim_expires_at, lease_left_seconds=_lease_left(i.claim_expires_at, now))
               for i in mine]
-    to_review = [_brief(i, claimed_by=i.claimed_by) for i in items
-                 if me and i.posted_by == me and i.status == "in_review"]
-    submitted = [_brief(i, posted_by=i.posted_by) for i in items
-                 if me and i.claimed_by == me and i.status == "in_review"]
+    to_review = [_brief(i, claimed_by=i.claimed_by) for i in listed("in_review", posted_by=me)]
+    submitted = [_brief(i, posted_by=i.posted_by) for i in listed("in_review", claimed_by=me)]
     pending = len(board.pending())
     meta = view.meta()
     as_of = _commit_time(board.store.commit(board.head()))
@@ -84,7 +88,7 @@ def status(obj: Obj) -> None:
         "board": {"name": meta.get("name"), "board_id": meta.get("board_id")},
         "handle": me,
         "counts": counts,
-        "total": len(items),
+        "total": total,
         "my_claims": claims,
         "to_review": to_review,
         "awaiting_review": submitted,
@@ -96,7 +100,7 @@ def status(obj: Obj) -> None:
         say(f"{sanitize(meta.get('name', '?'))} ({sanitize(meta.get('board_id', '?'))}) as {sanitize(me or '-')}", "bold")
         say(f"  local copy as of {as_of or 'an unreadable time'} (its last change; `wl sync` refreshes it)")
         shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        say(f"  {len(items)} item(s)" + (f": {shown}" if shown else ""))
+        say(f"  {total} item(s)" + (f": {shown}" if shown else ""))
         if pending:
             say(f"  ⚠ {pending} local operation(s) not pushed yet: run `wl sync`", "yellow")
         sections: tuple[tuple[str, list[dict[str, Any]], Callable[[dict[str, Any]], str]], ...] = (

@@ -11,7 +11,8 @@ hour and measure the ledger, see bench_ledger.py), which the first rig's join ch
 any old board; the archived items of (b) sit in `archive/` of that tree from the start (the archive rule itself
 is covered by tests/test_archive.py). Then, as processes, median of --runs runs each:
   `wl browse --limit 20` cold (no index, no parse cache) and warm, `wl join` (fresh home, over git daemon),
-  `wl show ID` (a live item; on (b) also an archived one), `wl claim ID --no-push` (a different open item each run).
+  `wl show ID` (a live item; on (b) also an archived one), `wl status`, `wl claim ID --no-push` (a different open
+  item each run).
 Each figure is the median wall time and the median CPU time (user + system) of the `wl` process.
 `--wl PATH` runs the commands with another `wl` (e.g. main's, for the before figures; main cannot read (b)).
 The commons is packed by `git repack` (deltas included, as `git gc` leaves a served repository); the commands
@@ -142,6 +143,7 @@ def run_board(
     sh(wl, browse, home)
     out["browse warm"] = measure(lambda: sh(wl, browse, home), runs)
     out["show"] = measure(lambda: sh(wl, ["show", live[len(live) // 2]], home), runs)
+    out["status"] = measure(lambda: sh(wl, ["status"], home), runs)
     if gone:
         out["show archived"] = measure(lambda: sh(wl, ["show", gone[len(gone) // 2]], home), runs)
     pick = iter(live)

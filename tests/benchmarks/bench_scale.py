@@ -21,6 +21,11 @@ A row is the median of `--runs` runs. What each column is, and where it is count
   successful claims (`claimed` events, or the summaries' claims).
 - gave up: submissions that gave up after the CAS attempts (`result_kept` events; kept and resubmitted later:
   `resubmitted` events are counted too).
+- worker CPU/job: user + system time of the worker processes (getrusage of the waited children) / jobs done;
+  CPU busy: the whole machine's busy time from /proc/stat over the workers' run (clients, the git server, and
+  anything else running) / (wall time × cores) — near 100 % says the CPU, not the commons, is the limit;
+  first claim: seconds from the spawn to the first `claimed` event (start-up: imports, the first fetch and
+  validation), which 80 short jobs pay once per worker.
 - exactly once: read from the commons after the run: every posted item is in_review or completed, has a
   completion record, and main's history (every commit reachable from main) holds exactly one `done` for it —
   a `batch` operation's `args["ops"]` done entries count too.
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,6 +95,15 @@ def post_jobs(home: Path, n: int, tag: str) -> list[str]:
     return ids
 
 
+def machine_busy() -> float | None:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat; None where there is none."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+
+
 def run_workers(
     homes: list[Path], env: dict[str, str], timeout: float, extra: list[str]
 ) -> tuple[float, list[dict[str, Any]]]:
@@ -135,7 +150,9 @@ def event_figures(start: float, events: list[dict[str, Any]]) -> dict[str, Any]:
     lost = max(names["lost_race"], sum(int(s.get("lost_races") or 0) for s in summaries))
     retries = sum(int(e.get("retries") or 0) for e in events if e["event"] in ("claimed", "lost_race"))
     retries = max(retries, sum(int(s.get("claim_retries") or 0) for s in summaries))
+    claimed = [_at(e["at"]) for e in events if e["event"] == "claimed" and isinstance(e.get("at"), str)]
     return {
+        "first_claim_s": min(claimed) - start if claimed else None,
         "done_events": len(done), "wall_s": last - start, "claims": claims, "lost": lost,
         "claim_retries": retries, "gave_up": names["result_kept"], "resubmitted": names["resubmitted"],
         "failed": names["failed"],
@@ -210,7 +227,9 @@ def one_run(root: Path, k: int, args: argparse.Namespace, fake_url: str) -> dict
         env = {key: v for key, v in os.environ.items() if key != "WL_DEBUG"}
         env["OLLAMA_HOST"] = fake_url
         extra = ["--batch", str(args.batch)] if args.batch else []
+        cpu0, busy0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy(), time.monotonic()
         start, events = run_workers(homes, env, args.timeout, extra)
+        cpu1, busy1, t1 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy(), time.monotonic()
         counts = server.counts() - before_counts
         updates = accepted_updates(repo)[before_updates:]
         fig = event_figures(start, events)
@@ -222,6 +241,8 @@ def one_run(root: Path, k: int, args: argparse.Namespace, fake_url: str) -> dict
         fig["fetches"] = counts["upload-pack"]
         fig["problems"] = check_once(repo, ids)
         fig["completed"] = args.jobs - len(fig["problems"])
+        fig["worker_cpu_s"] = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+        fig["busy"] = (busy1 - busy0) / ((t1 - t0) * (os.cpu_count() or 1)) if busy0 is not None and busy1 else None
         fig["jobs_per_min"] = 60.0 * fig["completed"] / fig["wall_s"] if fig["wall_s"] > 0 else float("nan")
     return fig
 
@@ -229,7 +250,8 @@ def one_run(root: Path, k: int, args: argparse.Namespace, fake_url: str) -> dict
 def run_line(fig: dict[str, Any], jobs: int) -> str:
     line = (f"{fig['jobs_per_min']:.0f} jobs/min, {fig['pushes']} pushes / {fig['landed']} landed, "
             f"{fig['lost']} lost / {fig['claims']} claims ({fig['claim_retries']} CAS retries), "
-            f"gave up {fig['gave_up']}, {fig['completed']}/{jobs} exactly once")  # fmt: skip
+            f"gave up {fig['gave_up']}, {fig['completed']}/{jobs} exactly once, "
+            f"worker CPU {fig['worker_cpu_s']:.1f} s, busy {fig['busy'] or 0:.0%}")  # fmt: skip
     if fig["unknown_events"]:
         line += f", unknown events {fig['unknown_events']}"
     return line + (f"; PROBLEMS: {fig['problems'][:3]}" if fig["problems"] else "")
@@ -256,20 +278,28 @@ def summarise(k: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "landed_per_job": med(ratio(r["landed"], r["completed"]) for r in runs),
         "fetches_per_job": med(ratio(r["fetches"], r["completed"]) for r in runs),
         "lane_updates": med(r["lane_updates"] for r in runs),
+        "worker_cpu_ms_per_job": med(1000 * ratio(r["worker_cpu_s"], r["completed"]) for r in runs),
+        "busy": med(r["busy"] for r in runs) if all(r["busy"] is not None for r in runs) else None,
+        "first_claim_s": med(r["first_claim_s"] for r in runs) if all(r["first_claim_s"] is not None for r in runs)
+        else None,
         "raw": runs,
     }  # fmt: skip
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = ["| workers | jobs/min | pushes per landed commit | lost races per claim | gave up (median; total) "
-           "| exactly once | pushes/job | refused pushes/job | landed/job | fetches/job |",
-           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+           "| exactly once | pushes/job | refused pushes/job | landed/job | fetches/job | worker CPU/job "
+           "| CPU busy | first claim |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in rows:
         out.append(f"| {s['workers']} | {s['jobs_per_min']:.0f} | {s['pushes_per_landed']:.2f} "
                    f"| {s['lost_per_claim']:.2f} | {s['gave_up']:g}; {s['gave_up_total']} "
                    f"| {s['exactly_once_runs']}/{s['runs']} runs | {s['pushes_per_job']:.2f} "
                    f"| {s['refused_per_job']:.2f} "
-                   f"| {s['landed_per_job']:.2f} | {s['fetches_per_job']:.1f} |")  # fmt: skip
+                   f"| {s['landed_per_job']:.2f} | {s['fetches_per_job']:.1f} "
+                   f"| {s['worker_cpu_ms_per_job']:.0f} ms "
+                   f"| {'–' if s['busy'] is None else format(s['busy'], '.0%')} "
+                   f"| {'–' if s['first_claim_s'] is None else format(s['first_claim_s'], '.1f') + ' s'} |")  # fmt: skip
     return "\n".join(out)
 
 
