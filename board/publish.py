@@ -13,11 +13,11 @@ from typing import Any
 from board import commits, ops
 from board.errors import AlreadyApplied, BoardError
 from board.ids import fmt_time, utcnow
-from board.ledger import Dropped, State, checkpoint_tree, registered_signer
+from board.ledger import Dropped, InvalidBoard, State, checkpoint_tree, registered_signer
 from board.ops import Op
 from board.records import BOARD_FORMAT
 from board.store import NewObjects, Store
-from board.treecheck import strict_time
+from board.treecheck import TreeProblem, strict_time
 from board.view import TreeView
 
 
@@ -114,7 +114,11 @@ class Chain:
         """Start validation of a wl-board/1 board: its records as they are, board.json now wl-board/2."""
         op = Op(op="checkpoint", by=by, at="", args={"format": BOARD_FORMAT})
         self._stamp(op)
-        return self._sign_commit(op, checkpoint_tree(self.store, self.tree, self.new))
+        try:
+            tree = checkpoint_tree(self.store, self.tree, self.new)
+        except TreeProblem as e:  # another participant's bad entry: no valid wl-board/2 board can hold it
+            raise InvalidBoard(f"it cannot be checkpointed into {BOARD_FORMAT}: {e}") from None
+        return self._sign_commit(op, tree)
 
     def republish(self, by: str, dropped: Dropped, state: State) -> Op:
         """Re-publish an operation a history rewrite dropped, under its author's original signature."""

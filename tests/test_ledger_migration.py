@@ -69,3 +69,28 @@ def test_a_legacy_board_is_checkpointed_by_the_next_mutation_and_then_validated(
         store.close()
     code = bob.wl("sync")
     assert code.returncode == 1 and fake.decode()[:12] in code.stdout and "already wl-board/2" in code.stdout
+
+
+def test_joining_a_legacy_board_that_holds_a_bad_entry_is_one_clear_error(tmp_path: Path) -> None:
+    """Someone pushed a file no valid board holds into the wl-board/1 tree: the checkpoint a join would make is
+    refused with one line and exit 1, not an internal error, and the home is left without a clone."""
+    import subprocess
+
+    from remotes import WL
+
+    commons, _ = legacy_commons(tmp_path)
+    store = Store(commons)
+    try:
+        head = remote_head(commons)
+        bad = store.make_commit(head, {"wanted/ab/notes.txt": b"not a record"}, "wl: junk\n", "mallory", NewObjects())
+        store.force_ref(MAIN, bad)
+    finally:
+        store.close()
+    home = tmp_path / "alice-home"
+    p = subprocess.run([WL, "--home", str(home), "join", str(commons), "--handle", "alice"],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert p.returncode == 1, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wl: error: ") and "checkpointed" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr and "internal" not in p.stderr
+    assert not (home / "board.git").exists()
