@@ -294,10 +294,11 @@ def simulate(cfg: Config) -> dict[str, Any]:
 
 
 # bench_scale.py on this machine (2 cores, git daemon, 80 jobs, fake engine), medians, as the README reports
+# (claims on main: before claim lanes, commit 6c2070b, at load 2-16)
 HERE = {
     ("main", 1): {1: 432, 2: 147, 4: 89, 8: 36},
-    ("lanes", 1): {1: 297, 2: 222, 4: 156, 8: 97},
-    ("lanes", 4): {1: 585, 2: 742, 4: 497, 8: 250},
+    ("lanes", 1): {1: 490, 2: 497, 4: 279, 8: 159},
+    ("lanes", 4): {1: 682, 2: 773, 4: 556, 8: 291},
 }
 
 
