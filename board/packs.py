@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dulwich.errors import ApplyDeltaError
 from dulwich.objects import Blob, ShaFile, object_class, object_header
@@ -94,8 +94,9 @@ def _unpack(buf: Any, offset: int, end: int, limit: int) -> tuple[int, int | byt
                 c = buf[pos]
                 pos += 1
                 distance = ((distance + 1) << 7) | (c & 0x7F)
-            base = offset - distance
-            if distance <= 0 or base < 12:
+            start = offset - distance
+            base = start
+            if distance <= 0 or start < 12:
                 raise BadPack(f"the delta at offset {offset} names a base outside the pack")
         elif kind == REF_DELTA:
             base = bytes(buf[pos:pos + 20])
@@ -203,7 +204,7 @@ def scan(buf: Any, keep: Callable[[int, int, bytes], bool], check: bool = True) 
             cls = object_class(typ)
             try:
                 assert cls is not None
-                ShaFile.from_raw_string(typ, content, sha=hexsha)
+                ShaFile.from_raw_string(typ, content, sha=cast(Any, hexsha))
             except Exception as e:  # noqa: BLE001 - whatever dulwich's parser trips on, the object is bad
                 raise BadPack(f"its {cls.type_name.decode() if cls else 'object'} {hexsha.decode()} does not "
                               f"parse ({type(e).__name__})") from None

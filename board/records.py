@@ -197,7 +197,7 @@ def _quick_item(d: dict[str, Any]) -> Item | None:
     kind, status, effort = chosen
     if kind not in TYPES or status not in STATUSES or effort not in EFFORTS:
         return None
-    optional = []
+    optional: list[str | None] = []
     for key in ("claimed_by", "claim_expires_at", "evidence_url"):
         v = get(key)
         if v is None or v == "":
