@@ -210,14 +210,14 @@ def load_job(item: Item) -> Job:
         raise BadJob(item.id, e) from None
 
 
-FRESH_S = 2.0  # a board fetched this recently (a worker's claim push just did) is not fetched again to run a job
+FRESH_S = 2.0  # a worker's board fetched this recently (its claim push just did) is not fetched again for the job
 
 
-def _fresh_item(board: Board, prefix: str) -> Item:
-    """Fetch first (also under --no-push: reading is not publishing); offline, use the local copy. A worker's
-    board fetched moments ago (its claim) is read as it is: whatever changed since is judged when the result
-    is published, as it would be anyway."""
-    if board.fetched_at is None or time.monotonic() - board.fetched_at > FRESH_S:
+def _fresh_item(board: Board, prefix: str, reuse_fetch_s: float = 0.0) -> Item:
+    """Fetch first (also under --no-push: reading is not publishing); offline, use the local copy. A caller that
+    has just claimed the item (a worker: `reuse_fetch_s`) may read a board fetched that recently as it is:
+    whatever changed since is judged when the result is published, as it would be anyway."""
+    if board.fetched_at is None or time.monotonic() - board.fetched_at > reuse_fetch_s:
         refresh_if_online(board)
     return board.get_item(prefix)
 
@@ -320,6 +320,7 @@ def run_item(
     cancel: threading.Event | None = None,
     submit_push: bool | None = None,
     before_publish: Callable[[str, Evidence], object] | None = None,
+    reuse_fetch_s: float = 0.0,
 ) -> RunResult:
     """Claim (unless --skip-claim), generate, and submit signed evidence for one inference item.
 
@@ -333,7 +334,7 @@ def run_item(
     from wl_infer.sampling import check_backend
 
     notify = on_event or (lambda event, data: None)
-    item = _fresh_item(board, prefix)
+    item = _fresh_item(board, prefix, reuse_fetch_s)
     job = load_job(item)
     try:
         check_backend(job)  # before claiming: a job this backend cannot honour is left for others

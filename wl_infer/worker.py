@@ -248,7 +248,7 @@ class Worker:
 
     def execute(self, item_id: str, job: Job, push: bool | None = None) -> JobOutcome:
         """Run one claimed job on a helper thread; abandon it (releasing the claim) if a signal arrives first."""
-        from wl_infer.jobs import run_item
+        from wl_infer.jobs import FRESH_S, run_item
 
         s = self.stats
         s.current, s.current_model = item_id, f"{job.model} via {job.backend}"
@@ -257,7 +257,7 @@ class Worker:
         thread = run.start(
             lambda: run_item(self.board, item_id, self.pool, skip_claim=True, push=self.opts.push, submit_push=push,
                              lease_seconds=self.opts.lease_s, on_event=run.checkpoint, cancel=run._abandoned,
-                             before_publish=self.paid.commit if self.paid else None),  # fmt: skip
+                             before_publish=self.paid.commit if self.paid else None, reuse_fetch_s=FRESH_S),  # fmt: skip
             name=f"job-{item_id}",
         )
         try:
