@@ -198,13 +198,14 @@ def simulate(cfg: Config) -> dict[str, Any]:
             return window, taken
 
         def cas_main(
-            build: float, change: Callable[[], None], watch: tuple[int, ...] = ()
+            first: float, rebuild: float, change: Callable[[], None], watch: tuple[int, ...] = ()
         ) -> Generator[Step, Any, str]:
-            """One compare-and-swap push of main, retried: "landed", "lost" (`watch`: the item it claims, taken
-            on the refetched board) or "gave up"."""
+            """One compare-and-swap push of main (`first`: client CPU to build it, `rebuild`: to build it again
+            on a refetched head), retried: "landed", "lost" (`watch`: the item it claims, taken on the refetched
+            board) or "gave up"."""
             nonlocal seen_version
             for attempt in range(1, ATTEMPTS + 1):
-                yield ("cpu", cpu, c.t_push + (build if attempt == 1 else 0.0))
+                yield ("cpu", cpu, c.t_push + (first if attempt == 1 else rebuild))
                 expected = seen_version
 
                 def try_land(expected: int = expected) -> bool:
@@ -225,7 +226,6 @@ def simulate(cfg: Config) -> dict[str, Any]:
                 _, taken = yield from fetch(watch)
                 if taken:
                     return "lost"
-                yield ("cpu", cpu, build and c.t_rebuild)
             return "gave up"
 
         while True:
@@ -257,7 +257,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
                         board.lane[i] = me
                         board.take(i)
 
-                    got = yield from cas_main(c.t_claim, claim_main, (i,))
+                    got = yield from cas_main(c.t_claim, c.t_claim, claim_main, (i,))
                     if got == "landed":
                         won.append(i)
             board.claims += len(won)
@@ -273,7 +273,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
                     board.done[i] = board.done.get(i, 0) + 1
                 board.last_done_at = sim.now
 
-            if (yield from cas_main(c.t_rebuild * len(won), complete)) != "landed":
+            if (yield from cas_main(0.0, c.t_rebuild * len(won), complete)) != "landed":
                 board.gave_up += len(won)
                 for i in won:  # kept and resubmitted later: counted as given up, not lost
                     board.done[i] = board.done.get(i, 0) + 1
