@@ -99,17 +99,24 @@ def on_lane(board: Board, op: Op) -> bool:
         return False  # a lane builds on the validated main head, which must be the remote's own
     if op.op == "claim":
         return True
-    return op.id in live_lanes(board)
+    lane = live_lanes(board).get(op.id)
+    if op.op == "done":  # a result goes where its claim is: on the lane, when this rig holds it there
+        return lane is not None and lane.proof is not None and lane.item.claimed_by == op.by
+    return lane is not None
 
 
-def push(board: Board, batch: list[Op]) -> dict[str, MutationResult | BoardError]:
+def push(
+    board: Board, batch: list[Op], files: dict[str, dict[str, bytes]] | None = None
+) -> dict[str, MutationResult | BoardError]:
     """Publish several lane operations (distinct items) in one push; per item, its result or why not.
+    `files`: item id → the attachments its `done` carries. A `done` that lands is also kept under this rig's
+    refs/wl/results/ until main holds it (board/folds.py).
 
     The caller holds the home's lock and has just fetched."""
     pending = {op.id: op for op in batch if op.id is not None}
     out: dict[str, MutationResult | BoardError] = {}
     for attempt in range(1, LANE_ATTEMPTS + 1):
-        built = _build(board, list(pending.values()), out)
+        built = _build(board, list(pending.values()), out, files or {})
         if not built:
             break
         new = NewObjects()
@@ -125,6 +132,11 @@ def push(board: Board, batch: list[Op]) -> dict[str, MutationResult | BoardError
             if landed[lanes.remote_ref(item_id)]:
                 assert chain.head is not None
                 board.store.force_ref(lanes.LOCAL_PREFIX + item_id.encode(), chain.head)
+                board.remote.lanes[item_id] = chain.head
+                if pending[item_id].op == "done":
+                    from board.folds import RESULTS_PREFIX
+
+                    board.store.force_ref(RESULTS_PREFIX + item_id.encode(), chain.head)
                 out[item_id] = MutationResult(pending.pop(item_id), result, chain.head.decode(), True, None, attempt)
             else:
                 moved = True
@@ -142,7 +154,7 @@ def push(board: Board, batch: list[Op]) -> dict[str, MutationResult | BoardError
 
 
 def _build(
-    board: Board, batch: list[Op], out: dict[str, MutationResult | BoardError]
+    board: Board, batch: list[Op], out: dict[str, MutationResult | BoardError], files: dict[str, dict[str, bytes]]
 ) -> dict[str, tuple[bytes | None, dict[str, Any], Chain]]:
     """A signed lane commit per operation the rules accept now; refusals go to `out`."""
     state = board.state()
@@ -161,8 +173,13 @@ def _build(
         if lane is not None and lane.ops:
             chain.at = max(chain.at, lane.ops[-1].at)
         op.at = fmt_time(utcnow())
+        if op.op == "done":  # it carries the lane's latest claim, as main's rules and lane readers want
+            if lane is None or lane.proof is None:
+                out[op.id] = RuleError(f"wanted item {op.id} has no live claim of {op.by} on its lane")
+                continue
+            op.args["lane"] = lane.proof
         try:
-            applied = chain.add(op)
+            applied = chain.add(op, files.get(op.id))
         except AlreadyClaimed as e:
             out[op.id] = e
             continue
@@ -208,9 +225,10 @@ def spend(board: Board, item_ids: list[str]) -> None:
     """Remember lanes whose claims a landed `done` carried to main: the rig's next lane push (or `wl sync`)
     deletes them in the same push, so a job costs one lane push and one main push."""
     spent = load_spent(board)
+    live = live_lanes(board)
     for item_id in item_ids:
         tip = board.remote.lanes.get(item_id)
-        if tip is not None:
+        if tip is not None and item_id not in live:  # a lane still live holds a result main lacks: keep it
             spent[item_id] = tip.decode()
     _save_spent(board, spent)
 
@@ -218,8 +236,9 @@ def spend(board: Board, item_ids: list[str]) -> None:
 def _spent_updates(board: Board, skip: set[str]) -> dict[bytes, tuple[bytes | None, bytes | None]]:
     """Deletions of the remembered spent lanes that still hold the tip we left (someone else's: not ours)."""
     out: dict[bytes, tuple[bytes | None, bytes | None]] = {}
+    live = live_lanes(board)
     for item_id, tip in load_spent(board).items():
-        if item_id not in skip and board.remote.lanes.get(item_id) == tip.encode():
+        if item_id not in skip and item_id not in live and board.remote.lanes.get(item_id) == tip.encode():
             out[lanes.remote_ref(item_id)] = (tip.encode(), None)
     return out
 
@@ -264,18 +283,50 @@ def drop(board: Board, item_ids: list[str]) -> None:
     board._lane_cache = None
 
 
-def mutate(board: Board, op: Op, origin: bytes, max_attempts: int) -> MutationResult:
-    """One lane operation, after publishing this rig's pending work on main (which goes first)."""
+FOLD_ATTEMPTS = 8  # a worker's fold of its own lane result: past that, the next rig's mutation carries it
+
+
+def mutate(board: Board, op: Op, origin: bytes, max_attempts: int, files: dict[str, bytes] | None = None) -> MutationResult:
+    """One lane operation, after publishing this rig's pending work on main (which goes first). A `done` is
+    then folded into main (with every other lane result there is), as far as FOLD_ATTEMPTS allow."""
     assert op.id is not None
     report = None
     state = board.ledger.load()
     if board.pending() or (state is not None and state.dropped):
         report, _, _ = board._publish(origin, max_attempts)
-    result = push(board, [op])[op.id]
+    result = push(board, [op], {op.id: files or {}})[op.id]
     if isinstance(result, BoardError):
         raise result
+    if op.op == "done":
+        fold_now(board)
     result.sync = report if report is not None and report.eventful() else None
     return result
+
+
+def fold_now(board: Board) -> None:
+    """Carry the lane results into main now; a fold that cannot land is left to the next one (nothing is lost:
+    the results are on their lanes and under refs/wl/results/)."""
+    from board.store import ORIGIN_MAIN
+
+    origin = board.store.ref(ORIGIN_MAIN)
+    if origin is None:
+        return
+    try:
+        board._publish(origin, FOLD_ATTEMPTS)
+    except (Contention, Unreachable) as e:
+        log.info("lane results left for a later fold: %s", sanitize(str(e)))
+
+
+def lift(board: Board, pending: list[tuple[bytes, Op]]) -> set[bytes]:
+    """Move this rig's pending local `done`s of items it holds on lanes onto those lanes, in one push (a
+    worker's batch); the local commits that landed there, which main's replay then skips."""
+    mine = [(sha, op) for sha, op in pending if op.op == "done" and op.id is not None and on_lane(board, op)]
+    if not mine:
+        return set()
+    files = {op.id: board._attachments(sha, op) for sha, op in mine if op.id is not None}
+    batch = [Op.from_dict(op.to_dict()) for _, op in mine]
+    landed = push(board, batch, files)
+    return {sha for sha, op in mine if isinstance(landed.get(op.id or ""), MutationResult)}
 
 
 def claim_many(board: Board, item_ids: list[str], lease_seconds: int) -> dict[str, MutationResult | BoardError]:
@@ -331,6 +382,7 @@ def overlaid(board: Board, view: TreeView, state: State) -> TreeView:
             board.store, base, item_id
         ):
             view.overlay[item_id] = lane.item
+            view.overlay_files.update(lane.files)
     return view
 
 

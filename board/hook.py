@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from board import layout
 from board.ledger import InvalidBoard, Ledger
@@ -125,10 +126,25 @@ def _check_lane(git_dir: Path, ref: str, old: str, new: str) -> str | None:
             return f"claim lane of {item_id}: {e}" if new != ZERO else None
         except Exception:  # noqa: BLE001 - a ref to a blob, a tree, a missing object: no lane at all
             return f"claim lane of {item_id} is not made of wl commits" if new != ZERO else None
-        if new != ZERO:
-            return None if lane is not None else f"claim lane of {item_id} does not build on its current record"
-        held = lane is not None and lane.item.status == "claimed" and not lease_expired(lane.item, utcnow())
-        return f"refusing to delete the live claim lane of {item_id}" if held else None
+        def live(folded: Any) -> bool:  # a claim in its lease, or a result main does not hold yet
+            if folded is None:
+                return False
+            return folded.done is not None or (folded.item.status == "claimed" and not lease_expired(folded.item, utcnow()))
+
+        if new == ZERO:
+            return f"refusing to delete the live claim lane of {item_id}" if live(lane) else None
+        if lane is None:
+            return f"claim lane of {item_id} does not build on its current record"
+        if old != ZERO:
+            try:
+                before = fold(store, main, state.board_id, item_id, old.encode())
+            except Exception:  # noqa: BLE001 - what it held was no lane: anything valid may replace it
+                before = None
+            keeps = before is not None and (old.encode() in lane.commits or (
+                before.done is None and lane.item.claimed_by == before.item.claimed_by))
+            if live(before) and not keeps:
+                return f"refusing to replace the live claim lane of {item_id} with one that drops it"
+        return None
     except InvalidBoard as e:
         return str(e)
     finally:

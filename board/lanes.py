@@ -38,7 +38,7 @@ from board.view import TreeView
 
 REMOTE_PREFIX = layout.LANE_PREFIX  # on the commons
 LOCAL_PREFIX = b"refs/wl/lanes/"  # this rig's copy of the lanes it fetched (keeps their objects)
-LANE_OPS = ("claim", "renew", "unclaim")
+LANE_OPS = ("claim", "renew", "unclaim", "done")
 MAX_LANE = 64  # commits a lane may hold above its base; a longer one is not read
 
 
@@ -84,6 +84,8 @@ class Lane:
     item: Item  # the record as the lane leaves it
     proof: dict[str, str] | None = None  # the latest claim/renew by the claimer, for its `done` on main
     ops: list[ops.Op] = field(default_factory=list)
+    done: dict[str, str] | None = None  # the lane's `done`, as a fold carries it (board/folds.py)
+    files: dict[str, bytes] = field(default_factory=dict)  # path → blob sha of what that `done` wrote
 
 
 def fold(store: Store, main: TreeView, board_id: str, item_id: str, tip: bytes, skew: int = 600) -> Lane | None:
@@ -142,6 +144,10 @@ def fold(store: Store, main: TreeView, board_id: str, item_id: str, tip: bytes, 
             applied = ops.apply(view, op, when)
         except BoardError as e:
             raise LaneProblem(f"the rules refuse its {op.op}: {e}") from None
+        if lane.done is not None:
+            raise LaneProblem("it goes on past its `done`")
+        if op.op == "done":
+            _check_done(store, view, lane, op, c.tree, applied.changes)
         written = applied.changes.get(layout.item_path(item_id))
         stored = record_blob(store, c.tree, item_id)
         if written is None or stored is None or store.blob_text(stored) != written:
@@ -154,9 +160,38 @@ def fold(store: Store, main: TreeView, board_id: str, item_id: str, tip: bytes, 
         if op.op in ("claim", "renew"):
             parent = c.parents[0].decode()
             lane.proof = {"op": signed.op_json, "sig": signed.sig, "parent": parent, "tree": c.tree.decode()}
+        elif op.op == "done":
+            from board.folds import entry_of
+
+            lane.done = entry_of(signed, c.parents[0], c.tree)
+            for path in (layout.completion_path(item_id), *op.attachments):
+                blob = file_blob(store, c.tree, path)
+                assert blob is not None  # _check_done compared the whole tree
+                lane.files[path] = blob
     if lane.item.status != "claimed":
         lane.proof = None
     return lane
+
+
+def _check_done(store: Store, view: TreeView, lane: Lane, op: ops.Op, tree: bytes, changes: dict[str, Any]) -> None:
+    """A `done` on a lane is one main's rules will take: it carries the lane's own latest claim by its
+    author, and the lane commit's tree is exactly the one before it plus what the `done` makes and carries."""
+    from board.treecheck import TreeProblem, attachment_blobs
+
+    if lane.proof is None or op.args.get("lane") != lane.proof or lane.item.claimed_by != op.by:
+        raise LaneProblem("its `done` does not carry its author's latest claim on this lane")
+    try:
+        carried = attachment_blobs(store, tree, op.attachments)
+    except TreeProblem as e:
+        raise LaneProblem(str(e)) from None
+    full = {**changes, **carried}
+    same = store.tree_matches(view.tree, tree, full)
+    if same is None:
+        from board.store import NewObjects
+
+        same = store.build_tree(view.tree, full, NewObjects()) == tree
+    if not same:
+        raise LaneProblem("its tree does not hold exactly what its done makes")
 
 
 def proof_op(proof: Any) -> ops.Op:

@@ -483,3 +483,13 @@ def _archive(view: View, op: Op, now: datetime) -> Applied:
 
 
 RULES["archive"] = _archive
+
+
+def _fold(view: View, op: Op, now: datetime) -> Applied:
+    """Results pushed on their lanes, carried into main (board/folds.py)."""
+    from board.folds import fold_rule
+
+    return fold_rule(view, op, now)
+
+
+RULES["fold"] = _fold

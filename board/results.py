@@ -45,6 +45,7 @@ class SyncReport:
     republished: list[Op] = field(default_factory=list)
     unrepublished: list[tuple[Op, str]] = field(default_factory=list)
     checkpointed: bool = False
+    folded: list[str] = field(default_factory=list)  # lane results this push carried into main (board/folds.py)
 
     def eventful(self) -> bool:
         return bool(self.replayed or self.already or self.conflicted or self.invalid or self.vanished

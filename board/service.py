@@ -232,7 +232,7 @@ class Board:
 
             if claims.on_lane(self, op):
                 try:
-                    return claims.mutate(self, op, origin, max_attempts)
+                    return claims.mutate(self, op, origin, max_attempts, attachments)
                 except Unreachable as e:
                     return self._commit_local(op, attachments, f"push failed ({e.reason})")
             claims.carry_proof(self, op)
@@ -305,6 +305,16 @@ class Board:
         keys = self._keys()
         me = self.require_handle()
         pending = self.pending()
+        if pending:
+            from board.claims import lift
+
+            lifted = lift(self, pending)  # a worker's batch of results goes onto their lanes in one push
+            on_lanes = [o for sha, o in pending if sha in lifted]
+            pending = [(sha, o) for sha, o in pending if sha not in lifted]
+        else:
+            on_lanes = []
+        from board.folds import add_fold
+
         for attempt in range(1, max_attempts + 1):
             state = self.ledger.load()
             assert state is not None
@@ -325,6 +335,8 @@ class Board:
                     report.unrepublished.append((dropped.op(), str(e)))
                     if dropped.op().by == me and self.store.has(dropped.commit.encode()):
                         kept.append((dropped.commit.encode(), dropped.op(), str(e)))
+            folded = add_fold(self, chain, state)  # lane results first: they were submitted before anything here
+            report.replayed.extend(on_lanes)
             conflicts: list[tuple[bytes, Op, str]] = []
             for sha, own in pending:
                 try:
@@ -363,6 +375,14 @@ class Board:
                 report.pushed = True
                 self.store.force_ref(ORIGIN_MAIN, head)
                 self.ledger.save(checked)
+                report.folded = folded
+                if folded:
+                    from board.claims import spend
+                    from board.folds import RESULTS_PREFIX
+
+                    spend(self, folded)  # stale now: this rig's next lane push deletes them
+                    for item_id in folded:
+                        self.store.remove_ref(RESULTS_PREFIX + item_id.encode())
             elif state.dropped or state.vanished:  # every dropped operation was already back, or refused
                 state.dropped, state.vanished = [], []
                 self.ledger.save(state)

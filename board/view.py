@@ -64,6 +64,7 @@ class TreeView:
     cache_path: Path | None = None  # per-bucket parse cache (keyed by bucket name and tree sha)
     skipped: dict[str, str] = field(default_factory=dict)  # path → why it was skipped
     overlay: dict[str, Item] = field(default_factory=dict)  # item id → its record as a claim lane leaves it
+    overlay_files: dict[str, bytes] = field(default_factory=dict)  # path → blob sha: a lane result's files
     reread: list[str] = field(default_factory=list)  # buckets the last query re-read into the index
 
     @property
@@ -154,7 +155,8 @@ class TreeView:
     def read(self, path: str) -> bytes | None:
         """The file at path, or None (an entry that is not a regular file is skipped with a warning)."""
         try:
-            return self._file(path)
+            sha = self.overlay_files.get(path)
+            return self._file(path) if sha is None else self.store.blob_text(sha)
         except BadEntry as e:
             self._skip(e.path, e.reason)
             return None

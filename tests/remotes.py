@@ -88,6 +88,17 @@ def remote_ops(path: Path) -> list[tuple[str, Op | None]]:
         store.close()
 
 
+def main_ops(path: Path) -> list[Op]:
+    """Main's operations, oldest first, each fold's carried `done`s in its place (board/folds.py)."""
+    from board.folds import carried
+
+    out: list[Op] = []
+    for _, op in remote_ops(path):
+        if op is not None:
+            out.extend(carried(op) if op.op == "fold" else [op])
+    return out
+
+
 def lane_ops(path: Path, item_id: str) -> list[Op]:
     """The operations on the item's claim lane in the bare commons, as a reader folds them (oldest first)."""
     from board import lanes
@@ -110,10 +121,10 @@ def claims_of(path: Path, item_id: str) -> list[str]:
     """Who claimed the item, as the commons recorded it: on main (a claim, or the lane claim a done carries)
     and on the live lane."""
     out = []
-    for _, op in remote_ops(path):
-        if op is not None and op.id == item_id and op.op == "claim":
+    for op in main_ops(path):
+        if op.id == item_id and op.op == "claim":
             out.append(op.by)
-        elif op is not None and op.id == item_id and op.op == "done" and isinstance(op.args.get("lane"), dict):
+        elif op.id == item_id and op.op == "done" and isinstance(op.args.get("lane"), dict):
             out.append(op.by)
     out += [op.by for op in lane_ops(path, item_id) if op.op == "claim"]
     return out

@@ -190,11 +190,13 @@ class Poller:
         self.board, self.log, self.offline = board, log, False
 
     def __call__(self) -> bool:
+        from board.api import own_results
+
         try:
             self.board.refresh()
-            if self.board.remote is not None and self.board.pending():
-                report = self.board.sync()
-                self.log("synced", replayed=[f"{op.op} {op.id}" for op in report.replayed],
+            if self.board.remote is not None and (self.board.pending() or own_results(self.board)):
+                report = self.board.sync()  # also folds our results still only on their lanes (board/folds.py)
+                self.log("synced", replayed=[f"{op.op} {op.id}" for op in report.replayed], folded=report.folded,
                          conflicted=[{"op": f"{k.op.op} {k.op.id}", "reason": k.reason, "kept": k.path}
                                      for k in report.conflicted])  # fmt: skip
         except RemoteError as e:  # unreachable, or a server having a bad moment: wait and poll again
