@@ -1,6 +1,7 @@
 """The scale simulation (tests/benchmarks/scale_sim.py) computes what its model says: a lone worker's
 throughput is its cycle time, contention on `main` grows with workers while lane claims do not contend,
-and a server with too few cores becomes the limit."""
+and a server with too few cores becomes the limit; with results on lanes (`--mode results`) a fold carries
+the results of several workers, fewer `main` pushes land them, and none is lost when a fold gives up."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
 
+import scale_sim  # noqa: E402
 from scale_sim import Config, Costs, simulate  # noqa: E402
 
 FREE = Costs(**dict.fromkeys(Costs.__dataclass_fields__, 0.0))  # every CPU cost zero: only what a test sets
@@ -45,3 +47,56 @@ def test_a_one_core_server_is_the_limit_for_many_workers() -> None:
     eight = simulate(Config(64, jobs=640, batch=4, job_s=2.0, server_cores=8, costs=costs))
     assert one["cpu_busy"] > 0.9
     assert eight["jobs_per_min"] > 1.5 * one["jobs_per_min"]
+
+
+# --mode results: results pushed onto their lanes, then folded into main by whoever wins the fold push
+
+CONTENDED = replace(FREE, c_main=0.02, c_adv=0.005, c_fetch=0.005, c_lane=0.015, t_run=0.02)
+
+
+def test_a_lone_worker_folds_each_batch_in_one_main_push_and_leaves_nothing_on_lanes() -> None:
+    # per batch: a fetch, a lane claim, 4 jobs of 1 s, a lane push of the 4 results, one fold push of main
+    row = simulate(Config(1, jobs=20, batch=4, job_s=1.0, rtt=0.010, mode="results", costs=FREE))
+    assert row["jobs_per_min"] == pytest.approx(60 * 4 / 4.040, rel=0.01)
+    assert row["folded"] == 20 and row["on_lanes"] == 0
+    assert row["results_per_fold"] == 4 and row["main_pushes_per_result"] == pytest.approx(1 / 4)
+    assert row["pushes_per_landed"] == pytest.approx(3 / 9)  # claim, results, fold: 4 + 4 lane commits + 1
+    # lag: the lane push's answer (half a round trip), then the fold push reaches the server (the other half)
+    assert row["lag_median"] == pytest.approx(0.010) and row["lag_p95"] == pytest.approx(0.010)
+    assert row["gave_up"] == 0 and row["fold_gave_up"] == 0
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_at_200_workers_results_on_lanes_need_fewer_main_pushes_and_give_nothing_up(batch: int) -> None:
+    cfg = Config(200, jobs=800, batch=batch, job_s=30.0, rtt=0.040, server_cores=8, seed=1)
+    lanes = simulate(cfg)
+    results = simulate(replace(cfg, mode="results"))
+    assert results["main_pushes_per_result"] < lanes["main_pushes_per_result"]
+    assert results["folded"] == 800 and results["on_lanes"] == 0 and results["gave_up"] == 0
+    assert lanes["folded"] == 0 and lanes["lag_median"] != lanes["lag_median"]  # NaN: nothing was on a lane
+    assert 0 < results["lag_median"] <= results["lag_p95"]
+
+
+def test_a_fold_carries_the_results_of_several_workers_when_they_contend() -> None:
+    cfg = Config(64, jobs=640, batch=1, rtt=0.010, server_cores=8, mode="results", costs=CONTENDED)
+    alone = simulate(replace(cfg, workers=1, jobs=64))
+    many = simulate(cfg)
+    assert alone["results_per_fold"] == 1 and alone["main_pushes_per_result"] == 1
+    assert many["results_per_fold"] > 2
+    assert many["main_pushes_per_result"] < simulate(replace(cfg, mode="lanes"))["main_pushes_per_result"]
+
+
+def test_a_fold_carries_at_most_fold_max_and_a_fold_that_gives_up_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scale_sim, "FOLD_MAX", 1)  # folds of one result each: main contends as before lanes
+    row = simulate(Config(64, jobs=640, batch=1, rtt=0.010, server_cores=8, mode="results", costs=CONTENDED))
+    assert row["results_per_fold"] == 1
+    assert row["fold_gave_up"] > 0  # some folds ran out of attempts ...
+    assert row["gave_up"] == 0 and row["folded"] == 640 and row["on_lanes"] == 0  # ... later folds took them
+
+
+def test_lanes_mode_lands_a_batch_of_results_in_one_main_push() -> None:
+    row = simulate(Config(1, jobs=40, batch=4, job_s=0.5, costs=FREE))
+    assert row["main_pushes_per_result"] == pytest.approx(1 / 4)
+    assert row["results_per_fold"] != row["results_per_fold"]  # NaN: no fold commits in lanes mode

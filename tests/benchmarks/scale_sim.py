@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/benchmarks/scale_sim.py --check-here            # against bench_scale.py's runs here
     .venv/bin/python tests/benchmarks/scale_sim.py --workers 10,100,1000 --job-seconds 30 --server-cores 8 \
-        --rtt-ms 40 --batch 4 [--mode lanes|main] [--jobs N] [--seed S] [--json out.json]
+        --rtt-ms 40 --batch 4 [--mode lanes|main|results] [--jobs N] [--seeds S] [--json out.json]
 
 A discrete-event simulation (no threads, no sleeps; deterministic for a seed) of what bench_scale.py runs for
 real, so the README's model can be checked against this machine and then pushed to sizes no machine here
@@ -20,13 +20,23 @@ can run. What it models, with costs from tests/benchmarks/bench_push_cost.py and
   refused when `main` moved since the worker's last fetch, then a jittered back-off, a fetch and a rebuild,
   up to 30 attempts. Idle workers poll every `--poll` seconds.
 - `--mode main` is the board before claim lanes: each claim is its own compare-and-swap push of `main`.
+- `--mode results` is results on lanes: claims as in `lanes`; a worker pushes its batch of results onto their lanes
+  in one lane push (submitted: durable, visible), then folds: one compare-and-swap push of `main` with one `fold`
+  commit carrying its results and every other lane result its last fetch saw that `main` lacks (at most
+  FOLD_MAX, its own first). The folder validates each carried result (V_COMMIT each), and so does every reader of
+  the fold commit. Refused: back-off, fetch; done if a winner's fold carried its results, else rebuild and retry,
+  up to 30 attempts ("fold gave up": the results stay on their lanes for a later fold). A worker with nothing to
+  claim folds the lane results older than `--fold-idle` seconds (the drain at the end).
 - `--shared-cores K` puts clients and server on one machine of K cores (this one: 2), each CPU burst queued
   for a core; without it every worker has its own machine.
 
 Figures: jobs/min from the workers' start to the last result on `main`, pushes per landed commit (every push,
-refused ones included, over the commits that landed: lane claims + `main` commits), lost races per claim,
-submissions that gave up, and the server's CPU busy share. Every item is completed exactly once by
-construction of the server's rules (checked at the end).
+refused ones included, over the commits that landed: lane claims + lane results + `main` commits), lost races
+per claim, submissions that gave up, and the server's CPU busy share; in every mode `main` pushes per result
+(attempts, refused ones included, over the jobs); with `--mode results` also the results per fold commit, the
+results left on lanes at the end (0: the drain folds them), the lag from lane to `main` (median, p95) and the
+folds that gave up. Every item is completed exactly once by construction of the server's rules (checked at
+the end).
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ MS = 1e-3
 WINDOW = 32  # wl_infer.automation SHUFFLE_WINDOW: workers pick among the first 32 runnable items ...
 # ... or among twice the claims held, where more are (runnable_items)
 ATTEMPTS = 30  # CAS attempts for a `main` push before a result is kept for later
+FOLD_MAX = 64  # lane results one fold commit carries at most
 
 
 @dataclass
@@ -77,7 +88,8 @@ class Config:
     poll: float = 0.2
     server_cores: int = 2
     shared_cores: int | None = None  # clients and server on one machine of this many cores
-    mode: str = "lanes"  # or "main"
+    mode: str = "lanes"  # or "main", "results"
+    fold_idle: float = 1.0  # results mode: a worker with nothing to claim folds lane results older than this
     seed: int = 1
     costs: Costs = field(default_factory=Costs)
 
@@ -147,7 +159,11 @@ class Commons:
         self.jobs = jobs
         self.lane: dict[int, int] = {}
         self.done: dict[int, int] = {}  # item → how many times completed (must end at 1 each)
+        self.pending: dict[int, float] = {}  # results mode: item → when its result reached its lane
+        self.lags: list[float] = []  # results mode: seconds from lane to main, per folded result
         self.version = 0
+        self.weight = 0  # main commits as readers validate them: 1 each, a fold 1 per result it carries
+        self.main_pushes = self.folds = self.fold_gave_up = 0
         self.lane_pushes = 0  # lane refs moved so far (what a fetch folds anew)
         self.landed = self.pushes = self.claims = self.lost = self.gave_up = 0
         self.last_done_at = 0.0
@@ -160,7 +176,7 @@ class Commons:
 
     def window(self) -> list[int]:
         """The first items nobody holds, WINDOW or twice the claims held: what a worker's view shuffles first."""
-        return self.free[: max(WINDOW, 2 * (len(self.lane) - len(self.done)))]
+        return self.free[: max(WINDOW, 2 * (len(self.lane) - len(self.done) - len(self.pending)))]
 
 
 def simulate(cfg: Config) -> dict[str, Any]:
@@ -181,20 +197,22 @@ def simulate(cfg: Config) -> dict[str, Any]:
         cpu = clients[me]
         yield ("cpu", cpu, c.t_start)
         seen_version = -board.jobs  # the poster's commits (one per job) are new to a worker's first fetch
-        seen_lanes = 0
+        seen_weight, seen_lanes = -board.jobs, 0
+        view: dict[int, float] = {}  # results mode: lane results not on main at the last fetch, + its own
 
         def fetch(watch: tuple[int, ...] = ()) -> Generator[Step, Any, tuple[list[int], set[int]]]:
             """(the first WINDOW runnable items, which of `watch` are taken), as of the server's answer."""
-            nonlocal seen_version, seen_lanes
+            nonlocal seen_version, seen_weight, seen_lanes, view
             yield ("cpu", cpu, c.t_fetch)
 
-            def read() -> tuple[int, list[int], set[int], int]:
+            def read() -> tuple[int, int, list[int], set[int], int, dict[int, float]]:
                 taken = {i for i in watch if i in board.lane or i in board.done}
-                return board.version, board.window(), taken, board.lane_pushes
+                pending = dict(board.pending)
+                return board.version, board.weight, board.window(), taken, board.lane_pushes, pending
 
-            version, window, taken, lanes = yield from request(c.c_fetch, read)
-            yield ("cpu", cpu, c.v_commit * max(0, version - seen_version) + c.t_fold * (lanes - seen_lanes))
-            seen_version, seen_lanes = version, lanes
+            version, weight, window, taken, lanes, view = yield from request(c.c_fetch, read)
+            yield ("cpu", cpu, c.v_commit * max(0, weight - seen_weight) + c.t_fold * (lanes - seen_lanes))
+            seen_version, seen_weight, seen_lanes = version, weight, lanes
             return window, taken
 
         def cas_main(
@@ -203,16 +221,18 @@ def simulate(cfg: Config) -> dict[str, Any]:
             """One compare-and-swap push of main (`first`: client CPU to build it, `rebuild`: to build it again
             on a refetched head), retried: "landed", "lost" (`watch`: the item it claims, taken on the refetched
             board) or "gave up"."""
-            nonlocal seen_version
+            nonlocal seen_version, seen_weight
             for attempt in range(1, ATTEMPTS + 1):
                 yield ("cpu", cpu, c.t_push + (first if attempt == 1 else rebuild))
                 expected = seen_version
 
                 def try_land(expected: int = expected) -> bool:
                     board.pushes += 1
+                    board.main_pushes += 1
                     if board.version != expected:
                         return False
                     board.version += 1
+                    board.weight += 1
                     board.landed += 1
                     change()
                     return True
@@ -221,6 +241,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
                 landed = yield from request(c.c_main if board.version == expected else c.c_adv, try_land)
                 if landed:
                     seen_version += 1
+                    seen_weight += 1
                     return "landed"
                 yield ("delay", rng.uniform(0, min(0.5, 0.01 * 2**attempt)))  # board.service._backoff
                 _, taken = yield from fetch(watch)
@@ -228,16 +249,60 @@ def simulate(cfg: Config) -> dict[str, Any]:
                     return "lost"
             return "gave up"
 
+        def fold(target: list[int]) -> Generator[Step, Any, None]:
+            """Results mode: a compare-and-swap push of one fold commit carrying `target` (its own results, or the
+            stale ones an idle worker saw) and the other lane results in view, oldest first, up to FOLD_MAX;
+            retried until a fold (its own or a winner's) carried `target`, or 30 attempts."""
+            nonlocal seen_version, seen_weight
+            wanted = set(target)
+            for attempt in range(1, ATTEMPTS + 1):
+                mine = [i for i in target if i in view]
+                if not mine:
+                    return  # the winner's fold carried them
+                carry = (mine + [i for i in view if i not in wanted])[:FOLD_MAX]
+                # the folder checks every result it carries (its signature, on its lane), as each reader will
+                yield ("cpu", cpu, c.t_push + c.v_commit * len(carry) + (c.t_rebuild if attempt > 1 else 0.0))
+                expected = seen_version
+
+                def try_fold(expected: int = expected, carry: list[int] = carry) -> bool:
+                    board.pushes += 1
+                    board.main_pushes += 1
+                    if board.version != expected:
+                        return False
+                    board.version += 1
+                    board.weight += len(carry)
+                    board.landed += 1
+                    board.folds += 1
+                    for i in carry:  # main has not moved since the fetch, so each is still only on its lane
+                        board.lags.append(sim.now - board.pending.pop(i))
+                        board.done[i] = board.done.get(i, 0) + 1
+                    board.last_done_at = sim.now
+                    return True
+
+                if (yield from request(c.c_main if board.version == expected else c.c_adv, try_fold)):
+                    seen_version += 1
+                    seen_weight += len(carry)
+                    for i in carry:
+                        del view[i]
+                    return
+                yield ("delay", rng.uniform(0, min(0.5, 0.01 * 2**attempt)))
+                yield from fetch()
+            board.fold_gave_up += 1  # the results stay on their lanes: a later fold carries them
+
         while True:
             window, _ = yield from fetch()
             if not window:
+                stale = [i for i, t in view.items() if sim.now - t >= cfg.fold_idle]
+                if stale:  # results mode, nothing to claim: fold what has waited on its lane (the drain)
+                    yield from fold(stale)
+                    continue
                 if len(board.done) == board.jobs:
                     return
                 yield ("delay", cfg.poll)
                 continue
             picked = rng.sample(window, min(cfg.batch, len(window)))
             won: list[int] = []
-            if cfg.mode == "lanes":
+            if cfg.mode in ("lanes", "results"):
                 yield ("cpu", cpu, c.t_claim * len(picked) + c.t_push)
 
                 def claim_lanes(picked: list[int] = picked) -> list[int]:
@@ -267,6 +332,20 @@ def simulate(cfg: Config) -> dict[str, Any]:
             for _ in won:
                 yield ("delay", cfg.job_s)
                 yield ("cpu", cpu, c.t_run)
+            if cfg.mode == "results":  # one lane push moves each result's lane from the claim it holds
+                yield ("cpu", cpu, c.t_push)
+
+                def submit(won: list[int] = won) -> float:
+                    board.pushes += 1
+                    board.landed += len(won)
+                    board.lane_pushes += len(won)
+                    board.pending.update(dict.fromkeys(won, sim.now))
+                    return sim.now
+
+                at = yield from request(c.c_lane + c.c_lane_more * (len(won) - 1), submit)
+                view.update(dict.fromkeys(won, at))
+                yield from fold(won)
+                continue
 
             def complete(won: list[int] = won) -> None:
                 for i in won:
@@ -282,7 +361,8 @@ def simulate(cfg: Config) -> dict[str, Any]:
         sim.spawn(worker(k))
     sim.run(until=24 * 3600)
     assert all(n == 1 for n in board.done.values()) and len(board.done) == board.jobs, "not exactly once"
-    wall = board.last_done_at
+    wall, lags = board.last_done_at, sorted(board.lags)
+    nan = float("nan")
     return {
         "workers": cfg.workers, "batch": cfg.batch, "mode": cfg.mode, "job_s": cfg.job_s,
         "jobs_per_min": 60 * board.jobs / wall if wall else float("nan"),
@@ -290,6 +370,11 @@ def simulate(cfg: Config) -> dict[str, Any]:
         "lost_per_claim": board.lost / board.claims if board.claims else float("nan"),
         "gave_up": board.gave_up,
         "cpu_busy": server.busy / (wall * (cfg.shared_cores or cfg.server_cores)) if wall else float("nan"),
+        "main_pushes_per_result": board.main_pushes / board.jobs,
+        "folded": len(lags), "on_lanes": len(board.pending), "fold_gave_up": board.fold_gave_up,
+        "results_per_fold": len(lags) / board.folds if board.folds else nan,
+        "lag_median": lags[len(lags) // 2] if lags else nan,
+        "lag_p95": lags[min(len(lags) - 1, int(0.95 * len(lags)))] if lags else nan,
     }  # fmt: skip
 
 
@@ -312,7 +397,8 @@ def main() -> None:
     ap.add_argument("--rtt-ms", type=float, default=0.0)
     ap.add_argument("--server-cores", type=int, default=2)
     ap.add_argument("--shared-cores", type=int)
-    ap.add_argument("--mode", choices=["lanes", "main"], default="lanes")
+    ap.add_argument("--mode", choices=["lanes", "main", "results"], default="lanes")
+    ap.add_argument("--fold-idle", type=float, default=1.0, help="results mode: idle workers fold older ones")
     ap.add_argument("--seeds", type=int, default=3, help="runs per row (medians)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
@@ -320,25 +406,34 @@ def main() -> None:
     if args.check_here:
         print("| mode | batch | workers | simulated jobs/min | measured here | simulated pushes/landed | lost/claim |")
         print("|---|---|---|---|---|---|---|")
-        for (mode, batch), measured in HERE.items():
+        here: dict[tuple[str, int], dict[int, int | None]] = {key: dict(got) for key, got in HERE.items()}
+        if args.mode == "results":  # not measured: no worker submits on lanes yet
+            here.update({("results", b): dict.fromkeys((1, 2, 4, 8)) for b in (1, 4)})
+        for (mode, batch), measured in here.items():
             for k, got in measured.items():
                 row = _median([simulate(Config(k, jobs=args.jobs or 80, batch=batch, mode=mode, shared_cores=2,
-                                               seed=s)) for s in range(args.seeds)])  # fmt: skip
+                                               fold_idle=args.fold_idle, seed=s)) for s in range(args.seeds)])  # fmt: skip
                 rows.append({**row, "measured": got})
-                print(f"| {mode} | {batch} | {k} | {row['jobs_per_min']:.0f} | {got} "
+                print(f"| {mode} | {batch} | {k} | {row['jobs_per_min']:.0f} | {'–' if got is None else got} "
                       f"| {row['pushes_per_landed']:.2f} | {row['lost_per_claim']:.2f} |")  # fmt: skip
     else:
-        print("| workers | jobs/min | pushes per landed commit | lost races per claim | gave up | server CPU busy (all CPU with --shared-cores) |")
-        print("|---|---|---|---|---|---|")
+        more = args.mode == "results"
+        extra = " main pushes per result | results per fold | left on lanes | lane to main (median · p95) | fold gave up |"
+        print("| workers | jobs/min | pushes per landed commit | lost races per claim | gave up | server CPU busy (all CPU with --shared-cores) |"
+              + extra * more)  # fmt: skip
+        print("|---|---|---|---|---|---|" + "---|" * 5 * more)
         for k in (int(x) for x in args.workers.split(",")):
             jobs = args.jobs or max(80, 4 * k * args.batch)
             row = _median([simulate(Config(k, jobs=jobs, batch=args.batch, job_s=args.job_seconds,
                                            rtt=args.rtt_ms * MS, server_cores=args.server_cores,
-                                           shared_cores=args.shared_cores, mode=args.mode, seed=s))
+                                           shared_cores=args.shared_cores, mode=args.mode,
+                                           fold_idle=args.fold_idle, seed=s))
                            for s in range(args.seeds)])  # fmt: skip
             rows.append(row)
             print(f"| {k} | {row['jobs_per_min']:.0f} | {row['pushes_per_landed']:.2f} "
-                  f"| {row['lost_per_claim']:.2f} | {row['gave_up']} | {row['cpu_busy']:.0%} |")  # fmt: skip
+                  f"| {row['lost_per_claim']:.2f} | {row['gave_up']} | {row['cpu_busy']:.0%} |"
+                  + (f" {row['main_pushes_per_result']:.2f} | {row['results_per_fold']:.1f} | {row['on_lanes']} "
+                     f"| {row['lag_median']:.2f} s · {row['lag_p95']:.2f} s | {row['fold_gave_up']} |" if more else ""))  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
@@ -346,7 +441,9 @@ def main() -> None:
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(runs[0])
-    for key in ("jobs_per_min", "pushes_per_landed", "lost_per_claim", "gave_up", "cpu_busy"):
+    for key in ("jobs_per_min", "pushes_per_landed", "lost_per_claim", "gave_up", "cpu_busy",
+                "main_pushes_per_result", "folded", "on_lanes", "fold_gave_up", "results_per_fold", "lag_median",
+                "lag_p95"):  # fmt: skip
         vals = sorted(r[key] for r in runs)
         out[key] = vals[len(vals) // 2]
     return out
