@@ -31,8 +31,8 @@ from board.errors import (
 )
 
 if TYPE_CHECKING:  # resolved lazily at run time, by __getattr__ below
+    from board.folding import own_results
     from board.folds import carried as folded_results
-    from board.folds import own_results
     from board.home import Home, default_home
     from board.ids import check_item_id, fmt_time, new_completion_id, new_item_id, parse_time, utcnow
     from board.keys import KeyFileError, load_private_key
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # resolved lazily at run time, by __getattr__ below
 # name -> (module, attribute): resolved on first access and cached in this module's namespace.
 _LAZY: dict[str, tuple[str, str]] = {
     "folded_results": ("board.folds", "carried"),
-    "own_results": ("board.folds", "own_results"),
+    "own_results": ("board.folding", "own_results"),
     "Home": ("board.home", "Home"),
     "default_home": ("board.home", "default_home"),
     "check_item_id": ("board.ids", "check_item_id"),

@@ -317,16 +317,16 @@ def fold_now(board: Board) -> None:
         log.info("lane results left for a later fold: %s", sanitize(str(e)))
 
 
-def lift(board: Board, pending: list[tuple[bytes, Op]]) -> set[bytes]:
+def lift(board: Board, pending: list[tuple[bytes, Op]]) -> tuple[list[tuple[bytes, Op]], list[Op]]:
     """Move this rig's pending local `done`s of items it holds on lanes onto those lanes, in one push (a
-    worker's batch); the local commits that landed there, which main's replay then skips."""
+    worker's batch): (the pending commits left for main's replay, the operations that went onto lanes)."""
     mine = [(sha, op) for sha, op in pending if op.op == "done" and op.id is not None and on_lane(board, op)]
     if not mine:
-        return set()
+        return pending, []
     files = {op.id: board._attachments(sha, op) for sha, op in mine if op.id is not None}
-    batch = [Op.from_dict(op.to_dict()) for _, op in mine]
-    landed = push(board, batch, files)
-    return {sha for sha, op in mine if isinstance(landed.get(op.id or ""), MutationResult)}
+    landed = push(board, [Op.from_dict(op.to_dict()) for _, op in mine], files)
+    lifted = {sha for sha, op in mine if isinstance(landed.get(op.id or ""), MutationResult)}
+    return [(sha, o) for sha, o in pending if sha not in lifted], [o for sha, o in pending if sha in lifted]
 
 
 def claim_many(board: Board, item_ids: list[str], lease_seconds: int) -> dict[str, MutationResult | BoardError]:

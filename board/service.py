@@ -304,17 +304,10 @@ class Board:
 
         keys = self._keys()
         me = self.require_handle()
-        pending = self.pending()
-        if pending:
-            from board.claims import lift
+        from board.claims import lift
+        from board.folding import add_fold, landed
 
-            lifted = lift(self, pending)  # a worker's batch of results goes onto their lanes in one push
-            on_lanes = [o for sha, o in pending if sha in lifted]
-            pending = [(sha, o) for sha, o in pending if sha not in lifted]
-        else:
-            on_lanes = []
-        from board.folds import add_fold
-
+        pending, on_lanes = lift(self, self.pending())  # a worker's batch of results onto their lanes, one push
         for attempt in range(1, max_attempts + 1):
             state = self.ledger.load()
             assert state is not None
@@ -375,14 +368,7 @@ class Board:
                 report.pushed = True
                 self.store.force_ref(ORIGIN_MAIN, head)
                 self.ledger.save(checked)
-                report.folded = folded
-                if folded:
-                    from board.claims import spend
-                    from board.folds import RESULTS_PREFIX
-
-                    spend(self, folded)  # stale now: this rig's next lane push deletes them
-                    for item_id in folded:
-                        self.store.remove_ref(RESULTS_PREFIX + item_id.encode())
+                report.folded = landed(self, folded)
             elif state.dropped or state.vanished:  # every dropped operation was already back, or refused
                 state.dropped, state.vanished = [], []
                 self.ledger.save(state)

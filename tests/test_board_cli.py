@@ -134,11 +134,14 @@ def test_every_commit_names_its_op_and_carries_a_parsable_trailer(board: tuple[P
         "wl: join by alice",
         "wl: join by bob",
         f"wl: post {item_id} by alice",
-        f"wl: done {item_id} by bob",  # bob's claim lived on its claim lane; his done carries it to main
+        "wl: fold by bob",  # bob's claim and done lived on the item's lane; his fold carries them to main
         f"wl: accept {item_id} by alice",
     ]
-    done = next(op for _, op in history if op is not None and op.op == "done")
-    assert json.loads(done.args["lane"]["op"])["op"] == "claim" and done.args["lane"]["sig"].startswith("0x")
+    fold = next(op for _, op in history if op is not None and op.op == "fold")
+    [entry] = fold.args["results"]
+    done = json.loads(entry["op"])
+    assert (done["op"], done["id"], done["by"]) == ("done", item_id, "bob") and entry["sig"].startswith("0x")
+    assert json.loads(done["args"]["lane"]["op"])["op"] == "claim" and done["args"]["lane"]["sig"].startswith("0x")
 
 
 def test_browse_filters(board: tuple[Path, Path, Path]) -> None:

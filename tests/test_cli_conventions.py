@@ -214,18 +214,20 @@ def test_log_lists_an_items_history(board: tuple[Path, Path, Path]) -> None:
     run_json(alice, "sync")
     run_json(alice, "accept", item, "--quality", "4")
 
-    # claims live on the item's claim lane; the done carries the last one to main, and the lane is dropped
+    # claims and the done live on the item's lane; a fold carries the done (and the last claim it names) to
+    # main, and the lane is dropped
     records = run_json(alice, "log", item[:6])
     assert [(r["op"], r["by"], r.get("lane", False)) for r in records] == [
         ("post", "alice", False), ("claim", "bob", True), ("done", "bob", False), ("accept", "alice", False),
     ]
     assert records[1]["args"]["lease_seconds"] == 1800 and records[3]["args"]["quality"] == 4
-    assert records[1]["commit"] == records[2]["commit"]  # carried by the done's commit
+    assert records[1]["commit"] == records[2]["commit"]  # carried by the fold's commit
+    assert records[2]["folded_by"] == "bob" and "folded_by" not in records[3]
     shas = subprocess.run(
         ["git", "--git-dir", str(commons), "log", "--first-parent", "--format=%H %s", "main"],
         capture_output=True, text=True, check=True,
     ).stdout.split("\n")
-    ours = [line.split()[0] for line in shas if f" {item} " in line]
+    ours = [line.split()[0] for line in shas if f" {item} " in line or " wl: fold by " in line]
     assert list(dict.fromkeys(r["commit"] for r in records)) == list(reversed(ours))  # the item's commits
     assert records == sorted(records, key=lambda r: r["at"])
 

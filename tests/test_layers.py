@@ -31,9 +31,9 @@ BOARD_FLOORS: dict[str, int] = {
     # 3: signed commits, tree checks, validating history (the ledger), what a sync or mutation reports
     "board.commits": 3, "board.treecheck": 3, "board.ledger": 3, "board.results": 3,
     # 3: claim lanes as readers fold them; creating a commons
-    "board.lanes": 3, "board.commons": 3,
+    "board.lanes": 3, "board.commons": 3, "board.folds": 3,
     # 4: the service (commits, push, sync), publishing signed chains, the server-side hook
-    "board.service": 4, "board.publish": 4, "board.hook": 4, "board.claims": 4,
+    "board.service": 4, "board.publish": 4, "board.hook": 4, "board.claims": 4, "board.folding": 4,
     # 5: the declared surface for plugins
     "board.api": 5,
     # 6: the command line

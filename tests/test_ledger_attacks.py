@@ -229,21 +229,22 @@ def test_a_force_push_dropping_a_claim_and_a_done_is_healed(tmp_path: Path) -> N
         work = tmp_path / "mallory"
         git("clone", "-q", url, str(work))
         git("push", "-q", "--force", "origin", f"{before}:main", cwd=work)
-        # with the done gone, main's record is the one bob's claim lane builds on: his lane claim holds again
-        assert (remote_item(commons, item).status, remote_item(commons, item).claimed_by) == ("claimed", "bob")
+        # with the fold gone, main's record is the one bob's lane builds on: his result on the lane holds again
+        assert (remote_item(commons, item).status, remote_item(commons, item).claimed_by) == ("in_review", "bob")
 
         assert carol.pending() == []  # bob's commits are not carol's work
         code, out, _ = wl(carol, "sync")
         assert code == 0, out
-        # bob's claim lived on its lane; his done carried it to main, and only the done vanished
+        # bob's claim and done lived on their lane; his fold carried them to main, and only the fold vanished
         assert "history was rewritten: 1 commit(s) vanished" in out
-        assert "republished done" in out
+        assert "republished fold" in out
         healed = remote_item(commons, item)
         assert (healed.status, healed.claimed_by) == ("in_review", "bob")
         inner = [op for _, op in remote_ops(commons)[-1:]]
         assert [(o.op, o.by) for o in inner if o] == [("republish", "carol")]
         assert [json.loads(o.args["op"])["by"] for o in inner if o] == ["bob"]
-        assert json.loads(inner[0].args["op"])["args"]["lane"]["sig"].startswith("0x") if inner[0] else False
+        carried = json.loads(inner[0].args["op"])["args"]["results"] if inner[0] else []
+        assert [json.loads(r["op"])["args"]["lane"]["sig"][:2] for r in carried] == ["0x"]
         report = bob.sync()  # no false conflict for bob
         assert report.conflicted == [] and report.replayed == []
         assert bob.item(item).status == "in_review"

@@ -155,7 +155,9 @@ class Worker:
         if self.stop.signum is not None:
             self.log("stopping", signal=signal.Signals(self.stop.signum).name)
         self.saved.retry_kept(force=True)
-        if self.board.pending():  # a push that failed earlier: one more try before leaving
+        from board.api import own_results
+
+        if self.board.pending() or own_results(self.board):  # a push or a fold that failed: once more
             self.poll()
             if self.board.pending():
                 self.log("unpublished", count=len(self.board.pending()), note="run `wl sync` when the remote is back")

@@ -190,22 +190,28 @@ def history(board: Any, item_id: str, max_commits: int = 1_000_000) -> list[dict
                     refused[sha.decode()] = str(e)
         ids = op.args.get("ids") if op is not None and op.op == "archive" else None
         archived = isinstance(ids, list) and item_id in ids  # one archive operation moves many items
-        if op is not None and (op.id == item_id or archived):
+        mine = [op] if op is not None and (op.id == item_id or archived) else []
+        if op is not None and op.op == "fold":  # a fold carries results of many items, each its author's
+            from board.folds import carried
+
+            mine = [d for d in carried(op) if d.id == item_id]
+        for own in mine:
             out.append({
-                "op": op.op,
-                "by": op.by,
-                "at": op.at,
+                "op": own.op,
+                "by": own.by,
+                "at": own.at,
                 "commit": sha.decode(),
                 "committed_at": _commit_time(commit),
-                "args": {k: v for k, v in op.args.items() if k != "ids"} if archived else op.args,
+                "args": {k: v for k, v in own.args.items() if k != "ids"} if archived else own.args,
                 "refused": refused.get(sha.decode()),
+                **({"folded_by": op.by} if op is not None and op is not own else {}),
             })
-            inner = _lane_claim(op.args.get("lane")) if op.op == "done" else None
+            inner = _lane_claim(own.args.get("lane")) if own.op == "done" else None
             if inner is not None:  # the claim the done carried from its lane (the lane itself is gone)
                 out.append({**out[-1], "op": inner.op, "by": inner.by, "at": inner.at, "args": inner.args,
                             "lane": True})  # fmt: skip
-            if op.op == "post" and sha.decode() not in refused:
-                break
+        if op is not None and op.id == item_id and op.op == "post" and sha.decode() not in refused:
+            break
         parents = commit.parents
         sha = parents[0] if parents else None
     out.reverse()
@@ -242,6 +248,8 @@ def log(obj: Obj, item_id: str) -> None:
             detail = _detail(r["op"], {k: v for k, v in args.items() if k != "lane"})
             if r.get("lane"):
                 detail = f"(on its claim lane) {detail}".rstrip()
+            elif r.get("folded_by"):
+                detail = f"(folded from its lane by {sanitize(r['folded_by'])}) {detail}".rstrip()
             if r.get("refused"):  # shown, never applied: the board's state does not include it
                 say(f"{line}  ✗ refused by the ledger: {sanitize(r['refused'])}" + (f"  ({detail})" if detail else ""), "red")
                 continue

@@ -161,8 +161,10 @@ def event_figures(start: float, events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def done_counts(repo: Path) -> Counter[str]:
-    """item id -> `done` operations in every commit reachable from main (a `batch` op's done entries too)."""
+    """item id -> `done` operations in every commit reachable from main (a fold's carried dones too)."""
     from dulwich.repo import Repo
+
+    from board.folds import carried
 
     counts: Counter[str] = Counter()
     r = Repo(str(repo))
@@ -174,6 +176,8 @@ def done_counts(repo: Path) -> Counter[str]:
                 continue
             if op.op == "done" and op.id:
                 counts[op.id] += 1
+            elif op.op == "fold":  # results folded from their lanes (board/folds.py)
+                counts.update(d.id for d in carried(op) if d.id)
             elif op.op == "batch" and isinstance(op.args.get("ops"), list):
                 for sub in op.args["ops"]:
                     if isinstance(sub, dict) and sub.get("op") == "done":

@@ -224,7 +224,7 @@ class BoardSource:
 
     def _events_since(self, head: bytes, since: bytes | None) -> tuple[list[Event], bool, int]:
         """The operations recorded since `since`, whether history was rewritten, and how many commits record none."""
-        from board.api import op_from_message
+        from board.api import folded_results, op_from_message
 
         store = self.board.store
         rewritten = since is not None and not store.is_ancestor(since, head)
@@ -235,10 +235,11 @@ class BoardSource:
             message = store.commit(sha).message.decode("utf-8", "replace")
             op = op_from_message(message)
             if op is not None:
-                carried = _carried_claim(op)
-                if carried is not None:  # the claim a done carried from its lane, as `wl log` shows it
-                    out.append(Event(sha.decode(), carried.op, carried.by, carried.at, op.id, carried.args))
-                out.append(Event(sha.decode(), op.op, op.by, op.at, op.id, op.args))
+                for one in folded_results(op) if op.op == "fold" else [op]:  # a fold: each result it carries
+                    carried = _carried_claim(one)
+                    if carried is not None:  # the claim a done carried from its lane, as `wl log` shows it
+                        out.append(Event(sha.decode(), carried.op, carried.by, carried.at, one.id, carried.args))
+                    out.append(Event(sha.decode(), one.op, one.by, one.at, one.id, one.args))
             elif stop is not None:
                 foreign += 1
         return out, rewritten, foreign

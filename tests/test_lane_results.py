@@ -1,0 +1,270 @@
+"""Results on lanes (board/folds.py), attacked the way a participant with push access would.
+
+A worker's `done` goes onto its item's lane; a signed `fold` commit carries lane results into main. Readers
+see a lane result as in review before any fold; any rig's next mutation of main folds what is left; a fold
+that forges a result's signature, replays a folded result or smuggles a blob is excluded and repaired; a
+validating server keeps a lane that holds a result from being deleted or replaced; and a worker whose lane
+was deleted by a server that does not validate still folds its result from its own copy."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from remotes import Rig, join_rig, main_ops, make_commons, remote_item, remote_ops, running_git_daemon
+
+from board import claims, commits, lanes, ops
+from board.cli.main import cli
+from board.folds import RESULTS_PREFIX
+from board.ids import fmt_time, new_completion_id, utcnow
+from board.keys import load_private_key
+from board.layout import blob_path
+from board.ops import Op
+from board.results import MutationResult
+from board.store import MAIN, NewObjects, Store
+from board.treecheck import strict_time
+from board.view import TreeView
+
+
+def _three(tmp_path: Path, url: str) -> tuple[Rig, Rig, Rig]:
+    return join_rig(tmp_path, url, "alice"), join_rig(tmp_path, url, "bob"), join_rig(tmp_path, url, "carol")
+
+
+def lane_result(rig: Rig, item_id: str, evidence: str, blob: bytes | None = None) -> MutationResult:
+    """Put the rig's `done` onto the item's lane and stop there (no fold): what a worker leaves when its
+    fold push loses every race or it is killed right after the lane push."""
+    files = {blob_path(hashlib.sha256(blob).hexdigest()): blob} if blob is not None else {}
+    with rig.board() as b, b._lock():
+        b._fetch()
+        op = b.new_op("done", item_id, evidence=evidence, completion_id=new_completion_id())
+        res = claims.push(b, [op], {item_id: files})[item_id]
+    assert isinstance(res, MutationResult), res
+    return res
+
+
+def wl(rig: Rig, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--home", str(rig.home), *args])
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    return result.exit_code, result.stdout + result.stderr
+
+
+def folds(commons: Path) -> list[Op]:
+    return [op for _, op in remote_ops(commons) if op is not None and op.op == "fold"]
+
+
+def test_a_done_goes_onto_its_lane_and_one_fold_carries_it_into_main(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)
+    alice, bob, _ = _three(tmp_path, str(commons))
+    item = alice.post("x")
+    bob.claim(item)
+    before = len(remote_ops(commons))
+    bob.done(item, "bob's result")
+    new = [op for _, op in remote_ops(commons)[before:]]
+    assert [op.op if op else None for op in new] == ["fold"]  # one main commit, by the worker, for its result
+    [done] = [op for op in main_ops(commons) if op.op == "done"]
+    assert done.by == "bob" and done.id == item and done.args["lane"]["op"]  # the claim it carries from the lane
+    with alice.board() as b:
+        b.refresh()
+        comp = b.view().completion(item)
+        assert comp is not None and comp.completed_by == "bob" and comp.evidence == "bob's result"
+        assert b.view().item(item).status == "in_review"
+    with bob.board() as b:
+        assert list(b.store.refs_under(RESULTS_PREFIX)) == []  # main holds it: the worker's copy is let go
+
+
+def test_a_result_left_on_its_lane_reads_in_review_and_the_next_mutation_of_anyone_folds_it(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)
+    alice, bob, carol = _three(tmp_path, str(commons))
+    item, other = alice.post("x"), alice.post("y")
+    bob.claim(item)
+    output = b"the generated text\n"
+    lane_result(bob, item, "bob's result", output)
+    assert not [op for op in main_ops(commons) if op.op == "done"]
+    with alice.board() as b:  # the poster sees the result, its completion and its blob before any fold
+        b.refresh()
+        view = b.view()
+        assert view.item(item).status == "in_review"
+        comp = view.completion(item)
+        assert comp is not None and comp.completed_by == "bob"
+        assert view.blob(hashlib.sha256(output).hexdigest()) == output
+    carol.claim(other)  # a lane push: main is untouched
+    assert not folds(commons)
+    code, out = wl(alice, "accept", item, "--quality", "4")  # the poster's accept folds bob's result first, then accepts it
+    assert code == 0, out
+    assert [op.op for _, op in remote_ops(commons)[-2:] if op] == ["fold", "accept"]
+    assert remote_item(commons, item).status == "completed"
+    [fold] = folds(commons)
+    assert fold.by == "alice" and fold.attachments == [blob_path(hashlib.sha256(output).hexdigest())]
+
+
+def test_one_fold_carries_several_workers_results_and_the_losers_have_nothing_left_to_do(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)
+    alice, bob, carol = _three(tmp_path, str(commons))
+    first, second = alice.post("1"), alice.post("2")
+    bob.claim(first)
+    carol.claim(second)
+    lane_result(bob, first, "bob's")
+    lane_result(carol, second, "carol's")
+    report = bob.sync()  # bob's fold carries carol's result too
+    assert sorted(report.folded) == sorted([first, second])
+    before = len(remote_ops(commons))
+    report = carol.sync()  # carol finds hers carried: no second fold
+    assert report.folded == [] and len(remote_ops(commons)) == before
+    assert remote_item(commons, first).status == remote_item(commons, second).status == "in_review"
+    with carol.board() as b:
+        assert list(b.store.refs_under(RESULTS_PREFIX)) == []
+
+
+def _raw_fold(commons: Path, signer: Rig, entries: list[dict[str, str]], blobs: dict[str, bytes],
+              changes: dict[str, bytes | None]) -> bytes:
+    """A fold commit written straight onto the commons' main, signed by `signer` over whatever it claims."""
+    store = Store(commons)
+    try:
+        head = store.ref(MAIN)
+        assert head is not None
+        tree = store.tree_id(head)
+        board_id = TreeView(store, tree).meta()["board_id"]
+        op = Op(op="fold", by=signer.handle, at=fmt_time(utcnow()), args={"results": entries},
+                attachments=sorted(blobs))
+        new = NewObjects()
+        tree = store.build_tree(tree, {**changes, **blobs}, new)
+        sig = commits.sign(load_private_key(signer.home), board_id, head, tree, op.encode())
+        commit = store.commit_tree(head, tree, commits.message(op.encode(), op, sig), signer.handle, new)
+        assert store.set_ref(MAIN, commit, head)
+        return commit
+    finally:
+        store.close()
+
+
+def _lane_entry(commons: Path, item_id: str) -> tuple[dict[str, str], Op, dict[str, bytes | None]]:
+    """The item's lane result as a fold carries it, its `done`, and the changes main's rule makes of it."""
+    store = Store(commons)
+    try:
+        head = store.ref(MAIN)
+        tip = store.ref(lanes.remote_ref(item_id))
+        assert head is not None and tip is not None
+        view = TreeView(store, store.tree_id(head))
+        lane = lanes.fold(store, view, view.meta()["board_id"], item_id, tip)
+        assert lane is not None and lane.done is not None
+        inner = commits.parse_op_json(lane.done["op"])
+        changes = ops.apply(view, inner, strict_time(inner.at)).changes
+        return lane.done, inner, changes
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("attack", ["forged signature", "replayed result", "smuggled blob"])
+def test_a_hostile_fold_is_excluded_and_the_commons_heals(tmp_path: Path, attack: str) -> None:
+    commons = make_commons(tmp_path)
+    alice, bob, carol = _three(tmp_path, str(commons))
+    item = alice.post("x")
+    bob.claim(item)
+    lane_result(bob, item, "bob's result")
+    entry, inner, changes = _lane_entry(commons, item)
+    blobs: dict[str, bytes] = {}
+    reason = ""
+    if attack == "forged signature":  # carol signs bob's done herself: a different evidence in bob's name
+        inner.args["evidence"] = "carol's words in bob's mouth"
+        with bob.board() as b:
+            view = TreeView(b.store, b.store.tree_id(b.store.ref(MAIN) or b""))
+            board_id = view.meta()["board_id"]
+            changes = ops.apply(view, inner, strict_time(inner.at)).changes
+        parent, tree = entry["parent"].encode(), entry["tree"].encode()
+        entry = {**entry, "op": inner.encode(), "sig": commits.sign(load_private_key(carol.home), board_id, parent,
+                                                                     tree, inner.encode())}  # fmt: skip
+        reason = "not signed by bob's registered key"
+    elif attack == "replayed result":  # bob's result folded honestly, then carried again
+        bob.sync()
+        changes = {}
+        reason = "in_review"
+    else:  # an honest result, plus a blob no result carries
+        junk = b"not part of any result\n"
+        blobs = {blob_path(hashlib.sha256(junk).hexdigest()): junk}
+        reason = "exactly the blobs"
+    bad = _raw_fold(commons, carol, [entry], blobs, changes)
+    code, out = wl(alice, "sync")
+    assert code == 1 and bad.decode()[:12] in out and reason in out, out
+    if attack == "forged signature":
+        comp_after = None
+        with alice.board() as b:
+            b.refresh()
+            comp_after = b.view().completion(item)
+        assert comp_after is not None and comp_after.evidence == "bob's result"  # bob's real result, on its lane
+    bob.sync()  # bob's real result lands (the excluded commit stays in the raw history, refused)
+    alice.post("next")  # and after the next honest mutation the commons is healthy again
+    code, out = wl(alice, "sync")
+    assert code == 0, out
+    dones = [op for op in main_ops(commons) if op.op == "done" and op.id == item]
+    assert dones[-1].args["evidence"] == "bob's result"
+    with alice.board() as b:
+        b.refresh()
+        comp = b.view().completion(item)
+        assert comp is not None and comp.evidence == "bob's result" and b.state().commit == b.head().decode()
+        assert b.ledger.healthy(b.state())
+
+
+@pytest.fixture
+def hooked(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    commons = make_commons(tmp_path / "srv")
+    result = CliRunner().invoke(cli, ["hook", "install", str(commons)])
+    assert result.exit_code == 0, result.output
+    with running_git_daemon(tmp_path / "srv") as daemon:
+        yield commons, daemon.url("commons.git")
+
+
+def test_a_validating_server_keeps_a_lane_that_holds_a_result_or_a_live_claim(
+    hooked: tuple[Path, str], tmp_path: Path
+) -> None:
+    commons, url = hooked
+    alice, bob, carol = _three(tmp_path, url)
+    item, other = alice.post("x"), alice.post("y")
+    bob.claim(item)
+    bob.claim(other)
+    lane_result(bob, item, "bob's result")
+    with carol.board() as board:
+        board.refresh()
+        remote = board.remote
+        tip, held = remote.lanes[item], remote.lanes[other]
+        landed = remote.push_lanes(board.store, {lanes.remote_ref(item): (tip, None)}, NewObjects())
+        assert landed == {lanes.remote_ref(item): False}  # deleting a result main lacks: refused
+        state = board.state()
+        for target, old in ((item, tip), (other, held)):  # replacing either lane with carol's own claim
+            claim = Op(op="claim", by="carol", at=fmt_time(utcnow()), id=target, args={"lease_seconds": 1800})
+            base = state.commit.encode()
+            view = TreeView(board.store, board.store.tree_id(base))
+            new = NewObjects()
+            tree = board.store.build_tree(view.tree, ops.apply(view, claim, strict_time(claim.at)).changes, new)
+            sig = commits.sign(load_private_key(carol.home), state.board_id, base, tree, claim.encode())
+            commit = board.store.commit_tree(base, tree, commits.message(claim.encode(), claim, sig), "carol", new)
+            landed = remote.push_lanes(board.store, {lanes.remote_ref(target): (old, commit)}, new)
+            assert landed == {lanes.remote_ref(target): False}, target
+    assert remote_item(commons, item).status == "in_review" and remote_item(commons, other).claimed_by == "bob"
+    bob.sync()
+    assert [op.by for op in main_ops(commons) if op.op == "done"] == ["bob"]
+
+
+def test_a_result_whose_lane_was_deleted_is_folded_from_the_workers_own_copy(tmp_path: Path) -> None:
+    commons = make_commons(tmp_path)  # a plain bare repository: it validates nothing
+    alice, bob, _ = _three(tmp_path, str(commons))
+    item = alice.post("x")
+    bob.claim(item)
+    lane_result(bob, item, "bob's result", b"output\n")
+    store = Store(commons)
+    try:  # someone with push access deletes the lane before any fold
+        store.remove_ref(lanes.remote_ref(item))
+    finally:
+        store.close()
+    assert remote_item(commons, item).status == "open"
+    report = bob.sync()
+    assert report.folded == [item]
+    assert remote_item(commons, item).status == "in_review"
+    comp: Any
+    with alice.board() as b:
+        b.refresh()
+        comp = b.view().completion(item)
+        assert b.view().blob(hashlib.sha256(b"output\n").hexdigest()) == b"output\n"
+    assert comp is not None and comp.evidence == "bob's result"
