@@ -146,6 +146,8 @@ def fold(store: Store, main: TreeView, board_id: str, item_id: str, tip: bytes, 
             raise LaneProblem(f"the rules refuse its {op.op}: {e}") from None
         if lane.done is not None:
             raise LaneProblem("it goes on past its `done`")
+        if op.op == "done" and lane.proof is None:
+            return None  # a result whose claim lies below the base: the record it built on came back (stale)
         if op.op == "done":
             _check_done(store, view, lane, op, c.tree, applied.changes)
         written = applied.changes.get(layout.item_path(item_id))
