@@ -21,6 +21,7 @@ Nothing here knows of validation rules; see board/ledger.py.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import orjson
@@ -63,10 +64,21 @@ def sign(private_key: bytes, board_id: str, parent: bytes | None, tree: bytes, o
 
 def signer(board_id: str, parent: bytes | None, tree: bytes, op_json: str, sig: str) -> str | None:
     """The address that made `sig` over these bytes; None for a garbled or malleable signature."""
-    from board.secp256k1 import SignatureError, eip191_hash, is_low_s, recover
-
     if not isinstance(sig, str) or len(sig) != 132 or not sig.startswith("0x"):
         return None
+    if not all(isinstance(v, t) for v, t in ((board_id, str), (tree, bytes), (op_json, str))):
+        return None
+    if parent is not None and not isinstance(parent, bytes):
+        return None
+    return _recovered(board_id, parent, tree, op_json, sig)
+
+
+@functools.lru_cache(maxsize=8192)
+def _recovered(board_id: str, parent: bytes | None, tree: bytes, op_json: str, sig: str) -> str | None:
+    """`signer`, remembered: recovery is a pure function of its inputs, and one signature is met several
+    times (a lane claim as its lane is folded, again as the claim a `done` carries, again in a fold)."""
+    from board.secp256k1 import SignatureError, eip191_hash, is_low_s, recover
+
     try:
         raw = bytes.fromhex(sig[2:])
     except ValueError:

@@ -47,34 +47,66 @@ def add_fold(board: Board, chain: Chain, state: State) -> list[str]:
                 if entry is not None:
                     found[kept_id] = (entry, sha)
     view = chain.view()
-    now = utcnow()
     take: list[dict[str, str]] = []
     blobs: dict[str, bytes] = {}
-    for item_id, (entry, sha) in found.items():
+    for entry, sha in found.values():
         if len(take) >= MAX_FOLD:
             break
-        try:
-            inner = signed_entry(entry)
-            carried = {p: board.store.read(board.store.tree_id(sha), p) for p in inner.attachments}
-            if any(v is None for v in carried.values()):
-                continue  # its blob is not here (a lane fetched in part): whoever has it folds it
-            alone = Op(op="fold", by=board.handle, at="", args={"results": [entry]}, attachments=sorted(carried))
-            fold_rule(view, alone, now)
-        except (BoardError, ValueError, KeyError) as e:
-            if item_id in own:
-                _settle(board, view, item_id, own[item_id], str(e))
-            continue
-        take.append(entry)
-        blobs.update({p: v for p, v in carried.items() if v is not None})
+        carried = _blobs(board, entry, sha)
+        if carried is not None:
+            take.append(entry)
+            blobs.update(carried)
     if not take:
         return []
-    op = Op(op="fold", by=board.handle, at="", args={"results": take})
-    try:
-        chain.add(op, blobs)
-    except BoardError as e:  # the chain moved past a result's time, or a key changed: the next fold tries again
-        log.info("no fold this time: %s", sanitize(str(e)))
-        return []
+    try:  # a live lane's result was checked as its lane was folded: the rule refuses one only rarely
+        chain.add(Op(op="fold", by=board.handle, at="", args={"results": take}), blobs)
+    except BoardError:  # then check each alone on the chain's state, and fold those that pass
+        take, blobs = _each_alone(board, view, take, own, found)
+        if not take:
+            return []
+        try:
+            chain.add(Op(op="fold", by=board.handle, at="", args={"results": take}), blobs)
+        except BoardError as e:  # a key changed, the clock: the next fold tries again
+            log.info("no fold this time: %s", sanitize(str(e)))
+            return []
     return [str(signed_entry(r).id) for r in take]
+
+
+def _blobs(board: Board, entry: dict[str, str], sha: bytes) -> dict[str, bytes] | None:
+    """The blobs a result carries, from its lane commit; None when one is not here (whoever has it folds it)."""
+    try:
+        inner = signed_entry(entry)
+        tree = board.store.tree_id(sha)
+        out = {p: board.store.read(tree, p) for p in inner.attachments}
+    except (BoardError, KeyError, ValueError):
+        return None
+    return None if any(v is None for v in out.values()) else {p: v for p, v in out.items() if v is not None}
+
+
+def _each_alone(
+    board: Board, view: TreeView, take: list[dict[str, str]], own: dict[str, bytes],
+    found: dict[str, tuple[dict[str, str], bytes]],
+) -> tuple[list[dict[str, str]], dict[str, bytes]]:
+    """The results main's rules take on this state, each checked alone; ours it refuses are settled."""
+    from board.ops import Op
+
+    now = utcnow()
+    kept: list[dict[str, str]] = []
+    blobs: dict[str, bytes] = {}
+    for entry in take:
+        inner = signed_entry(entry)
+        assert inner.id is not None
+        carried = _blobs(board, entry, found[inner.id][1]) or {}
+        alone = Op(op="fold", by=str(board.handle), at="", args={"results": [entry]}, attachments=sorted(carried))
+        try:
+            fold_rule(view, alone, now)
+        except (BoardError, ValueError, KeyError) as e:
+            if inner.id in own:
+                _settle(board, view, inner.id, own[inner.id], str(e))
+            continue
+        kept.append(entry)
+        blobs.update(carried)
+    return kept, blobs
 
 
 def _entry_at(board: Board, sha: bytes) -> dict[str, str] | None:
