@@ -287,18 +287,21 @@ FOLD_ATTEMPTS = 8  # a worker's fold of its own lane result: past that, the next
 
 
 def mutate(board: Board, op: Op, origin: bytes, max_attempts: int, files: dict[str, bytes] | None = None) -> MutationResult:
-    """One lane operation, after publishing this rig's pending work on main (which goes first). A `done` is
-    then folded into main (with every other lane result there is), as far as FOLD_ATTEMPTS allow."""
+    """One lane operation, after publishing this rig's pending work on main (which goes first); a `done` is
+    submitted as board/folding.py's `submit` does."""
     assert op.id is not None
     report = None
     state = board.ledger.load()
     if board.pending() or (state is not None and state.dropped):
         report, _, _ = board._publish(origin, max_attempts)
-    result = push(board, [op], {op.id: files or {}})[op.id]
+    if op.op == "done":
+        from board.folding import submit
+
+        result = submit(board, [op], {op.id: files or {}})[op.id]
+    else:
+        result = push(board, [op], {op.id: files or {}})[op.id]
     if isinstance(result, BoardError):
         raise result
-    if op.op == "done":
-        fold_now(board)
     result.sync = report if report is not None and report.eventful() else None
     return result
 
@@ -315,18 +318,6 @@ def fold_now(board: Board) -> None:
         board._publish(origin, FOLD_ATTEMPTS)
     except (Contention, Unreachable) as e:
         log.info("lane results left for a later fold: %s", sanitize(str(e)))
-
-
-def lift(board: Board, pending: list[tuple[bytes, Op]]) -> tuple[list[tuple[bytes, Op]], list[Op]]:
-    """Move this rig's pending local `done`s of items it holds on lanes onto those lanes, in one push (a
-    worker's batch): (the pending commits left for main's replay, the operations that went onto lanes)."""
-    mine = [(sha, op) for sha, op in pending if op.op == "done" and op.id is not None and on_lane(board, op)]
-    if not mine:
-        return pending, []
-    files = {op.id: board._attachments(sha, op) for sha, op in mine if op.id is not None}
-    landed = push(board, [Op.from_dict(op.to_dict()) for _, op in mine], files)
-    lifted = {sha for sha, op in mine if isinstance(landed.get(op.id or ""), MutationResult)}
-    return [(sha, o) for sha, o in pending if sha not in lifted], [o for sha, o in pending if sha in lifted]
 
 
 def claim_many(board: Board, item_ids: list[str], lease_seconds: int) -> dict[str, MutationResult | BoardError]:

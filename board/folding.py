@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 
 from board import commits, layout
 from board.errors import BoardError
-from board.folds import MAX_FOLD, RESULTS_PREFIX, entry_of, fold_rule, signed_entry
+from board.folds import MAX_FOLD, RESULTS_PREFIX, carried, entry_of, fold_rule, signed_entry
 from board.ids import utcnow
+from board.ops import Op
+from board.results import MutationResult
 from board.text import sanitize
 
 if TYPE_CHECKING:
@@ -24,18 +26,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("wl.board")
 
 
-def add_fold(board: Board, chain: Chain, state: State) -> list[str]:
+def add_fold(
+    board: Board, chain: Chain, state: State, extra: dict[str, tuple[dict[str, str], bytes]] | None = None
+) -> list[str]:
     """Add one `fold` commit to the chain carrying the lane results main does not hold yet (the live lanes'
     and this rig's own kept ones, at most MAX_FOLD); the items it folds. A result main's rules refuse on the
-    chain's state is left out; one of our own that main will never take is kept (`wl` says where)."""
+    chain's state is left out; one of our own that main will never take is kept (`wl` says where). `extra`:
+    results of ours signed on lane commits not pushed (board/folding.submit), item → (entry, commit)."""
     from board.claims import live_lanes
-    from board.ops import Op
 
     if state.legacy or not board.handle:
         return []
-    found: dict[str, tuple[dict[str, str], bytes]] = {}
+    found: dict[str, tuple[dict[str, str], bytes]] = dict(extra or {})  # ours, signed but not pushed: first
     for item_id, lane in sorted(live_lanes(board).items()):
-        if lane.done is not None:
+        if lane.done is not None and item_id not in found:
             found[item_id] = (lane.done, lane.tip)
     own = {}
     for ref, sha in board.store.refs_under(RESULTS_PREFIX):
@@ -88,8 +92,6 @@ def _each_alone(
     found: dict[str, tuple[dict[str, str], bytes]],
 ) -> tuple[list[dict[str, str]], dict[str, bytes]]:
     """The results main's rules take on this state, each checked alone; ours it refuses are settled."""
-    from board.ops import Op
-
     now = utcnow()
     kept: list[dict[str, str]] = []
     blobs: dict[str, bytes] = {}
@@ -154,3 +156,86 @@ def landed(board: Board, folded: list[str]) -> list[str]:
         for item_id in folded:
             board.store.remove_ref(RESULTS_PREFIX + item_id.encode())
     return folded
+
+
+def submit(
+    board: Board, batch: list[Op], files: dict[str, dict[str, bytes]], fold: bool = True
+) -> dict[str, MutationResult | BoardError]:
+    """Submit this rig's `done`s of items it holds on lanes; per item, its result or why not.
+
+    First one compare-and-swap push of main with a fold of them (signed on lane commits that are not pushed):
+    when nobody else moved main, that is the whole submission, one push. If main moved, they go onto their
+    lanes in one push, which nobody else's work can refuse, and are folded from there (now, as far as
+    FOLD_ATTEMPTS allow, when `fold`; else by the caller, who is publishing main anyway)."""
+    from board.claims import fold_now, push
+
+    out: dict[str, MutationResult | BoardError] = dict(_fold_first(board, batch, files))
+    rest = [op for op in batch if op.id not in out]
+    if rest:
+        out.update(push(board, rest, files))
+        if fold and any(isinstance(out.get(op.id or ""), MutationResult) for op in rest):
+            fold_now(board)
+    return out
+
+
+def _fold_first(board: Board, batch: list[Op], files: dict[str, dict[str, bytes]]) -> dict[str, MutationResult]:
+    """One try at folding our results straight into main; the items it landed (none when main moved)."""
+    from board.claims import _build
+    from board.publish import Chain
+    from board.remote import Rejected
+    from board.store import MAIN, ORIGIN_MAIN
+
+    state, origin = board.ledger.load(), board.store.ref(ORIGIN_MAIN)
+    if state is None or origin is None or state.dropped or state.commit != origin.decode():
+        return {}
+    if not board.ledger.healthy(state) or board.remote is None:
+        return {}
+    refused: dict[str, MutationResult | BoardError] = {}
+    built = _build(board, batch, refused, files)
+    extra = {}
+    for item_id, (_, _, lane_chain) in built.items():
+        assert lane_chain.head is not None
+        c = board.store.commit(lane_chain.head)
+        extra[item_id] = (entry_of(commits.parse(c.message), c.parents[0], c.tree), lane_chain.head)
+    chain = Chain.on(board.store, state, board._keys(), origin)
+    folded = [i for i in add_fold(board, chain, state, extra) if i in extra]
+    if not folded or chain.head is None:
+        return {}
+    try:
+        checked = board._self_check(state, chain.commits)
+        board.remote.push(board.store, chain.head, origin, chain.new)
+    except (Rejected, BoardError):
+        board.retries += 1
+        return {}
+    board.store.force_ref(ORIGIN_MAIN, chain.head)
+    board.ledger.save(checked)
+    if board.store.ref(MAIN) == origin:
+        board.store.force_ref(MAIN, chain.head)
+    head = chain.head.decode()
+    landed(board, add_fold_ids(chain))
+    ops_by = {op.id: op for op in batch}
+    return {i: MutationResult(ops_by[i], built[i][1], head, True, None, 1) for i in folded}
+
+
+def add_fold_ids(chain: Chain) -> list[str]:
+    """The items the chain's last commit, a fold, carried."""
+    from board.ops import op_from_message
+
+    assert chain.head is not None
+    op = op_from_message(chain.store.commit(chain.head).message.decode("utf-8", "replace"))
+    return [str(d.id) for d in carried(op)] if op is not None else []
+
+
+def lift(board: Board, pending: list[tuple[bytes, Op]]) -> tuple[list[tuple[bytes, Op]], list[Op]]:
+    """Submit this rig's pending local `done`s of items it holds on lanes (a worker's batch), as `submit`
+    does but leaving the fold from lanes to the caller: (the pending commits left for main's replay, the
+    operations submitted)."""
+    from board.claims import on_lane
+
+    mine = [(sha, op) for sha, op in pending if op.op == "done" and op.id is not None and on_lane(board, op)]
+    if not mine:
+        return pending, []
+    files = {op.id: board._attachments(sha, op) for sha, op in mine if op.id is not None}
+    done = submit(board, [Op.from_dict(op.to_dict()) for _, op in mine], files, fold=False)
+    lifted = {sha for sha, op in mine if isinstance(done.get(op.id or ""), MutationResult)}
+    return [(sha, o) for sha, o in pending if sha not in lifted], [o for sha, o in pending if sha in lifted]

@@ -304,11 +304,11 @@ class Board:
 
         keys = self._keys()
         me = self.require_handle()
-        from board.claims import lift
-        from board.folding import add_fold, landed
+        from board.folding import add_fold, landed, lift
 
         pending, on_lanes = lift(self, self.pending())  # a worker's batch of results onto their lanes, one push
         for attempt in range(1, max_attempts + 1):
+            origin = self.store.ref(ORIGIN_MAIN) or origin  # a fold of our batch may have landed first (lift)
             state = self.ledger.load()
             assert state is not None
             report = SyncReport(attempts=attempt, head=origin.decode(), invalid=list(self.found.invalid),

@@ -1,6 +1,7 @@
 """Results on lanes (board/folds.py), attacked the way a participant with push access would.
 
-A worker's `done` goes onto its item's lane; a signed `fold` commit carries lane results into main. Readers
+A worker's `done` is folded into main at once when main did not move, else it goes onto its item's lane; a
+signed `fold` commit carries lane results into main. Readers
 see a lane result as in review before any fold; any rig's next mutation of main folds what is left; a fold
 that forges a result's signature, replays a folded result or smuggles a blob is excluded and repaired; a
 validating server keeps a lane that holds a result from being deleted or replaced; and a worker whose lane
@@ -56,7 +57,9 @@ def folds(commons: Path) -> list[Op]:
     return [op for _, op in remote_ops(commons) if op is not None and op.op == "fold"]
 
 
-def test_a_done_goes_onto_its_lane_and_one_fold_carries_it_into_main(tmp_path: Path) -> None:
+def test_a_done_is_submitted_with_one_fold_on_main_when_nobody_moved_main(tmp_path: Path) -> None:
+    """Uncontended, the result is signed on a lane commit that is never pushed and folded straight into main:
+    one push. (When main moved, it goes onto its lane first: the worker tests cover that.)"""
     commons = make_commons(tmp_path)
     alice, bob, _ = _three(tmp_path, str(commons))
     item = alice.post("x")
