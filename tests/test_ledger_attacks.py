@@ -229,13 +229,14 @@ def test_a_force_push_dropping_a_claim_and_a_done_is_healed(tmp_path: Path) -> N
         work = tmp_path / "mallory"
         git("clone", "-q", url, str(work))
         git("push", "-q", "--force", "origin", f"{before}:main", cwd=work)
-        # with the fold gone, main's record is the one bob's lane builds on: his result on the lane holds again
-        assert (remote_item(commons, item).status, remote_item(commons, item).claimed_by) == ("in_review", "bob")
+        # with the fold gone, main's record is the one bob's claim lane builds on: his lane claim holds again
+        # (his done went straight into main with the fold: main was quiet, so it never needed the lane)
+        assert (remote_item(commons, item).status, remote_item(commons, item).claimed_by) == ("claimed", "bob")
 
         assert carol.pending() == []  # bob's commits are not carol's work
         code, out, _ = wl(carol, "sync")
         assert code == 0, out
-        # bob's claim and done lived on their lane; his fold carried them to main, and only the fold vanished
+        # bob's claim lived on its lane; his fold carried his done (and that claim) to main; only the fold vanished
         assert "history was rewritten: 1 commit(s) vanished" in out
         assert "republished fold" in out
         healed = remote_item(commons, item)
