@@ -249,7 +249,7 @@ def log(obj: Obj, item_id: str) -> None:
             if r.get("lane"):
                 detail = f"(on its claim lane) {detail}".rstrip()
             elif r.get("folded_by"):
-                detail = f"(folded from its lane by {sanitize(r['folded_by'])}) {detail}".rstrip()
+                detail = f"(in a fold by {sanitize(r['folded_by'])}) {detail}".rstrip()
             if r.get("refused"):  # shown, never applied: the board's state does not include it
                 say(f"{line}  ✗ refused by the ledger: {sanitize(r['refused'])}" + (f"  ({detail})" if detail else ""), "red")
                 continue
