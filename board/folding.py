@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from board import commits, layout
 from board.errors import BoardError
-from board.folds import MAX_FOLD, RESULTS_PREFIX, carried, entry_of, fold_rule, signed_entry
+from board.folds import MAX_FOLD, RESULTS_PREFIX, entry_of, fold_rule, signed_entry
 from board.ids import utcnow
 from board.ops import Op
 from board.results import MutationResult
@@ -198,7 +198,8 @@ def _fold_first(board: Board, batch: list[Op], files: dict[str, dict[str, bytes]
         c = board.store.commit(lane_chain.head)
         extra[item_id] = (entry_of(commits.parse(c.message), c.parents[0], c.tree), lane_chain.head)
     chain = Chain.on(board.store, state, board._keys(), origin)
-    folded = [i for i in add_fold(board, chain, state, extra) if i in extra]
+    carried_now = add_fold(board, chain, state, extra)  # ours first, and any other lane results there are
+    folded = [i for i in carried_now if i in extra]
     if not folded or chain.head is None:
         return {}
     try:
@@ -212,18 +213,9 @@ def _fold_first(board: Board, batch: list[Op], files: dict[str, dict[str, bytes]
     if board.store.ref(MAIN) == origin:
         board.store.force_ref(MAIN, chain.head)
     head = chain.head.decode()
-    landed(board, add_fold_ids(chain))
+    landed(board, carried_now)
     ops_by = {op.id: op for op in batch}
     return {i: MutationResult(ops_by[i], built[i][1], head, True, None, 1) for i in folded}
-
-
-def add_fold_ids(chain: Chain) -> list[str]:
-    """The items the chain's last commit, a fold, carried."""
-    from board.ops import op_from_message
-
-    assert chain.head is not None
-    op = op_from_message(chain.store.commit(chain.head).message.decode("utf-8", "replace"))
-    return [str(d.id) for d in carried(op)] if op is not None else []
 
 
 def lift(board: Board, pending: list[tuple[bytes, Op]]) -> tuple[list[tuple[bytes, Op]], list[Op]]:
