@@ -154,9 +154,11 @@ def push(
 
 
 def _build(
-    board: Board, batch: list[Op], out: dict[str, MutationResult | BoardError], files: dict[str, dict[str, bytes]]
+    board: Board, batch: list[Op], out: dict[str, MutationResult | BoardError], files: dict[str, dict[str, bytes]],
+    persist: bool = True,
 ) -> dict[str, tuple[bytes | None, dict[str, Any], Chain]]:
-    """A signed lane commit per operation the rules accept now; refusals go to `out`."""
+    """A signed lane commit per operation the rules accept now; refusals go to `out`. `persist=False`: the
+    commits are not written to the store (they stay in each chain's `new`)."""
     state = board.state()
     live = live_lanes(board)
     keys = board._keys()
@@ -170,6 +172,7 @@ def _build(
             op.op, lane = "claim", None
         base = lane.tip if lane is not None else origin
         chain = Chain.on(board.store, state, keys, base, board.store.tree_id(base))
+        chain.persist = persist
         if lane is not None and lane.ops:
             chain.at = max(chain.at, lane.ops[-1].at)
         op.at = fmt_time(utcnow())
@@ -397,3 +400,42 @@ def prune(board: Board) -> list[str]:
     if gone:
         drop(board, gone)
     return [i for i in gone if i not in board.remote.lanes]
+
+
+def before_rotation(board: Board) -> dict[str, str]:
+    """This rig's live claims on lanes (item id → when the lease ends; results are not claims), for
+    `claim_again` once its key rotation lands. Readers are told not to warn about those lanes when the
+    rotation leaves them signed by a key the board no longer registers: they are claimed again at once."""
+    me = board.handle
+    held = {}
+    for item_id, lane in live_lanes(board).items():
+        if me and lane.item.claimed_by == me and lane.item.status == "claimed" and lane.item.claim_expires_at:
+            held[item_id] = lane.item.claim_expires_at
+            board._lane_warned.add((item_id, lane.tip))
+    return held
+
+
+def claim_again(board: Board, held: dict[str, str]) -> list[str]:
+    """After a key rotation: readers check a lane's commits against the key the board registers now, so this
+    rig's lanes signed with its previous key no longer hold its claims. Claim each item again with the
+    current key, for the lease it had left, on a fresh lane (compare-and-swap from the stale tip, so a rig that
+    claimed it in between keeps it); the items claimed again."""
+    from board.ids import parse_time
+
+    now = utcnow()
+    out = []
+    for item_id, until in sorted(held.items()):
+        try:
+            left = int((parse_time(until) - now).total_seconds()) + 1
+        except ValueError:
+            continue
+        if left < 2:
+            continue  # the lease has run out anyway
+        try:
+            res = board.mutate(board.new_op("claim", item_id, lease_seconds=min(left, 30 * 86400)))
+        except BoardError as e:
+            log.info("%s: not claimed again after the key rotation: %s", item_id, sanitize(str(e)))
+            continue
+        if res.pushed:
+            out.append(item_id)
+    return out

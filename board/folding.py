@@ -26,21 +26,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("wl.board")
 
 
-def add_fold(
-    board: Board, chain: Chain, state: State, extra: dict[str, tuple[dict[str, str], bytes]] | None = None
-) -> list[str]:
+Found = dict[str, tuple[dict[str, str], bytes, dict[str, bytes] | None]]  # item → (entry, lane commit, blobs)
+
+
+def add_fold(board: Board, chain: Chain, state: State, extra: Found | None = None) -> list[str]:
     """Add one `fold` commit to the chain carrying the lane results main does not hold yet (the live lanes'
     and this rig's own kept ones, at most MAX_FOLD); the items it folds. A result main's rules refuse on the
     chain's state is left out; one of our own that main will never take is kept (`wl` says where). `extra`:
-    results of ours signed on lane commits not pushed (board/folding.submit), item → (entry, commit)."""
+    results of ours signed on lane commits not pushed nor written (board/folding.submit), with their blobs."""
     from board.claims import live_lanes
 
     if state.legacy or not board.handle:
         return []
-    found: dict[str, tuple[dict[str, str], bytes]] = dict(extra or {})  # ours, signed but not pushed: first
+    found: Found = dict(extra or {})  # ours, signed but not pushed: first
     for item_id, lane in sorted(live_lanes(board).items()):
         if lane.done is not None and item_id not in found:
-            found[item_id] = (lane.done, lane.tip)
+            found[item_id] = (lane.done, lane.tip, None)
     own = {}
     for ref, sha in board.store.refs_under(RESULTS_PREFIX):
         kept_id = layout.lane_item(ref, RESULTS_PREFIX)
@@ -49,14 +50,14 @@ def add_fold(
             if kept_id not in found:
                 entry = _entry_at(board, sha)
                 if entry is not None:
-                    found[kept_id] = (entry, sha)
+                    found[kept_id] = (entry, sha, None)
     view = chain.view()
     take: list[dict[str, str]] = []
     blobs: dict[str, bytes] = {}
-    for entry, sha in found.values():
+    for entry, sha, known in found.values():
         if len(take) >= MAX_FOLD:
             break
-        carried = _blobs(board, entry, sha)
+        carried = known if known is not None else _blobs(board, entry, sha)
         if carried is not None:
             take.append(entry)
             blobs.update(carried)
@@ -88,8 +89,7 @@ def _blobs(board: Board, entry: dict[str, str], sha: bytes) -> dict[str, bytes] 
 
 
 def _each_alone(
-    board: Board, view: TreeView, take: list[dict[str, str]], own: dict[str, bytes],
-    found: dict[str, tuple[dict[str, str], bytes]],
+    board: Board, view: TreeView, take: list[dict[str, str]], own: dict[str, bytes], found: Found
 ) -> tuple[list[dict[str, str]], dict[str, bytes]]:
     """The results main's rules take on this state, each checked alone; ours it refuses are settled."""
     now = utcnow()
@@ -98,7 +98,8 @@ def _each_alone(
     for entry in take:
         inner = signed_entry(entry)
         assert inner.id is not None
-        carried = _blobs(board, entry, found[inner.id][1]) or {}
+        _, sha, known = found[inner.id]
+        carried = (known if known is not None else _blobs(board, entry, sha)) or {}
         alone = Op(op="fold", by=str(board.handle), at="", args={"results": [entry]}, attachments=sorted(carried))
         try:
             fold_rule(view, alone, now)
@@ -180,6 +181,8 @@ def submit(
 
 def _fold_first(board: Board, batch: list[Op], files: dict[str, dict[str, bytes]]) -> dict[str, MutationResult]:
     """One try at folding our results straight into main; the items it landed (none when main moved)."""
+    from dulwich.objects import Commit
+
     from board.claims import _build
     from board.publish import Chain
     from board.remote import Rejected
@@ -191,12 +194,14 @@ def _fold_first(board: Board, batch: list[Op], files: dict[str, dict[str, bytes]
     if not board.ledger.healthy(state) or board.remote is None:
         return {}
     refused: dict[str, MutationResult | BoardError] = {}
-    built = _build(board, batch, refused, files)
-    extra = {}
+    built = _build(board, batch, refused, files, persist=False)  # written only if they go onto their lanes
+    extra: Found = {}
     for item_id, (_, _, lane_chain) in built.items():
         assert lane_chain.head is not None
-        c = board.store.commit(lane_chain.head)
-        extra[item_id] = (entry_of(commits.parse(c.message), c.parents[0], c.tree), lane_chain.head)
+        c = lane_chain.new.objects[-1]
+        assert isinstance(c, Commit) and c.id == lane_chain.head
+        entry = entry_of(commits.parse(c.message), c.parents[0], c.tree)
+        extra[item_id] = (entry, lane_chain.head, files.get(item_id, {}))
     chain = Chain.on(board.store, state, board._keys(), origin)
     carried_now = add_fold(board, chain, state, extra)  # ours first, and any other lane results there are
     folded = [i for i in carried_now if i in extra]

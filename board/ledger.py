@@ -144,6 +144,7 @@ class Ledger:
         self.store = store
         self.cache_path = cache_path
         self.skew = skew
+        self._present: set[tuple[str, str]] = set()  # states whose commit and tree this store was seen to hold
 
     # --- the cached state -------------------------------------------------------------------------
     def load(self) -> State | None:
@@ -151,8 +152,11 @@ class Ledger:
             state = State.from_json(self.cache_path.read_bytes())
         except (OSError, ValueError, TypeError):
             return None
-        if not self.store.has(state.commit.encode()) or not self.store.has(state.tree.encode()):
-            return None
+        pair = (state.commit, state.tree)
+        if pair not in self._present:  # each look on a miss scans every pack: once per state is enough
+            if not self.store.has(state.commit.encode()) or not self.store.has(state.tree.encode()):
+                return None
+            self._present.add(pair)
         return state
 
     def save(self, state: State) -> None:

@@ -39,6 +39,7 @@ class Chain:
     at: str
     new: NewObjects = field(default_factory=NewObjects)
     commits: list[bytes] = field(default_factory=list)
+    persist: bool = True  # False: its objects stay in `new`, unwritten (one commit at most: nothing reads them)
 
     @classmethod
     def on(
@@ -69,7 +70,8 @@ class Chain:
             raise KeyMismatch(op.by, first, expected)
         op_json = op.encode()
         sig = commits.sign(key, self.board_id, self.head, tree, op_json)
-        commit = self.store.commit_tree(self.head, tree, commits.message(op_json, op, sig), op.by, self.new)
+        commit = self.store.commit_tree(self.head, tree, commits.message(op_json, op, sig), op.by, self.new,
+                                        save=self.persist)
         self.head, self.tree = commit, tree
         self.commits.append(commit)
         return commit

@@ -362,8 +362,10 @@ class Store:
         author: str,
         new: NewObjects,
         when: float | None = None,
+        save: bool = True,
     ) -> bytes:
-        """Write a commit of an already built tree (and every object in `new`)."""
+        """Write a commit of an already built tree (and every object in `new`); `save=False` only adds it to
+        `new` (a commit that may never be needed here: board/folding's lane results folded at once)."""
         c: Any = Commit()
         c.tree = tree_id
         c.parents = [parent] if parent else []
@@ -374,7 +376,8 @@ class Store:
         c.encoding = b"UTF-8"
         c.message = message.encode()
         new.add(c)
-        self.save(new)
+        if save:
+            self.save(new)
         sha: bytes = c.id
         return sha
 

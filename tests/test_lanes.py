@@ -29,7 +29,7 @@ from remotes import (
 from board import commits, lanes, ops
 from board.cli.main import cli
 from board.errors import AlreadyClaimed
-from board.ids import fmt_time, utcnow
+from board.ids import fmt_time, parse_time, utcnow
 from board.keys import load_private_key
 from board.ops import Op
 from board.store import MAIN, NewObjects, Store
@@ -296,13 +296,63 @@ def test_a_long_lived_reader_refolds_a_lane_whose_signer_rotated_its_key(tmp_pat
     with carol.board() as long_lived:
         long_lived.refresh()
         assert long_lived.get_item(item).claimed_by == "bob"
-        res = CliRunner().invoke(cli, ["--home", str(bob.home), "rig", "rotate-key"])
-        assert res.exit_code == 0, res.output
+        _rotate_without_claiming_again(bob)  # what `wl rig rotate-key` does before it claims again
         long_lived.refresh()
         seen = long_lived.get_item(item)
     fresh = join_rig(tmp_path, str(commons), "dave")
     expected = fresh.item(item)
     assert (seen.status, seen.claimed_by) == (expected.status, expected.claimed_by) == ("open", None)
+
+
+def _rotate_without_claiming_again(rig: Rig) -> None:
+    from board.keys import commit_rotation, new_key_for_rotation, rotation_message, sign_rotation
+
+    with rig.board() as b:
+        old, new = new_key_for_rotation(rig.home)
+        proof = sign_rotation(load_private_key(rig.home), rotation_message(b.view().meta()["board_id"], rig.handle, old, new))
+        assert b.mutate(b.new_op("rotate-key", None, old_address=old, new_address=new, proof=proof)).pushed
+    commit_rotation(rig.home)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("validating", [False, True], ids=["plain", "hook"])
+def test_a_rig_that_rotates_its_key_claims_its_lane_items_again_for_the_lease_left(
+    tmp_path: Path, validating: bool
+) -> None:
+    """Readers check lane commits against the key the board registers now, so a rotation alone would drop the
+    rig's claims on lanes (its items would read open). `wl rig rotate-key` claims them again with the new key,
+    for the lease each had left, and the rig's result on one still lands; an item whose lease has run out is
+    left to whoever claims it."""
+    import time
+
+    import orjson
+
+    base = tmp_path / "srv"
+    commons = make_commons(base)
+    if validating:
+        assert CliRunner().invoke(cli, ["hook", "install", str(commons)]).exit_code == 0
+    alice, bob, carol = _three(tmp_path, str(commons))
+    item, other, short = alice.post("x"), alice.post("y"), alice.post("z")
+    assert bob.claim(item, lease_seconds=900).pushed and bob.claim(other, lease_seconds=900).pushed
+    assert bob.claim(short, lease_seconds=2).pushed
+    until = remote_item(commons, item).claim_expires_at
+    time.sleep(2.5)  # `short`'s lease ends
+    res = CliRunner().invoke(cli, ["--home", str(bob.home), "--json", "rig", "rotate-key"])
+    assert res.exit_code == 0, res.output
+    data = orjson.loads(res.stdout)
+    assert data["committed"] and data["claimed_again"] == sorted([item, other])
+    fresh = join_rig(tmp_path, str(commons), "dave")  # what any reader sees now
+    for i in (item, other):
+        seen = fresh.item(i)
+        assert (seen.status, seen.claimed_by) == ("claimed", "bob")
+        assert seen.claim_expires_at is not None and until is not None
+        assert abs((parse_time(seen.claim_expires_at) - parse_time(until)).total_seconds()) <= 3
+    assert fresh.item(short).status == "open"
+    with pytest.raises(AlreadyClaimed):
+        carol.claim(item)
+    assert carol.claim(short).pushed
+    assert bob.done(item, "bob's result, signed with the new key").pushed
+    assert remote_item(commons, item).status == "in_review"
 
 
 def test_maintenance_folds_the_small_packs_fetches_leave_and_keeps_every_object(tmp_path: Path) -> None:

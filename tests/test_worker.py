@@ -354,6 +354,28 @@ def test_a_completion_committed_while_the_remote_is_down_is_published_when_it_re
     assert check_history(board_ops(tmp_path / "srv" / "commons.git")) == Counter({iid: 1})
 
 
+@pytest.mark.timeout(60)
+def test_an_offline_worker_with_nothing_to_publish_idles_out_and_once_says_why(
+    tmp_path: Path, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    # An unreachable remote finds no job: `--idle-exit` counts it (automation must not hang on a dead
+    # server), and `--once` stops with no_job, reason offline. Holding a result to publish, a worker waits
+    # instead: the test above.
+    with running_git_daemon(tmp_path / "srv") as daemon:
+        make_commons(tmp_path / "srv")
+        bob = join_rig(tmp_path, daemon.url("commons.git"), "bob")
+    worker = WlProc(bob.home, "infer", "worker", "--poll", "0.2", "--idle-exit", "1", env={"OLLAMA_HOST": ollama.url})
+    procs.append(worker)
+    worker.wait_for("offline", timeout=20)
+    worker.wait_for("idle_exit", timeout=20)
+    assert worker.finish(timeout=20) == 0, worker.output()
+    once = subprocess.run([WL, "--json", "infer", "worker", "--once"], env={**bob.env(), "OLLAMA_HOST": ollama.url},
+                          capture_output=True, text=True, timeout=60)
+    assert once.returncode == 0, once.stderr
+    events = orjson.loads(once.stdout)["events"]
+    assert [(e["event"], e.get("reason")) for e in events][-2:] == [("no_job", "offline"), ("stopped", None)]
+
+
 @pytest.mark.timeout(90)
 def test_a_result_whose_fold_lost_every_race_stays_on_its_lane_and_the_loop_folds_it_later(
     tmp_path: Path, ollama: FakeOllama, procs: list[WlProc]

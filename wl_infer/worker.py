@@ -131,15 +131,19 @@ class Worker:
         while not self.stop.is_set():
             if self.opts.max_jobs is not None and self.stats.taken >= self.opts.max_jobs:
                 break
-            if not self.poll():
-                self.stop.wait(self.opts.poll_s)
-                continue
-            self.saved.retry_kept(force=False)
-            outcome = self.try_one()
-            if outcome is None:
+            online = self.poll()
+            outcome = None
+            if online:
+                self.saved.retry_kept(force=False)
+                outcome = self.try_one()
+            if outcome is None:  # no job found (offline, none can be): idle
                 if self.opts.once:
-                    self.log("no_job")
+                    self.log("no_job", **({} if online else {"reason": "offline"}))
                     break
+                if not online and self._undelivered():  # results to publish: wait for the remote, not idle
+                    idle_since = None
+                    self.stop.wait(self.opts.poll_s)
+                    continue
                 if idle_since is None:
                     idle_since = time.monotonic()
                     self.log("idle")
@@ -155,14 +159,18 @@ class Worker:
         if self.stop.signum is not None:
             self.log("stopping", signal=signal.Signals(self.stop.signum).name)
         self.saved.retry_kept(force=True)
-        from board.api import own_results
-
-        if self.board.pending() or own_results(self.board):  # a push or a fold that failed: once more
+        if self._undelivered():  # a push or a fold that failed: once more
             self.poll()
             if self.board.pending():
                 self.log("unpublished", count=len(self.board.pending()), note="run `wl sync` when the remote is back")
         self.log("stopped", **self.summary())
         return status
+
+    def _undelivered(self) -> bool:
+        """Whether this rig holds results (or other operations) the commons does not have yet."""
+        from board.api import own_results
+
+        return bool(self.board.pending() or own_results(self.board))
 
     def try_one(self) -> JobOutcome | None:
         """Claim and run the first runnable item (or a batch of them); None when there was nothing to take."""

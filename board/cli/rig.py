@@ -97,6 +97,7 @@ def show(obj: Obj, handle: str | None) -> None:
 @click.pass_obj
 def rotate_key(obj: Obj, no_push: bool) -> None:
     """Replace this rig's signing key: the board records the new address, proven by the old key."""
+    from board.claims import before_rotation, claim_again
     from board.errors import NotRegistered
     from board.keys import commit_rotation, load_private_key, new_key_for_rotation
 
@@ -109,7 +110,8 @@ def rotate_key(obj: Obj, no_push: bool) -> None:
         raise NotRegistered(me)
     old, new = new_key_for_rotation(home)
     data: dict[str, Any] = {"ok": True, "handle": me, "old_address": old, "new_address": new, "committed": False,
-                            "pushed": None, "local_reason": None, "proof": None}
+                            "pushed": None, "local_reason": None, "proof": None, "claimed_again": []}
+    held = before_rotation(board)  # signed with the old key: they stop counting once the rotation lands
     if record.address.lower() == new.lower():
         _finish_pending(board, data, no_push)
     elif record.address.lower() != old.lower():
@@ -125,11 +127,18 @@ def rotate_key(obj: Obj, no_push: bool) -> None:
         if res.pushed or board.remote is None:
             commit_rotation(home)
             data["committed"] = True
+    if data["committed"] and held:
+        data["claimed_again"] = claim_again(board, held)
 
     def human() -> None:
         if data["committed"]:
             say(f"✓ Rotated {me}'s key: {old} → {new}")
             say("  New evidence and attestations are signed with the new key; earlier ones stay valid.")
+            if held:
+                again = data["claimed_again"]
+                say(f"  Claimed again with the new key: {len(again)} of the {len(held)} item(s) this rig held on lanes"
+                    + ("" if len(again) == len(held) else " (the others were taken or have ended)"),
+                    None if len(again) == len(held) else "yellow")
         else:
             say(f"⚠ The rotation to {new} is not published yet ({data['local_reason']}).", "yellow")
             say(f"  This home keeps signing with {old} and keeps the new key in key.next; after `wl sync`, "

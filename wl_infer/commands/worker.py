@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @click.option("--poll", type=click.FloatRange(0.05, 3600), default=5.0, show_default=True, help="Seconds between polls when idle.")
 @click.option("--lease", type=click.IntRange(1, MAX_LEASE_S // 60), default=None, help="Claim lease in minutes, renewed while a job runs (default: config lease, else 30).")
 @click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
-@click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once no job has been found for this many seconds.")
+@click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once no job has been found for this many seconds (offline counts, unless results wait to be published).")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
 @click.option("--min-bounty", metavar="AMOUNT", default=None,
               help="Only take jobs whose recorded bounty is at least AMOUNT (0.01, 5gwei, …); each is held until its "
