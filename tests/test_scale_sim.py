@@ -100,3 +100,12 @@ def test_lanes_mode_lands_a_batch_of_results_in_one_main_push() -> None:
     row = simulate(Config(1, jobs=40, batch=4, job_s=0.5, costs=FREE))
     assert row["main_pushes_per_result"] == pytest.approx(1 / 4)
     assert row["results_per_fold"] != row["results_per_fold"]  # NaN: no fold commits in lanes mode
+
+
+def test_claims_on_main_in_batches_still_complete_every_item_exactly_once() -> None:
+    # A batch's later items are checked against each refetch: one another worker took meanwhile is skipped,
+    # not claimed a second time (simulate asserts every item completed exactly once, or raises).
+    costs = replace(FREE, c_main=0.02, c_adv=0.005, c_fetch=0.005, t_run=0.02)
+    for seed in range(3):
+        row = simulate(Config(8, jobs=160, batch=4, mode="main", server_cores=8, costs=costs, seed=seed))
+        assert row["gave_up"] == 0 and row["lost_per_claim"] > 0  # contended, and still exactly once

@@ -216,11 +216,13 @@ def simulate(cfg: Config) -> dict[str, Any]:
             return window, taken
 
         def cas_main(
-            first: float, rebuild: float, change: Callable[[], None], watch: tuple[int, ...] = ()
+            first: float, rebuild: float, change: Callable[[], None], watch: tuple[int, ...] = (),
+            seen_taken: set[int] | None = None,
         ) -> Generator[Step, Any, str]:
             """One compare-and-swap push of main (`first`: client CPU to build it, `rebuild`: to build it again
-            on a refetched head), retried: "landed", "lost" (`watch`: the item it claims, taken on the refetched
-            board) or "gave up"."""
+            on a refetched head), retried: "landed", "lost" (`watch[0]`: the item it claims, taken on the
+            refetched board) or "gave up". Every refetch adds what it shows taken of `watch` (the batch's items
+            still to claim) to `seen_taken`."""
             nonlocal seen_version, seen_weight
             for attempt in range(1, ATTEMPTS + 1):
                 yield ("cpu", cpu, c.t_push + (first if attempt == 1 else rebuild))
@@ -245,7 +247,9 @@ def simulate(cfg: Config) -> dict[str, Any]:
                     return "landed"
                 yield ("delay", rng.uniform(0, min(0.5, 0.01 * 2**attempt)))  # board.service._backoff
                 _, taken = yield from fetch(watch)
-                if taken:
+                if seen_taken is not None:
+                    seen_taken.update(taken)
+                if watch and watch[0] in taken:
                     return "lost"
             return "gave up"
 
@@ -317,12 +321,16 @@ def simulate(cfg: Config) -> dict[str, Any]:
 
                 won = yield from request(c.c_lane + c.c_lane_more * (len(picked) - 1), claim_lanes)
             else:
-                for i in picked:  # before lanes: each claim its own compare-and-swap of main
+                seen_taken: set[int] = set()  # of the batch, what a refetch showed taken: its rules refuse those
+                for k, i in enumerate(picked):  # before lanes: each claim its own compare-and-swap of main
+                    if i in seen_taken:
+                        continue
+
                     def claim_main(i: int = i) -> None:
                         board.lane[i] = me
                         board.take(i)
 
-                    got = yield from cas_main(c.t_claim, c.t_claim, claim_main, (i,))
+                    got = yield from cas_main(c.t_claim, c.t_claim, claim_main, tuple(picked[k:]), seen_taken)
                     if got == "landed":
                         won.append(i)
             board.claims += len(won)
