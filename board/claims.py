@@ -432,7 +432,7 @@ def claim_again(board: Board, held: dict[str, str]) -> list[str]:
         if left < 2:
             continue  # the lease has run out anyway
         try:
-            res = board.mutate(board.new_op("claim", item_id, lease_seconds=min(left, 30 * 86400)))
+            res = board.mutate(board.new_op("claim", item_id, lease_seconds=left))  # ≤ the lease it had
         except BoardError as e:
             log.info("%s: not claimed again after the key rotation: %s", item_id, sanitize(str(e)))
             continue

@@ -144,7 +144,7 @@ class Ledger:
         self.store = store
         self.cache_path = cache_path
         self.skew = skew
-        self._present: set[tuple[str, str]] = set()  # states whose commit and tree this store was seen to hold
+        self._present: tuple[str, str] | None = None  # the last state whose commit and tree this store held
 
     # --- the cached state -------------------------------------------------------------------------
     def load(self) -> State | None:
@@ -153,10 +153,10 @@ class Ledger:
         except (OSError, ValueError, TypeError):
             return None
         pair = (state.commit, state.tree)
-        if pair not in self._present:  # each look on a miss scans every pack: once per state is enough
+        if pair != self._present:  # each look on a miss scans every pack: once per state is enough
             if not self.store.has(state.commit.encode()) or not self.store.has(state.tree.encode()):
                 return None
-            self._present.add(pair)
+            self._present = pair  # one, not a set: a long-running worker sees a new state every commit
         return state
 
     def save(self, state: State) -> None:
