@@ -31,7 +31,7 @@ from board.errors import (
 )
 
 if TYPE_CHECKING:  # resolved lazily at run time, by __getattr__ below
-    from board.folding import own_results
+    from board.folding import Courtesy, own_results
     from board.folds import carried as folded_results
     from board.home import Home, default_home
     from board.ids import check_item_id, fmt_time, new_completion_id, new_item_id, parse_time, utcnow
@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # resolved lazily at run time, by __getattr__ below
 _LAZY: dict[str, tuple[str, str]] = {
     "folded_results": ("board.folds", "carried"),
     "own_results": ("board.folding", "own_results"),
+    "Courtesy": ("board.folding", "Courtesy"),
     "Home": ("board.home", "Home"),
     "default_home": ("board.home", "default_home"),
     "check_item_id": ("board.ids", "check_item_id"),
@@ -92,6 +93,7 @@ __all__ = [
     "Archived",
     "folded_results",
     "own_results",
+    "Courtesy",
     "Board",
     "BoardError",
     "Completion",

@@ -7,6 +7,9 @@ hold yet: those of the live lanes, and this rig's own, kept under refs/wl/result
 from __future__ import annotations
 
 import logging
+import random
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from board import commits, layout
@@ -28,6 +31,49 @@ log = logging.getLogger("wl.board")
 
 Found = dict[str, tuple[dict[str, str], bytes, dict[str, bytes] | None]]  # item → (entry, lane commit, blobs)
 
+QUIET_S = 1.0  # a courteous worker folds once main has been quiet this long (times 1 to 2, per rig and period)
+MAX_DEFER = 10  # quiet periods a courteous worker leaves its results to other folds at most, main busy or not
+
+
+class Courtesy:
+    """A long-running worker's fold manners (issue 15): while someone else moved `main` lately, its results
+    stay on their lanes, which nobody's work can refuse, for the next fold to carry (every fold carries every
+    lane result its folder saw, up to MAX_FOLD), instead of racing that folder for `main`. Once `main` has
+    been quiet for `quiet` seconds, times a factor from 1 to 2 drawn per rig and quiet period (so two waiting
+    workers seldom fold at the same moment), or after MAX_DEFER such periods of deferring whatever `main`
+    does, it folds as every rig does. A one-shot command has none: it folds at once."""
+
+    def __init__(self, quiet: float = QUIET_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.quiet, self.clock = quiet, clock
+        self.moved_at: float | None = None  # when this rig last found `main` moved by someone else
+        self.since: float | None = None  # when it first deferred a fold since it last folded
+
+    def moved(self) -> None:
+        """A fetch found `main` moved by someone else (or a push of ours was refused)."""
+        self.moved_at = self.clock()
+
+    def defer(self, handle: str | None) -> bool:
+        """Whether to leave our lane results to somebody else's fold now."""
+        now = self.clock()
+        if self.moved_at is None:
+            return False
+        factor = random.Random(f"{handle}/{self.moved_at}").uniform(1.0, 2.0)
+        if now - self.moved_at >= self.quiet * factor:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        elif now - self.since >= self.quiet * MAX_DEFER:
+            self.since = None
+            return False
+        return True
+
+
+def deferring(board: Board) -> bool:
+    """Whether this rig's manners say: no fold of ours on `main` just now (board/folding.Courtesy)."""
+    manners: Courtesy | None = board.courtesy
+    return manners is not None and manners.defer(board.handle)
+
 
 def add_fold(board: Board, chain: Chain, state: State, extra: Found | None = None) -> list[str]:
     """Add one `fold` commit to the chain carrying the lane results main does not hold yet (the live lanes'
@@ -36,7 +82,7 @@ def add_fold(board: Board, chain: Chain, state: State, extra: Found | None = Non
     results of ours signed on lane commits not pushed nor written (board/folding.submit), with their blobs."""
     from board.claims import live_lanes
 
-    if state.legacy or not board.handle:
+    if state.legacy or not board.handle or deferring(board):
         return []
     found: Found = dict(extra or {})  # ours, signed but not pushed: first
     for item_id, lane in sorted(live_lanes(board).items()):
@@ -174,7 +220,7 @@ def submit(
     rest = [op for op in batch if op.id not in out]
     if rest:
         out.update(push(board, rest, files))
-        if fold and any(isinstance(out.get(op.id or ""), MutationResult) for op in rest):
+        if fold and any(isinstance(out.get(op.id or ""), MutationResult) for op in rest) and not deferring(board):
             fold_now(board)
     return out
 
@@ -189,7 +235,7 @@ def _fold_first(board: Board, batch: list[Op], files: dict[str, dict[str, bytes]
     from board.store import MAIN, ORIGIN_MAIN
 
     state, origin = board.ledger.load(), board.store.ref(ORIGIN_MAIN)
-    if state is None or origin is None or state.dropped or state.commit != origin.decode():
+    if state is None or origin is None or state.dropped or state.commit != origin.decode() or deferring(board):
         return {}
     if not board.ledger.healthy(state) or board.remote is None:
         return {}
@@ -212,6 +258,8 @@ def _fold_first(board: Board, batch: list[Op], files: dict[str, dict[str, bytes]
         board.remote.push(board.store, chain.head, origin, chain.new)
     except (Rejected, BoardError):
         board.retries += 1
+        if board.courtesy is not None:
+            board.courtesy.moved()  # someone else moved main: the lane push next, the fold left to them
         return {}
     board.store.force_ref(ORIGIN_MAIN, chain.head)
     board.ledger.save(checked)

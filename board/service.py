@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -72,6 +73,7 @@ class Board:
         self._lane_warned: set[tuple[str, bytes]] = set()
         self._lane_folds: dict[Any, Any] = {}  # board/claims.live_lanes' per-lane memo
         self.fetched_at: float | None = None  # time.monotonic() of the last fetch that answered
+        self.courtesy: Any = None  # a long-running worker's fold manners (board/folding.Courtesy)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -184,6 +186,8 @@ class Board:
         if origin is None:
             return None
         self.store.force_ref(ORIGIN_MAIN, origin)
+        if self.courtesy is not None and origin not in previous:
+            self.courtesy.moved()  # someone else moved main
         state, found = self.ledger.advance(origin)
         self._note(found)
         from board.claims import track
@@ -483,8 +487,6 @@ def join(home: Home, url: str, handle: str, display_name: str | None = None) -> 
             store.force_ref(MAIN, head)
         except BoardError:
             store.close()
-            import shutil
-
             shutil.rmtree(home.repo_path, ignore_errors=True)
             raise
         store.close()
@@ -494,7 +496,5 @@ def join(home: Home, url: str, handle: str, display_name: str | None = None) -> 
     except BoardError:
         if fresh:  # a refused join (the handle is someone else's) must not leave the home acting as that handle
             home.save_config(config)
-            import shutil
-
             shutil.rmtree(home.repo_path, ignore_errors=True)
         raise

@@ -90,6 +90,10 @@ class Worker:
         self.saved = SavedResults(board, self.me, opts.lease_s, opts.push, log, self.poll)
         self.lease_watch = LeaseWatch(board.home, self.me)
         self.paid = PaidWork(board, self.me, log, opts.filters) if opts.filters.min_bounty is not None else None
+        if not opts.once:  # a loop leaves its results to others' folds while main is busy (board/folding.Courtesy)
+            from board.api import Courtesy
+
+            board.courtesy = Courtesy()
 
     # status for the live panel
     def status_rows(self) -> list[tuple[str, str]]:
@@ -158,6 +162,7 @@ class Worker:
                 break
         if self.stop.signum is not None:
             self.log("stopping", signal=signal.Signals(self.stop.signum).name)
+        self.board.courtesy = None  # what is left on lanes is folded now, main busy or not
         self.saved.retry_kept(force=True)
         if self._undelivered():  # a push or a fold that failed: once more
             self.poll()
