@@ -47,9 +47,17 @@ class Courtesy:
         self.quiet, self.clock = quiet, clock
         self.moved_at: float | None = None  # when this rig last found `main` moved by someone else
         self.since: float | None = None  # when it first deferred a fold since it last folded
+        self.seen = False  # whether a fetch set the baseline yet
+
+    def fetched(self, moved: bool) -> None:
+        """After a fetch: whether it found `main` moved by someone else. The first only sets the baseline: when
+        main moved before it, it cannot say, and a worker started on a board others used must not wait."""
+        if moved and self.seen:
+            self.moved()
+        self.seen = True
 
     def moved(self) -> None:
-        """A fetch found `main` moved by someone else (or a push of ours was refused)."""
+        """Someone else moved `main` just now (a fetch found it, or a push of ours was refused)."""
         self.moved_at = self.clock()
 
     def defer(self, handle: str | None) -> bool:

@@ -186,8 +186,8 @@ class Board:
         if origin is None:
             return None
         self.store.force_ref(ORIGIN_MAIN, origin)
-        if self.courtesy is not None and origin not in previous:
-            self.courtesy.moved()  # someone else moved main
+        if self.courtesy is not None:
+            self.courtesy.fetched(origin not in previous)  # whether someone else moved main
         state, found = self.ledger.advance(origin)
         self._note(found)
         from board.claims import track

@@ -20,6 +20,7 @@ from remotes import Rig, join_rig, main_ops, make_commons, remote_item, remote_o
 
 from board import claims, commits, lanes, ops
 from board.cli.main import cli
+from board.folding import MAX_DEFER, Courtesy
 from board.folds import RESULTS_PREFIX
 from board.ids import fmt_time, new_completion_id, utcnow
 from board.keys import load_private_key
@@ -271,3 +272,59 @@ def test_a_result_whose_lane_was_deleted_is_folded_from_the_workers_own_copy(tmp
         comp = b.view().completion(item)
         assert b.view().blob(hashlib.sha256(b"output\n").hexdigest()) == b"output\n"
     assert comp is not None and comp.evidence == "bob's result"
+
+
+def test_a_courteous_rig_leaves_its_result_on_its_lane_while_others_move_main_and_folds_once_main_is_quiet(
+    tmp_path: Path,
+) -> None:
+    """A long-running worker's fold manners (board/folding.Courtesy), on a clock the test turns: main moved by
+    someone else since its last fetch, so its `done` goes onto the lane with no try at main at all; a sync while
+    main has been quiet for less than the quiet time folds nothing; once it has been quiet for twice that, the
+    next sync folds it. A rig without manners (a one-shot `wl done`) folds at once in the same spot."""
+    commons = make_commons(tmp_path)
+    alice, bob, carol = _three(tmp_path, str(commons))
+    item, other = alice.post("x"), alice.post("y")
+    bob.claim(item)
+    carol.claim(other)
+    now = [1000.0]
+    with bob.board() as b:
+        b.courtesy = Courtesy(quiet=1.0, clock=lambda: now[0])
+        b.refresh()  # the baseline
+        alice.post("z")  # someone else moves main
+        b.refresh()
+        before = len(remote_ops(commons))
+        res = b.mutate(b.new_op("done", item, evidence="bob's", completion_id=new_completion_id()))
+        assert res.pushed and b.retries == 0  # submitted on its lane; no fold raced anyone for main
+        assert len(remote_ops(commons)) == before
+        now[0] += 0.9
+        assert b.sync().folded == [] and len(remote_ops(commons)) == before
+        with alice.board() as a:
+            a.refresh()
+            assert a.view().item(item).status == "in_review"
+        now[0] += 1.2  # quiet for 2.1 s: past the quiet time times any factor up to 2
+        assert b.sync().folded == [item]
+    assert [op.by for op in folds(commons)] == ["bob"]
+    alice.post("w")  # main moves again; carol has no manners
+    carol.done(other, "carol's")
+    assert [op.by for op in folds(commons)] == ["bob", "carol"]
+    assert sorted(str(op.id) for op in main_ops(commons) if op.op == "done") == sorted([item, other])
+
+
+def test_fold_manners_defer_at_most_max_defer_quiet_periods_while_main_never_rests() -> None:
+    """Main moving again before every look must not keep a result off main for ever: the rig folds after
+    MAX_DEFER quiet periods of deferring. A fold (no deferral) starts the count afresh."""
+    now = [0.0]
+    manners = Courtesy(quiet=1.0, clock=lambda: now[0])
+    assert manners.defer("bob") is False  # no move seen yet
+    manners.fetched(True)  # the first fetch is the baseline only
+    assert manners.defer("bob") is False
+    looks = []
+    for _ in range(40):
+        now[0] += 0.5
+        manners.fetched(True)
+        looks.append(manners.defer("bob"))
+    first_fold = looks.index(False)
+    assert all(looks[:first_fold]) and first_fold * 0.5 >= MAX_DEFER - 1 and first_fold * 0.5 <= MAX_DEFER
+    assert looks[first_fold + 1] is True  # counting again from there
+    now[0] += 2.0  # quiet for 2 s: folds
+    assert manners.defer("bob") is False

@@ -410,6 +410,62 @@ def test_a_result_whose_fold_lost_every_race_stays_on_its_lane_and_the_loop_fold
     assert check_history(board_ops(repo)) == Counter({iid: 1})
 
 
+def folders_of(commons: Path) -> dict[str, str]:
+    """Item → the rig whose commit on main carried its `done` (a fold's signer, or the done's own author)."""
+    from board.folds import carried
+
+    out: dict[str, str] = {}
+    for _, op in remote_ops(commons):
+        if op is not None and op.op == "fold":
+            out.update({str(d.id): op.by for d in carried(op)})
+        elif op is not None and op.op == "done":
+            out[str(op.id)] = op.by
+    return out
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_leaves_its_result_to_the_next_fold_while_others_move_main_and_folds_what_is_left_on_stop(
+    tmp_path: Path, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    # Fold manners (board/folding.Courtesy): the poster moved main just before the worker claimed, so the
+    # worker's result goes onto its lane with no fold of its own racing the poster for main; the poster's next
+    # mutation carries it. A result still on its lane when the worker stops is folded by the worker on its way
+    # out, main busy or not. `--fold-quiet 0` is the control: the worker folds at once.
+    with running_http(tmp_path / "srv") as server:
+        repo = make_commons(tmp_path / "srv")
+        url = server.url("commons.git")
+        poster, bob = join_rig(tmp_path, url, "poster"), join_rig(tmp_path, url, "bob")
+        env = {"OLLAMA_HOST": ollama.url}
+        worker = WlProc(bob.home, "infer", "worker", "--poll", "0.2", "--fold-quiet", "30", env=env)
+        procs.append(worker)
+        worker.wait_for("idle", timeout=30)  # its first fetch is only the baseline: it says nothing about when
+        [first] = post_jobs(poster.home, ["left to the poster's fold"])
+        worker.wait_for("done", timeout=40, id=first)
+        pushes = server.pushes
+        time.sleep(1.0)  # a second of polls, main quiet for less than the 30 s: the worker does not fold
+        assert server.pushes == pushes and first not in folders_of(repo)
+        with Board(Home(poster.home)) as b:
+            b.refresh()
+            assert b.view().item(first).status == "in_review"  # readers see the result on its lane meanwhile
+        [second] = post_jobs(poster.home, ["folded by the worker as it stops"])  # this post carries `first`
+        assert folders_of(repo) == {first: "poster"}
+        worker.wait_for("done", timeout=40, id=second)
+        assert second not in folders_of(repo)
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.finish(timeout=30) == 0, worker.output()
+        assert folders_of(repo) == {first: "poster", second: "bob"}
+
+        control = WlProc(bob.home, "infer", "worker", "--poll", "0.2", "--fold-quiet", "0", env=env)
+        procs.append(control)
+        control.wait_for("idle", timeout=30)
+        [third] = post_jobs(poster.home, ["folded at once"])
+        control.wait_for("done", timeout=40, id=third)
+        assert folders_of(repo)[third] == "bob"  # no manners: its own fold, straight away
+        control.proc.send_signal(signal.SIGTERM)
+        assert control.finish(timeout=30) == 0, control.output()
+    assert check_history(board_ops(repo)) == Counter({first: 1, second: 1, third: 1})
+
+
 # --- events, skips, failures, recovery (in-process: the same command, without process start-up) -------------
 def worker_events(rigs: Rigs, handle: str, *args: str) -> tuple[int, list[dict[str, Any]]]:
     """The events of one `--json` worker run: one document for `--once`, else one JSON line per event."""

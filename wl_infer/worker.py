@@ -54,6 +54,7 @@ class WorkerOptions:
     push: bool = True
     watch_lease: bool = False  # read the lease expiry back while a job runs (for a live panel)
     batch: int = 1  # items claimed in one push, run one after the other, their results published in one push
+    fold_quiet_s: float = 1.0  # board/folding.Courtesy: main quiet this long (x1-2) before our own fold; 0: at once
 
 
 @dataclass
@@ -90,10 +91,10 @@ class Worker:
         self.saved = SavedResults(board, self.me, opts.lease_s, opts.push, log, self.poll)
         self.lease_watch = LeaseWatch(board.home, self.me)
         self.paid = PaidWork(board, self.me, log, opts.filters) if opts.filters.min_bounty is not None else None
-        if not opts.once:  # a loop leaves its results to others' folds while main is busy (board/folding.Courtesy)
+        if not opts.once and opts.fold_quiet_s > 0:  # a loop leaves its results to others' folds while main is busy
             from board.api import Courtesy
 
-            board.courtesy = Courtesy()
+            board.courtesy = Courtesy(opts.fold_quiet_s)
 
     # status for the live panel
     def status_rows(self) -> list[tuple[str, str]]:

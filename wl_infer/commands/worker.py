@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 @click.option("--lease", type=click.IntRange(1, MAX_LEASE_S // 60), default=None, help="Claim lease in minutes, renewed while a job runs (default: config lease, else 30).")
 @click.option("--lease-seconds", "lease_s", type=click.IntRange(1, MAX_LEASE_S), default=None, hidden=True)
 @click.option("--idle-exit", type=click.FloatRange(0, None), default=None, help="Exit once no job has been found for this many seconds (offline counts, unless results wait to be published).")
+@click.option("--fold-quiet", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
+              help="While others moved main within this many seconds (times 1 to 2), leave results on their lanes for "
+                   "their folds to carry; 0: always fold at once.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Engine threads (recorded in the envelope).")
 @click.option("--min-bounty", metavar="AMOUNT", default=None,
               help="Only take jobs whose recorded bounty is at least AMOUNT (0.01, 5gwei, …); each is held until its "
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 @limit_options
 @click.pass_obj
 def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_jobs: int | None, batch: int, poll: float,
-           lease: int | None, lease_s: int | None, idle_exit: float | None, threads: int | None,
+           lease: int | None, lease_s: int | None, idle_exit: float | None, fold_quiet: float, threads: int | None,
            min_bounty: str | None, **limits: Any) -> None:  # fmt: skip
     """Claim → run → submit open inference jobs until stopped, keeping the model loaded.
 
@@ -51,7 +54,7 @@ def worker(obj: Any, /, backend: str | None, model: str | None, once: bool, max_
         floor = parse_amount(min_bounty)
     opts = WorkerOptions(
         filters=Filters(backend, model, floor), once=once, max_jobs=max_jobs, poll_s=poll,
-        lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit, batch=batch,
+        lease_s=resolve_lease(board, lease, lease_s), idle_exit_s=idle_exit, batch=batch, fold_quiet_s=fold_quiet,
     )  # fmt: skip
     pool = BackendPool(backend_config(board.home.path, board.config, threads=threads, **limits))
     holder: list[Worker] = []
