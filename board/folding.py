@@ -38,49 +38,75 @@ MAX_DEFER = 10  # quiet periods a courteous worker leaves its results to other f
 class Courtesy:
     """A long-running worker's fold manners (issue 15): while someone else moved `main` lately, its results
     stay on their lanes, which nobody's work can refuse, for the next fold to carry (every fold carries every
-    lane result its folder saw, up to MAX_FOLD), instead of racing that folder for `main`. Once `main` has
-    been quiet for `quiet` seconds, times a factor from 1 to 2 drawn per rig and quiet period (so two waiting
-    workers seldom fold at the same moment), or after MAX_DEFER such periods of deferring whatever `main`
-    does, it folds as every rig does. A one-shot command has none: it folds at once."""
+    lane result its folder saw, up to MAX_FOLD), instead of racing that folder for `main`. So one worker, the
+    one that folded last, goes on folding for everyone, and the others leave `main` to it.
+
+    It folds again once its fetches have found `main` quiet for the quiet time: `quiet` seconds, or twice the
+    usual gap between the moves it saw where that is longer (a folder whose jobs take 5 s moves main every
+    5 s), times a factor from 1 to 2 drawn per rig and quiet period, so two waiting workers seldom fold at the
+    same moment. A result of its own that nobody carried for MAX_DEFER times `quiet` is folded whatever
+    `main` does. A one-shot command has none: it folds at once."""
 
     def __init__(self, quiet: float = QUIET_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.quiet, self.clock = quiet, clock
         self.moved_at: float | None = None  # when this rig last found `main` moved by someone else
-        self.since: float | None = None  # when it first deferred a fold since it last folded
-        self.seen = False  # whether a fetch set the baseline yet
+        self.gap = 0.0  # the usual time between those moves (a moving average)
+        self.looked_at: float | None = None  # its last fetch: how long main was quiet is known up to there
+        self.first: dict[str, float] = {}  # our results waiting on their lanes → when this rig first deferred them
 
-    def fetched(self, moved: bool) -> None:
-        """After a fetch: whether it found `main` moved by someone else. The first only sets the baseline: when
-        main moved before it, it cannot say, and a worker started on a board others used must not wait."""
-        if moved and self.seen:
+    def fetched(self, moved: bool, lanes: bool = False) -> None:
+        """After a fetch: whether it found `main` moved by someone else, and whether any claim lanes are live.
+        The first fetch cannot say when main moved before it: a worker started on a quiet board folds at once,
+        one that joins others at work (live lanes) waits a quiet period first."""
+        if (moved and self.looked_at is not None) or (lanes and self.looked_at is None):
             self.moved()
-        self.seen = True
+        self.looked_at = self.clock()
 
     def moved(self) -> None:
         """Someone else moved `main` just now (a fetch found it, or a push of ours was refused)."""
-        self.moved_at = self.clock()
-
-    def defer(self, handle: str | None) -> bool:
-        """Whether to leave our lane results to somebody else's fold now."""
         now = self.clock()
+        if self.moved_at is not None:
+            self.gap = min((self.gap + now - self.moved_at) / 2, self.quiet * MAX_DEFER / 4)
+        self.moved_at = now
+
+    def defer(self, handle: str | None, waiting: list[str]) -> bool:
+        """Whether to leave our lane results to somebody else's fold now (`waiting`: ours not on main yet)."""
+        now = self.clock()
+        self.first = {i: self.first.get(i, now) for i in waiting}
         if self.moved_at is None:
             return False
         factor = random.Random(f"{handle}/{self.moved_at}").uniform(1.0, 2.0)
-        if now - self.moved_at >= self.quiet * factor:
-            self.since = None
+        quiet_for = max(self.looked_at or 0.0, self.moved_at) - self.moved_at
+        if quiet_for >= max(self.quiet, 2 * self.gap) * factor:
             return False
-        if self.since is None:
-            self.since = now
-        elif now - self.since >= self.quiet * MAX_DEFER:
-            self.since = None
-            return False
-        return True
+        return now - min(self.first.values(), default=now) < self.quiet * MAX_DEFER
 
 
-def deferring(board: Board) -> bool:
-    """Whether this rig's manners say: no fold of ours on `main` just now (board/folding.Courtesy)."""
+def deferring(board: Board, fresh: list[str] | None = None) -> bool:
+    """Whether this rig's manners say: no fold of ours on `main` just now (board/folding.Courtesy); `fresh`:
+    the items of ours being submitted."""
     manners: Courtesy | None = board.courtesy
-    return manners is not None and manners.defer(board.handle)
+    return manners is not None and manners.defer(board.handle, sorted({*_waiting(board), *(fresh or [])}))
+
+
+def _waiting(board: Board) -> list[str]:
+    """Our results only on their lanes, as far as main's validated state says; the copies of those somebody
+    else's fold carried are let go."""
+    from board.view import TreeView
+
+    ids = own_results(board)
+    state = board.ledger.load() if ids else None
+    if state is None:
+        return ids
+    view = TreeView(board.store, state.tree.encode())
+    waiting = []
+    for item_id in ids:
+        comp = view.completion(item_id)
+        if comp is not None and comp.completed_by == board.handle:
+            board.store.remove_ref(RESULTS_PREFIX + item_id.encode())
+        else:
+            waiting.append(item_id)
+    return waiting
 
 
 def add_fold(board: Board, chain: Chain, state: State, extra: Found | None = None) -> list[str]:
@@ -90,7 +116,7 @@ def add_fold(board: Board, chain: Chain, state: State, extra: Found | None = Non
     results of ours signed on lane commits not pushed nor written (board/folding.submit), with their blobs."""
     from board.claims import live_lanes
 
-    if state.legacy or not board.handle or deferring(board):
+    if state.legacy or not board.handle or deferring(board, list(extra or {})):
         return []
     found: Found = dict(extra or {})  # ours, signed but not pushed: first
     for item_id, lane in sorted(live_lanes(board).items()):
@@ -243,7 +269,9 @@ def _fold_first(board: Board, batch: list[Op], files: dict[str, dict[str, bytes]
     from board.store import MAIN, ORIGIN_MAIN
 
     state, origin = board.ledger.load(), board.store.ref(ORIGIN_MAIN)
-    if state is None or origin is None or state.dropped or state.commit != origin.decode() or deferring(board):
+    if state is None or origin is None or state.dropped or state.commit != origin.decode():
+        return {}
+    if deferring(board, [str(op.id) for op in batch]):
         return {}
     if not board.ledger.healthy(state) or board.remote is None:
         return {}

@@ -187,7 +187,7 @@ class Board:
             return None
         self.store.force_ref(ORIGIN_MAIN, origin)
         if self.courtesy is not None:
-            self.courtesy.fetched(origin not in previous)  # whether someone else moved main
+            self.courtesy.fetched(origin not in previous, bool(self.remote.lanes))  # main moved? lanes in use?
         state, found = self.ledger.advance(origin)
         self._note(found)
         from board.claims import track

@@ -311,20 +311,63 @@ def test_a_courteous_rig_leaves_its_result_on_its_lane_while_others_move_main_an
 
 
 def test_fold_manners_defer_at_most_max_defer_quiet_periods_while_main_never_rests() -> None:
-    """Main moving again before every look must not keep a result off main for ever: the rig folds after
-    MAX_DEFER quiet periods of deferring. A fold (no deferral) starts the count afresh."""
+    """Main moving again before every look must not keep a result off main for ever: a result of ours waiting
+    on its lane for MAX_DEFER times the quiet time is folded. The count starts afresh once none waits."""
     now = [0.0]
     manners = Courtesy(quiet=1.0, clock=lambda: now[0])
-    assert manners.defer("bob") is False  # no move seen yet
+    assert manners.defer("bob", ["x"]) is False  # no move seen yet: fold
     manners.fetched(True)  # the first fetch is the baseline only
-    assert manners.defer("bob") is False
-    looks = []
-    for _ in range(40):
+    assert manners.defer("bob", ["x"]) is False
+    looks: list[bool] = []
+    while len(looks) < 40 and (not looks or looks[-1]):
         now[0] += 0.5
         manners.fetched(True)
-        looks.append(manners.defer("bob"))
-    first_fold = looks.index(False)
-    assert all(looks[:first_fold]) and first_fold * 0.5 >= MAX_DEFER - 1 and first_fold * 0.5 <= MAX_DEFER
-    assert looks[first_fold + 1] is True  # counting again from there
-    now[0] += 2.0  # quiet for 2 s: folds
-    assert manners.defer("bob") is False
+        looks.append(manners.defer("bob", ["x"]))
+    assert looks[-1] is False and all(looks[:-1]) and now[0] == MAX_DEFER  # waiting since 0: folded at 10 s
+    manners.defer("bob", [])  # it landed: nothing of ours waits
+    now[0] += 0.5
+    manners.fetched(True)
+    assert manners.defer("bob", ["y"]) is True  # a new result of ours: deferred, counting from here
+    now[0] += 2.0  # 2 s later, but nobody looked: main may have moved meanwhile
+    assert manners.defer("bob", ["y"]) is True
+    manners.fetched(False)  # a fetch finds main as it was 2 s ago: quiet for twice the quiet time, fold
+    assert manners.defer("bob", ["y"]) is False
+
+
+def test_fold_manners_never_force_a_fold_while_other_folds_carry_each_result_in_time() -> None:
+    """A worker that submits a result every second, each carried by the busy folder within 2 s, always has one
+    waiting: that is no result waiting for MAX_DEFER quiet periods, and it never races the folder."""
+    now = [0.0]
+    manners = Courtesy(quiet=1.0, clock=lambda: now[0])
+    manners.fetched(False)
+    looks = []
+    for k in range(1, 4 * MAX_DEFER):
+        now[0] += 0.5
+        manners.fetched(True)  # the folder moves main every half second
+        waiting = [f"r{j}" for j in range(max(0, k // 2 - 2), k // 2 + 1)]  # submitted each second, gone 2 s later
+        looks.append(manners.defer("bob", waiting))
+    assert all(looks)
+
+
+def test_fold_manners_wait_longer_behind_a_folder_whose_jobs_are_long() -> None:
+    """The quiet time follows the gaps between the moves a rig saw: behind a folder that moves main every 3 s
+    (its jobs take that long), 2.5 s without a move is no quiet period, as it would be with a 1 s quiet time;
+    a first look at a board others work on (live lanes) waits a quiet period before folding."""
+    now = [0.0]
+    manners = Courtesy(quiet=1.0, clock=lambda: now[0])
+    manners.fetched(False)
+    for _ in range(6):
+        now[0] += 3.0
+        manners.fetched(True)
+    now[0] += 2.5
+    manners.fetched(False)
+    assert manners.defer("bob", []) is True
+    now[0] += 10.0
+    manners.fetched(False)
+    assert manners.defer("bob", []) is False  # 12.5 s: quiet by any factor
+    fresh = Courtesy(quiet=1.0, clock=lambda: now[0])
+    fresh.fetched(False, lanes=True)
+    assert fresh.defer("bob", ["x"]) is True
+    plain = Courtesy(quiet=1.0, clock=lambda: now[0])
+    plain.fetched(False, lanes=False)
+    assert plain.defer("bob", ["x"]) is False
