@@ -109,3 +109,55 @@ def test_claims_on_main_in_batches_still_complete_every_item_exactly_once() -> N
     for seed in range(3):
         row = simulate(Config(8, jobs=160, batch=4, mode="main", server_cores=8, costs=costs, seed=seed))
         assert row["gave_up"] == 0 and row["lost_per_claim"] > 0  # contended, and still exactly once
+
+
+# --fold-quiet: the fold manners of board/folding.Courtesy (a worker defers its fold while main moved lately)
+
+POLITE = Config(30, jobs=120, job_s=5.0, rtt=0.040, server_cores=8, mode="results", fold_quiet=1.0)
+
+
+def test_without_manners_the_figures_are_those_of_the_model_before_them() -> None:
+    # what the simulation gave before --fold-quiet existed (same seed): 0 leaves it as it was
+    cfg = Config(20, jobs=80, batch=2, job_s=2.0, rtt=0.040, server_cores=8, mode="results", seed=3)
+    row = simulate(replace(cfg, fold_quiet=0.0))
+    assert {k: row[k] for k in BEFORE} == BEFORE
+    assert simulate(cfg) == row
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_manners_need_fewer_main_pushes_and_still_complete_every_item_once(seed: int) -> None:
+    plain = simulate(replace(POLITE, fold_quiet=0.0, seed=seed))
+    polite = simulate(replace(POLITE, seed=seed))  # raises unless every item was completed exactly once
+    assert polite["main_pushes_per_result"] < plain["main_pushes_per_result"] / 2
+    assert polite["results_per_fold"] > plain["results_per_fold"]
+    assert polite["folded"] == 120 and polite["on_lanes"] == 0
+    assert polite["gave_up"] == 0 and polite["fold_gave_up"] == 0
+
+
+def test_a_lone_worker_with_manners_folds_each_result_straight_onto_main() -> None:
+    # it never sees anyone else move main: per job a fetch, a lane claim, 1 s, one push of main (no lane push)
+    row = simulate(Config(1, jobs=20, job_s=1.0, rtt=0.010, mode="results", fold_quiet=1.0, costs=FREE))
+    assert row["jobs_per_min"] == pytest.approx(60 / 1.030, rel=0.01)
+    assert row["main_pushes_per_result"] == 1 and row["results_per_fold"] == 1
+    assert row["pushes_per_landed"] == 1.0  # the claim and the fold: two pushes, two commits
+    assert row["lag_median"] == 0 and row["lag_p95"] == 0  # on main at once, on no lane
+
+
+def test_a_result_nobody_carries_is_folded_after_max_defer_quiet_periods() -> None:
+    # main moves all the time (short jobs), so nobody's fetch finds it quiet: only the results that waited
+    # MAX_DEFER quiet periods are folded (carrying the others), and so every result waits, but not for longer
+    quiet = 0.5
+    row = simulate(Config(16, jobs=320, job_s=0.2, rtt=0.040, server_cores=8, mode="results", fold_quiet=quiet,
+                          costs=CONTENDED))  # fmt: skip
+    assert row["lag_median"] > quiet
+    assert row["lag_p95"] < quiet * scale_sim.MAX_DEFER + 1.0
+    assert row["folded"] == 320 and row["on_lanes"] == 0
+
+
+def test_a_stopping_worker_folds_what_is_left_whatever_main_does() -> None:
+    # one job each: all fold at once on a board none has seen move, one wins, the others' results go onto
+    # their lanes and wait (MAX_DEFER quiet periods would be 1,000 s) until the workers, out of work, stop
+    row = simulate(Config(8, jobs=8, job_s=1.0, rtt=0.040, server_cores=8, mode="results", fold_quiet=100.0,
+                          fold_idle=1.0))  # fmt: skip
+    assert row["folded"] == 8 and row["on_lanes"] == 0
+    assert row["lag_p95"] < 3.0

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/benchmarks/scale_sim.py --check-here            # against bench_scale.py's runs here
     .venv/bin/python tests/benchmarks/scale_sim.py --workers 10,100,1000 --job-seconds 30 --server-cores 8 \
-        --rtt-ms 40 --batch 4 [--mode lanes|main|results] [--jobs N] [--seeds S] [--json out.json]
+        --rtt-ms 40 --batch 4 [--mode lanes|main|results] [--fold-quiet S] [--jobs N] [--seeds S] [--json out.json]
 
 A discrete-event simulation (no threads, no sleeps; deterministic for a seed) of what bench_scale.py runs for
 real, so the README's model can be checked against this machine and then pushed to sizes no machine here
@@ -27,6 +27,19 @@ can run. What it models, with costs from tests/benchmarks/bench_push_cost.py and
   the fold commit. Refused: back-off, fetch; done if a winner's fold carried its results, else rebuild and retry,
   up to 30 attempts ("fold gave up": the results stay on their lanes for a later fold). A worker with nothing to
   claim folds the lane results older than `--fold-idle` seconds (the drain at the end).
+- `--fold-quiet S` (results mode; 0, the default: none) gives the workers board/folding.Courtesy's fold manners:
+  each tracks when a fetch of its own found `main` moved by someone else (or a push of its own to `main` was
+  refused), its last fetch, and the moving average of the gaps between those moves. While main moved lately (the
+  quiet it saw up to its last fetch is under max(S, twice the gap) times a factor from 1 to 2 drawn per worker
+  and move) it defers: its results go onto their lanes only, for somebody's fold to carry, unless one of them
+  waited MAX_DEFER times S. A worker that never saw a foreign move folds at once (its first fetch is a baseline,
+  or a move when it shows live lanes). Not deferring, a submission is `wl`'s: one compare-and-swap push of main
+  with a fold of the fresh results and the lane results in view (no lane push when it lands; refused, they go
+  onto their lanes and the refusal counts as a move). A worker with results waiting decides again after each
+  fetch of its loop and before each retry of a fold; one with nothing to claim for `--fold-idle` seconds stops
+  (as `--idle-exit`): it folds what of its own is still on lanes, manners or not (there is no drain of others'
+  results: every worker folds its own in the end). A result carried by a fold straight from its worker has a
+  lane-to-main lag of 0.
 - `--shared-cores K` puts clients and server on one machine of K cores (this one: 2), each CPU burst queued
   for a core; without it every worker has its own machine.
 
@@ -56,6 +69,7 @@ WINDOW = 32  # wl_infer.automation SHUFFLE_WINDOW: workers pick among the first 
 # ... or among twice the claims held, where more are (runnable_items)
 ATTEMPTS = 30  # CAS attempts for a `main` push before a result is kept for later
 FOLD_MAX = 64  # lane results one fold commit carries at most
+MAX_DEFER = 10  # board/folding.py: quiet periods a courteous worker leaves its results to other folds at most
 
 
 @dataclass
@@ -90,6 +104,7 @@ class Config:
     shared_cores: int | None = None  # clients and server on one machine of this many cores
     mode: str = "lanes"  # or "main", "results"
     fold_idle: float = 1.0  # results mode: a worker with nothing to claim folds lane results older than this
+    fold_quiet: float = 0.0  # results mode: the fold manners' quiet time (board/folding.Courtesy); 0: none
     seed: int = 1
     costs: Costs = field(default_factory=Costs)
 
@@ -179,6 +194,44 @@ class Commons:
         return self.free[: max(WINDOW, 2 * (len(self.lane) - len(self.done) - len(self.pending)))]
 
 
+class Manners:
+    """board/folding.Courtesy on the simulation's clock: one worker's fold manners. `seed` names the worker
+    and the run; the factor for a quiet period is drawn from it and the time of the move that began it."""
+
+    def __init__(self, quiet: float, clock: Callable[[], float], seed: str) -> None:
+        self.quiet, self.clock, self.seed = quiet, clock, seed
+        self.moved_at: float | None = None  # when this worker last found `main` moved by someone else
+        self.gap = 0.0  # the usual time between those moves (a moving average)
+        self.looked_at: float | None = None  # its last fetch
+        self.first: dict[int, float] = {}  # its results waiting on their lanes → when it first deferred them
+        self._factor: tuple[float | None, float] = (None, 1.0)  # (moved_at, its factor)
+
+    def fetched(self, moved: bool, lanes: bool) -> None:
+        """After a fetch: whether `main` moved since this worker's last view of it, whether lanes are live."""
+        if (moved and self.looked_at is not None) or (lanes and self.looked_at is None):
+            self.moved()
+        self.looked_at = self.clock()
+
+    def moved(self) -> None:
+        now = self.clock()
+        if self.moved_at is not None:
+            self.gap = min((self.gap + now - self.moved_at) / 2, self.quiet * MAX_DEFER / 4)
+        self.moved_at = now
+
+    def defer(self, waiting: list[int]) -> bool:
+        """Whether to leave `waiting` (its results not on main yet, fresh ones included) to others' folds now."""
+        now = self.clock()
+        self.first = {i: self.first.get(i, now) for i in waiting}
+        if self.moved_at is None:
+            return False
+        if self._factor[0] != self.moved_at:
+            self._factor = (self.moved_at, random.Random(f"{self.seed}/{self.moved_at!r}").uniform(1.0, 2.0))
+        quiet_for = max(self.looked_at or 0.0, self.moved_at) - self.moved_at
+        if quiet_for >= max(self.quiet, 2 * self.gap) * self._factor[1]:
+            return False
+        return now - min(self.first.values(), default=now) < self.quiet * MAX_DEFER
+
+
 def simulate(cfg: Config) -> dict[str, Any]:
     sim, c, rng = Sim(), cfg.costs, random.Random(cfg.seed)
     board = Commons(cfg.jobs)
@@ -199,18 +252,32 @@ def simulate(cfg: Config) -> dict[str, Any]:
         seen_version = -board.jobs  # the poster's commits (one per job) are new to a worker's first fetch
         seen_weight, seen_lanes = -board.jobs, 0
         view: dict[int, float] = {}  # results mode: lane results not on main at the last fetch, + its own
+        manners: Manners | None = None  # --fold-quiet: this worker's fold manners, and its results on lanes (oldest first)
+        if cfg.mode == "results" and cfg.fold_quiet > 0:
+            manners = Manners(cfg.fold_quiet, lambda: sim.now, f"{cfg.seed}/{me}")
+        own: dict[int, None] = {}
+        idle_since: float | None = None
+
+        def waiting() -> list[int]:
+            """Its results only on their lanes as of its view; those somebody else's fold carried are let go."""
+            for i in [i for i in own if i not in view]:
+                del own[i]
+            return list(own)
 
         def fetch(watch: tuple[int, ...] = ()) -> Generator[Step, Any, tuple[list[int], set[int]]]:
             """(the first WINDOW runnable items, which of `watch` are taken), as of the server's answer."""
             nonlocal seen_version, seen_weight, seen_lanes, view
             yield ("cpu", cpu, c.t_fetch)
 
-            def read() -> tuple[int, int, list[int], set[int], int, dict[int, float]]:
+            def read() -> tuple[int, int, list[int], set[int], int, dict[int, float], bool]:
                 taken = {i for i in watch if i in board.lane or i in board.done}
                 pending = dict(board.pending)
-                return board.version, board.weight, board.window(), taken, board.lane_pushes, pending
+                live = len(board.lane) > len(board.done)  # claims held or results on lanes
+                return board.version, board.weight, board.window(), taken, board.lane_pushes, pending, live
 
-            version, weight, window, taken, lanes, view = yield from request(c.c_fetch, read)
+            version, weight, window, taken, lanes, view, live = yield from request(c.c_fetch, read)
+            if manners is not None:
+                manners.fetched(version != seen_version, live)
             yield ("cpu", cpu, c.v_commit * max(0, weight - seen_weight) + c.t_fold * (lanes - seen_lanes))
             seen_version, seen_weight, seen_lanes = version, weight, lanes
             return window, taken
@@ -253,53 +320,87 @@ def simulate(cfg: Config) -> dict[str, Any]:
                     return "lost"
             return "gave up"
 
-        def fold(target: list[int]) -> Generator[Step, Any, None]:
+        def try_fold(expected: int, carry: list[int]) -> bool:
+            """The server takes a fold commit carrying `carry` when main is still at `expected`."""
+            board.pushes += 1
+            board.main_pushes += 1
+            if board.version != expected:
+                return False
+            board.version += 1
+            board.weight += len(carry)
+            board.landed += 1
+            board.folds += 1
+            for i in carry:  # main has not moved since the fetch, so each is still only on its lane ...
+                # ... or, folded straight from its worker (--fold-quiet), on no lane at all: no lag
+                board.lags.append(sim.now - board.pending.pop(i) if i in board.pending else 0.0)
+                board.done[i] = board.done.get(i, 0) + 1
+            board.last_done_at = sim.now
+            return True
+
+        def fold(target: list[int], polite: bool = False) -> Generator[Step, Any, None]:
             """Results mode: a compare-and-swap push of one fold commit carrying `target` (its own results, or the
             stale ones an idle worker saw) and the other lane results in view, oldest first, up to FOLD_MAX;
-            retried until a fold (its own or a winner's) carried `target`, or 30 attempts."""
+            retried until a fold (its own or a winner's) carried `target`, or 30 attempts; `polite`: or until its
+            manners say defer, asked again before each retry."""
             nonlocal seen_version, seen_weight
             wanted = set(target)
             for attempt in range(1, ATTEMPTS + 1):
                 mine = [i for i in target if i in view]
                 if not mine:
                     return  # the winner's fold carried them
+                if polite and attempt > 1 and manners is not None and manners.defer(waiting()):
+                    return  # main moved: left on their lanes to the next fold
                 carry = (mine + [i for i in view if i not in wanted])[:FOLD_MAX]
                 # the folder checks every result it carries (its signature, on its lane), as each reader will
                 yield ("cpu", cpu, c.t_push + c.v_commit * len(carry) + (c.t_rebuild if attempt > 1 else 0.0))
                 expected = seen_version
-
-                def try_fold(expected: int = expected, carry: list[int] = carry) -> bool:
-                    board.pushes += 1
-                    board.main_pushes += 1
-                    if board.version != expected:
-                        return False
-                    board.version += 1
-                    board.weight += len(carry)
-                    board.landed += 1
-                    board.folds += 1
-                    for i in carry:  # main has not moved since the fetch, so each is still only on its lane
-                        board.lags.append(sim.now - board.pending.pop(i))
-                        board.done[i] = board.done.get(i, 0) + 1
-                    board.last_done_at = sim.now
-                    return True
-
-                if (yield from request(c.c_main if board.version == expected else c.c_adv, try_fold)):
+                cost = c.c_main if board.version == expected else c.c_adv
+                if (yield from request(cost, lambda expected=expected, carry=carry: try_fold(expected, carry))):
                     seen_version += 1
                     seen_weight += len(carry)
                     for i in carry:
                         del view[i]
                     return
+                if manners is not None:
+                    manners.moved()  # a refused push of its own: someone else moved main
                 yield ("delay", rng.uniform(0, min(0.5, 0.01 * 2**attempt)))
                 yield from fetch()
             board.fold_gave_up += 1  # the results stay on their lanes: a later fold carries them
 
+        def fold_first(fresh: list[int]) -> Generator[Step, Any, list[int]]:
+            """--fold-quiet: one compare-and-swap push of main with a fold of `fresh` (results on no lane yet) and
+            the lane results in view, up to FOLD_MAX (board/folding._fold_first); those of `fresh` it landed."""
+            nonlocal seen_version, seen_weight
+            carry = (fresh + [i for i in view if i not in fresh])[:FOLD_MAX]
+            yield ("cpu", cpu, c.t_push + c.v_commit * len(carry))
+            expected = seen_version
+            cost = c.c_main if board.version == expected else c.c_adv
+            if (yield from request(cost, lambda: try_fold(expected, carry))):
+                seen_version += 1
+                seen_weight += len(carry)
+                for i in carry:
+                    view.pop(i, None)
+                return [i for i in carry if i in fresh]
+            assert manners is not None
+            manners.moved()  # refused: someone else moved main; the results go onto their lanes
+            return []
+
         while True:
             window, _ = yield from fetch()
-            if not window:
+            if manners is not None:  # its results waiting on lanes: fold them now, manners permitting ...
+                mine = waiting()
+                if not window and idle_since is None:
+                    idle_since = sim.now
+                stopping = idle_since is not None and sim.now - idle_since >= cfg.fold_idle
+                if mine and (stopping or not manners.defer(mine)):  # ... or whatever main does, on stopping
+                    yield from fold(mine, polite=not stopping)
+                    continue
+            elif not window:
                 stale = [i for i, t in view.items() if sim.now - t >= cfg.fold_idle]
                 if stale:  # results mode, nothing to claim: fold what has waited on its lane (the drain)
                     yield from fold(stale)
                     continue
+            if not window:
                 if len(board.done) == board.jobs:
                     return
                 yield ("delay", cfg.poll)
@@ -341,6 +442,11 @@ def simulate(cfg: Config) -> dict[str, Any]:
                 yield ("delay", cfg.job_s)
                 yield ("cpu", cpu, c.t_run)
             if cfg.mode == "results":  # one lane push moves each result's lane from the claim it holds
+                if manners is not None and not manners.defer(waiting() + won):  # main quiet: straight onto it
+                    landed = yield from fold_first(won)
+                    won = [i for i in won if i not in landed]
+                    if not won:
+                        continue
                 yield ("cpu", cpu, c.t_push)
 
                 def submit(won: list[int] = won) -> float:
@@ -352,7 +458,12 @@ def simulate(cfg: Config) -> dict[str, Any]:
 
                 at = yield from request(c.c_lane + c.c_lane_more * (len(won) - 1), submit)
                 view.update(dict.fromkeys(won, at))
-                yield from fold(won)
+                if manners is None:
+                    yield from fold(won)
+                else:
+                    own.update(dict.fromkeys(won))
+                    if not manners.defer(waiting()):
+                        yield from fold(waiting(), polite=True)
                 continue
 
             def complete(won: list[int] = won) -> None:
@@ -369,6 +480,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
         sim.spawn(worker(k))
     sim.run(until=24 * 3600)
     assert all(n == 1 for n in board.done.values()) and len(board.done) == board.jobs, "not exactly once"
+    assert not board.pending, "results left on their lanes"
     wall, lags = board.last_done_at, sorted(board.lags)
     nan = float("nan")
     return {
@@ -407,6 +519,8 @@ def main() -> None:
     ap.add_argument("--shared-cores", type=int)
     ap.add_argument("--mode", choices=["lanes", "main", "results"], default="lanes")
     ap.add_argument("--fold-idle", type=float, default=1.0, help="results mode: idle workers fold older ones")
+    ap.add_argument("--fold-quiet", type=float, default=0.0,
+                    help="results mode: fold manners, folding once main was quiet this long (0: none)")
     ap.add_argument("--seeds", type=int, default=3, help="runs per row (medians)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
@@ -420,7 +534,8 @@ def main() -> None:
         for (mode, batch), measured in here.items():
             for k, got in measured.items():
                 row = _median([simulate(Config(k, jobs=args.jobs or 80, batch=batch, mode=mode, shared_cores=2,
-                                               fold_idle=args.fold_idle, seed=s)) for s in range(args.seeds)])  # fmt: skip
+                                               fold_idle=args.fold_idle, fold_quiet=args.fold_quiet, seed=s))
+                              for s in range(args.seeds)])  # fmt: skip
                 rows.append({**row, "measured": got})
                 print(f"| {mode} | {batch} | {k} | {row['jobs_per_min']:.0f} | {'–' if got is None else got} "
                       f"| {row['pushes_per_landed']:.2f} | {row['lost_per_claim']:.2f} |")  # fmt: skip
@@ -435,7 +550,7 @@ def main() -> None:
             row = _median([simulate(Config(k, jobs=jobs, batch=args.batch, job_s=args.job_seconds,
                                            rtt=args.rtt_ms * MS, server_cores=args.server_cores,
                                            shared_cores=args.shared_cores, mode=args.mode,
-                                           fold_idle=args.fold_idle, seed=s))
+                                           fold_idle=args.fold_idle, fold_quiet=args.fold_quiet, seed=s))
                            for s in range(args.seeds)])  # fmt: skip
             rows.append(row)
             print(f"| {k} | {row['jobs_per_min']:.0f} | {row['pushes_per_landed']:.2f} "
