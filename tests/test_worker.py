@@ -466,6 +466,68 @@ def test_a_worker_leaves_its_result_to_the_next_fold_while_others_move_main_and_
     assert check_history(board_ops(repo)) == Counter({first: 1, second: 1, third: 1})
 
 
+class NeverCarries:
+    """A participant's client that moves main but never folds anyone's lane results: manners that always defer
+    (board/folding.add_fold asks them)."""
+
+    def defer(self, handle: str | None, waiting: list[str]) -> bool:
+        return True
+
+    def fetched(self, moved: bool, lanes: bool = False) -> None:
+        pass
+
+    def moved(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_folds_its_result_itself_when_main_keeps_moving_without_carrying_it(
+    tmp_path: Path, ollama: FakeOllama, procs: list[WlProc]
+) -> None:
+    # A participant keeps moving main (valid signed posts, one every fifth of a second) and never carries the
+    # worker's lane result: the worker's manners keep deferring while main is busy, but only for MAX_DEFER
+    # quiet times (here 10 x 0.3 s); then it folds the result itself, main still busy.
+    from board.ids import new_item_id, utcnow
+
+    with running_http(tmp_path / "srv") as server:
+        repo = make_commons(tmp_path / "srv")
+        url = server.url("commons.git")
+        poster, bob = join_rig(tmp_path, url, "poster"), join_rig(tmp_path, url, "bob")
+        worker = WlProc(bob.home, "infer", "worker", "--poll", "0.2", "--fold-quiet", "0.3",
+                        env={"OLLAMA_HOST": ollama.url})
+        procs.append(worker)
+        worker.wait_for("idle", timeout=30)
+        [iid] = post_jobs(poster.home, ["folded by its worker after all"])
+        stop = threading.Event()
+        posted: list[str] = []
+
+        def busy() -> None:
+            with Board(Home(poster.home)) as b:
+                b.courtesy = NeverCarries()
+                while not stop.is_set() and len(posted) < 300:
+                    item_id = new_item_id(f"noise {len(posted)}", utcnow())
+                    b.mutate(b.new_op("post", item_id, title=f"noise {len(posted)}"))
+                    posted.append(item_id)
+                    stop.wait(0.2)
+
+        noise = threading.Thread(target=busy, daemon=True)
+        noise.start()
+        try:
+            worker.wait_for("done", timeout=40, id=iid)
+            deadline = time.monotonic() + 30
+            while iid not in folders_of(repo) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            busy_while = len(posted)
+            assert folders_of(repo).get(iid) == "bob"  # its own fold, while main was still moving
+            assert noise.is_alive() and busy_while >= 5
+        finally:
+            stop.set()
+            noise.join(timeout=30)
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.finish(timeout=30) == 0, worker.output()
+    assert check_history(board_ops(repo)) == Counter({iid: 1})
+
+
 # --- events, skips, failures, recovery (in-process: the same command, without process start-up) -------------
 def worker_events(rigs: Rigs, handle: str, *args: str) -> tuple[int, list[dict[str, Any]]]:
     """The events of one `--json` worker run: one document for `--once`, else one JSON line per event."""
