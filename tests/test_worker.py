@@ -8,6 +8,7 @@ as real `wl infer worker` subprocesses, signals and SIGKILL. One test runs the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -120,6 +121,15 @@ def post_jobs(home: Path, prompts: list[str], model: str = MODEL, **fields: Any)
 
     with Board(Home(home)) as b:
         return [post_job(b, Job(prompt=p, model=model, max_tokens=8, **fields)).item_id for p in prompts]
+
+
+@contextlib.contextmanager
+def poster_and_bob(tmp_path: Path) -> Iterator[tuple[Any, Path, Any, Any]]:
+    """A commons behind git's own http-backend (which counts pushes), a poster and a worker rig, bob."""
+    with running_http(tmp_path / "srv") as server:
+        repo = make_commons(tmp_path / "srv")
+        url = server.url("commons.git")
+        yield server, repo, join_rig(tmp_path, url, "poster"), join_rig(tmp_path, url, "bob")
 
 
 def board_ops(commons: Path) -> list[Op]:
@@ -383,10 +393,7 @@ def test_a_result_whose_fold_lost_every_race_stays_on_its_lane_and_the_loop_fold
     # Another writer lands a commit on main before each push after the claim: the result still goes onto its
     # lane (a push nobody else's commit on main can refuse), so it is submitted and readers see it in review;
     # the worker's own fold into main loses every race, and its loop folds it once main is quiet again.
-    with running_http(tmp_path / "srv") as server:
-        repo = make_commons(tmp_path / "srv")
-        url = server.url("commons.git")
-        poster, bob = join_rig(tmp_path, url, "poster"), join_rig(tmp_path, url, "bob")
+    with poster_and_bob(tmp_path) as (server, repo, poster, bob):
         [iid] = post_jobs(poster.home, ["submitted on the second go"])
         first_push = server.pushes + 1
 
@@ -431,10 +438,7 @@ def test_a_worker_leaves_its_result_to_the_next_fold_while_others_move_main_and_
     # worker's result goes onto its lane with no fold of its own racing the poster for main; the poster's next
     # mutation carries it. A result still on its lane when the worker stops is folded by the worker on its way
     # out, main busy or not. `--fold-quiet 0` is the control: the worker folds at once.
-    with running_http(tmp_path / "srv") as server:
-        repo = make_commons(tmp_path / "srv")
-        url = server.url("commons.git")
-        poster, bob = join_rig(tmp_path, url, "poster"), join_rig(tmp_path, url, "bob")
+    with poster_and_bob(tmp_path) as (server, repo, poster, bob):
         env = {"OLLAMA_HOST": ollama.url}
         worker = WlProc(bob.home, "infer", "worker", "--poll", "0.2", "--fold-quiet", "30", env=env)
         procs.append(worker)
@@ -489,10 +493,7 @@ def test_a_worker_folds_its_result_itself_when_main_keeps_moving_without_carryin
     # quiet times (here 10 x 0.3 s); then it folds the result itself, main still busy.
     from board.ids import new_item_id, utcnow
 
-    with running_http(tmp_path / "srv") as server:
-        repo = make_commons(tmp_path / "srv")
-        url = server.url("commons.git")
-        poster, bob = join_rig(tmp_path, url, "poster"), join_rig(tmp_path, url, "bob")
+    with poster_and_bob(tmp_path) as (server, repo, poster, bob):
         worker = WlProc(bob.home, "infer", "worker", "--poll", "0.2", "--fold-quiet", "0.3",
                         env={"OLLAMA_HOST": ollama.url})
         procs.append(worker)
