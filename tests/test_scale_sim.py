@@ -114,14 +114,17 @@ def test_claims_on_main_in_batches_still_complete_every_item_exactly_once() -> N
 # --fold-quiet: the fold manners of board/folding.Courtesy (a worker defers its fold while main moved lately)
 
 POLITE = Config(30, jobs=120, job_s=5.0, rtt=0.040, server_cores=8, mode="results", fold_quiet=1.0)
+# what the simulation gave for this run before --fold-quiet existed (commit 7d813e7)
+BEFORE_CFG = Config(20, jobs=80, batch=2, job_s=2.0, rtt=0.040, server_cores=8, mode="results", seed=3)
+BEFORE = {"jobs_per_min": 376.48704803557126, "pushes_per_landed": 1.1657142857142857, "main_pushes_per_result": 1.2625,
+          "results_per_fold": 5.333333333333333, "lag_median": 0.3829057683083512, "lag_p95": 0.5762224576395383,
+          "fold_gave_up": 0, "on_lanes": 0, "folded": 80}  # fmt: skip
 
 
 def test_without_manners_the_figures_are_those_of_the_model_before_them() -> None:
-    # what the simulation gave before --fold-quiet existed (same seed): 0 leaves it as it was
-    cfg = Config(20, jobs=80, batch=2, job_s=2.0, rtt=0.040, server_cores=8, mode="results", seed=3)
-    row = simulate(replace(cfg, fold_quiet=0.0))
+    row = simulate(replace(BEFORE_CFG, fold_quiet=0.0))
     assert {k: row[k] for k in BEFORE} == BEFORE
-    assert simulate(cfg) == row
+    assert simulate(BEFORE_CFG) == row  # 0 is the default
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -129,29 +132,51 @@ def test_manners_need_fewer_main_pushes_and_still_complete_every_item_once(seed:
     plain = simulate(replace(POLITE, fold_quiet=0.0, seed=seed))
     polite = simulate(replace(POLITE, seed=seed))  # raises unless every item was completed exactly once
     assert polite["main_pushes_per_result"] < plain["main_pushes_per_result"] / 2
-    assert polite["results_per_fold"] > plain["results_per_fold"]
+    assert polite["results_per_fold"] > 2 * plain["results_per_fold"]
     assert polite["folded"] == 120 and polite["on_lanes"] == 0
     assert polite["gave_up"] == 0 and polite["fold_gave_up"] == 0
 
 
 def test_a_lone_worker_with_manners_folds_each_result_straight_onto_main() -> None:
-    # it never sees anyone else move main: per job a fetch, a lane claim, 1 s, one push of main (no lane push)
+    # it never sees anyone else move main: per job a fetch, a lane claim, 1 s, a fetch (before submitting)
+    # and one push of main with a fold of the result, which goes onto no lane
     row = simulate(Config(1, jobs=20, job_s=1.0, rtt=0.010, mode="results", fold_quiet=1.0, costs=FREE))
-    assert row["jobs_per_min"] == pytest.approx(60 / 1.030, rel=0.01)
+    assert row["jobs_per_min"] == pytest.approx(60 / 1.040, rel=0.01)
     assert row["main_pushes_per_result"] == 1 and row["results_per_fold"] == 1
     assert row["pushes_per_landed"] == 1.0  # the claim and the fold: two pushes, two commits
-    assert row["lag_median"] == 0 and row["lag_p95"] == 0  # on main at once, on no lane
+    assert row["lag_median"] == 0 and row["lag_p95"] == 0
 
 
-def test_a_result_nobody_carries_is_folded_after_max_defer_quiet_periods() -> None:
-    # main moves all the time (short jobs), so nobody's fetch finds it quiet: only the results that waited
-    # MAX_DEFER quiet periods are folded (carrying the others), and so every result waits, but not for longer
-    quiet = 0.5
-    row = simulate(Config(16, jobs=320, job_s=0.2, rtt=0.040, server_cores=8, mode="results", fold_quiet=quiet,
-                          costs=CONTENDED))  # fmt: skip
-    assert row["lag_median"] > quiet
-    assert row["lag_p95"] < quiet * scale_sim.MAX_DEFER + 1.0
-    assert row["folded"] == 320 and row["on_lanes"] == 0
+def test_with_short_jobs_workers_fold_once_main_has_been_quiet() -> None:
+    # workers fetch every fraction of a second, so they see main quiet for the quiet time and fold then
+    cfg = Config(16, jobs=320, job_s=0.2, rtt=0.040, server_cores=8, mode="results", costs=CONTENDED)
+    plain, polite = simulate(cfg), simulate(replace(cfg, fold_quiet=0.5))
+    assert polite["main_pushes_per_result"] < plain["main_pushes_per_result"] / 4
+    assert polite["results_per_fold"] > 2 * plain["results_per_fold"]
+    assert polite["lag_p95"] < 0.5 * 2 + 0.5  # a quiet time, times at most 2, and a cycle
+    assert polite["folded"] == 320 and polite["on_lanes"] == 0
+
+
+def test_busy_workers_with_long_jobs_leave_their_results_about_one_job_on_lanes() -> None:
+    # 5 s jobs: a busy worker fetches only between jobs and then finds main moved, so it defers; its result
+    # waits for a fold by a worker that found main quiet, about a job later, not to the end of the run
+    job_s = 5.0
+    row = simulate(Config(20, jobs=300, job_s=job_s, rtt=0.040, server_cores=8, mode="results", fold_quiet=0.5))  # fmt: skip
+    assert 0.8 * job_s < row["lag_median"] <= row["lag_p95"] < 2 * job_s
+    assert row["folded"] == 300 and row["on_lanes"] == 0
+
+
+def test_a_result_nobody_carries_is_folded_after_max_defer_quiet_periods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # folds of one result each (their folder's own): main moves all the time and carries few of the others,
+    # so those wait until their worker's manners force them onto main, MAX_DEFER quiet periods on
+    monkeypatch.setattr(scale_sim, "FOLD_MAX", 1)
+    quiet, job_s = 0.5, 1.0
+    row = simulate(Config(8, jobs=80, job_s=job_s, rtt=0.040, server_cores=8, mode="results", fold_quiet=quiet))  # fmt: skip
+    assert row["lag_median"] > quiet * scale_sim.MAX_DEFER / 2  # deferred ...
+    assert row["lag_p95"] < quiet * scale_sim.MAX_DEFER + 2 * job_s + 1.5  # ... not for longer: 15 s without
+    assert row["folded"] == 80 and row["on_lanes"] == 0
 
 
 def test_a_stopping_worker_folds_what_is_left_whatever_main_does() -> None:
@@ -160,4 +185,4 @@ def test_a_stopping_worker_folds_what_is_left_whatever_main_does() -> None:
     row = simulate(Config(8, jobs=8, job_s=1.0, rtt=0.040, server_cores=8, mode="results", fold_quiet=100.0,
                           fold_idle=1.0))  # fmt: skip
     assert row["folded"] == 8 and row["on_lanes"] == 0
-    assert row["lag_p95"] < 3.0
+    assert 1.0 <= row["lag_p95"] < 3.0

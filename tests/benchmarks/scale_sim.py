@@ -33,13 +33,13 @@ can run. What it models, with costs from tests/benchmarks/bench_push_cost.py and
   quiet it saw up to its last fetch is under max(S, twice the gap) times a factor from 1 to 2 drawn per worker
   and move) it defers: its results go onto their lanes only, for somebody's fold to carry, unless one of them
   waited MAX_DEFER times S. A worker that never saw a foreign move folds at once (its first fetch is a baseline,
-  or a move when it shows live lanes). Not deferring, a submission is `wl`'s: one compare-and-swap push of main
-  with a fold of the fresh results and the lane results in view (no lane push when it lands; refused, they go
-  onto their lanes and the refusal counts as a move). A worker with results waiting decides again after each
-  fetch of its loop and before each retry of a fold; one with nothing to claim for `--fold-idle` seconds stops
-  (as `--idle-exit`): it folds what of its own is still on lanes, manners or not (there is no drain of others'
-  results: every worker folds its own in the end). A result carried by a fold straight from its worker has a
-  lane-to-main lag of 0.
+  or a move when it shows live lanes). As in `wl`, a submission fetches first and, not deferring, is one
+  compare-and-swap push of main with a fold of the fresh results and the lane results in view (no lane push when
+  it lands; refused, they go onto their lanes and the refusal counts as a move). A worker with results waiting
+  decides again after each fetch of its loop and before each retry of a fold; one with nothing to claim for
+  `--fold-idle` seconds stops (as `--idle-exit`): it folds what of its own is still on lanes, manners or not
+  (there is no drain of others' results then: every worker folds its own in the end). A result a fold carried
+  straight from its worker has a lane-to-main lag of 0.
 - `--shared-cores K` puts clients and server on one machine of K cores (this one: 2), each CPU burst queued
   for a core; without it every worker has its own machine.
 
@@ -62,6 +62,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 MS = 1e-3
@@ -252,10 +253,10 @@ def simulate(cfg: Config) -> dict[str, Any]:
         seen_version = -board.jobs  # the poster's commits (one per job) are new to a worker's first fetch
         seen_weight, seen_lanes = -board.jobs, 0
         view: dict[int, float] = {}  # results mode: lane results not on main at the last fetch, + its own
-        manners: Manners | None = None  # --fold-quiet: this worker's fold manners, and its results on lanes (oldest first)
+        manners: Manners | None = None  # --fold-quiet: this worker's fold manners ...
         if cfg.mode == "results" and cfg.fold_quiet > 0:
             manners = Manners(cfg.fold_quiet, lambda: sim.now, f"{cfg.seed}/{me}")
-        own: dict[int, None] = {}
+        own: dict[int, None] = {}  # ... and its results on lanes, oldest first
         idle_since: float | None = None
 
         def waiting() -> list[int]:
@@ -355,7 +356,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
                 yield ("cpu", cpu, c.t_push + c.v_commit * len(carry) + (c.t_rebuild if attempt > 1 else 0.0))
                 expected = seen_version
                 cost = c.c_main if board.version == expected else c.c_adv
-                if (yield from request(cost, lambda expected=expected, carry=carry: try_fold(expected, carry))):
+                if (yield from request(cost, partial(try_fold, expected, carry))):
                     seen_version += 1
                     seen_weight += len(carry)
                     for i in carry:
@@ -375,7 +376,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
             yield ("cpu", cpu, c.t_push + c.v_commit * len(carry))
             expected = seen_version
             cost = c.c_main if board.version == expected else c.c_adv
-            if (yield from request(cost, lambda: try_fold(expected, carry))):
+            if (yield from request(cost, partial(try_fold, expected, carry))):
                 seen_version += 1
                 seen_weight += len(carry)
                 for i in carry:
@@ -442,6 +443,8 @@ def simulate(cfg: Config) -> dict[str, Any]:
                 yield ("delay", cfg.job_s)
                 yield ("cpu", cpu, c.t_run)
             if cfg.mode == "results":  # one lane push moves each result's lane from the claim it holds
+                if manners is not None:  # `wl` fetches before it submits (Board.mutate, Board.sync)
+                    yield from fetch()
                 if manners is not None and not manners.defer(waiting() + won):  # main quiet: straight onto it
                     landed = yield from fold_first(won)
                     won = [i for i in won if i not in landed]
@@ -519,8 +522,8 @@ def main() -> None:
     ap.add_argument("--shared-cores", type=int)
     ap.add_argument("--mode", choices=["lanes", "main", "results"], default="lanes")
     ap.add_argument("--fold-idle", type=float, default=1.0, help="results mode: idle workers fold older ones")
-    ap.add_argument("--fold-quiet", type=float, default=0.0,
-                    help="results mode: fold manners, folding once main was quiet this long (0: none)")
+    quiet = "results mode: fold manners, a worker folds once main was quiet this long (0: none)"
+    ap.add_argument("--fold-quiet", type=float, default=0.0, help=quiet)
     ap.add_argument("--seeds", type=int, default=3, help="runs per row (medians)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
