@@ -6,6 +6,7 @@ hold yet: those of the live lanes, and this rig's own, kept under refs/wl/result
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from board import commits, layout
 from board.errors import BoardError
 from board.folds import MAX_FOLD, RESULTS_PREFIX, entry_of, fold_rule, signed_entry
-from board.ids import utcnow
+from board.ids import parse_time, utcnow
 from board.ops import Op
 from board.results import MutationResult
 from board.text import sanitize
@@ -41,33 +42,41 @@ class Courtesy:
     lane result its folder saw, up to MAX_FOLD), instead of racing that folder for `main`. So one worker, the
     one that folded last, goes on folding for everyone, and the others leave `main` to it.
 
-    It folds again once its fetches have found `main` quiet for the quiet time: `quiet` seconds, or twice the
-    usual gap between the moves it saw where that is longer (a folder whose jobs take 5 s moves main every
-    5 s), times a factor from 1 to 2 drawn per rig and quiet period, so two waiting workers seldom fold at the
-    same moment. A result of its own that nobody carried for MAX_DEFER times `quiet` is folded whatever
-    `main` does. A one-shot command has none: it folds at once."""
+    "Lately" is by the time of main's last operation, as the fetch that found it says (a worker that fetches
+    only between 30 s jobs still sees that the last fold was 5 s ago, not just now). It folds again once main
+    has been quiet for the quiet time: `quiet` seconds, or twice the usual gap between those moves where that is
+    longer (a folder whose jobs take 5 s moves main every 5 s), times a factor from 1 to 2 drawn per rig and
+    quiet period, so two waiting workers seldom fold at the same moment. A result of its own that nobody
+    carried for MAX_DEFER times `quiet` is folded whatever `main` does. A one-shot command has none: it folds
+    at once."""
 
     def __init__(self, quiet: float = QUIET_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.quiet, self.clock = quiet, clock
-        self.moved_at: float | None = None  # when this rig last found `main` moved by someone else
+        self.moved_at: float | None = None  # when `main` last moved by someone else, on this rig's clock
         self.gap = 0.0  # the usual time between those moves (a moving average)
         self.looked_at: float | None = None  # its last fetch: how long main was quiet is known up to there
         self.first: dict[str, float] = {}  # our results waiting on their lanes → when this rig first deferred them
 
-    def fetched(self, moved: bool, lanes: bool = False) -> None:
-        """After a fetch: whether it found `main` moved by someone else, and whether any claim lanes are live.
-        The first fetch cannot say when main moved before it: a worker started on a quiet board folds at once,
-        one that joins others at work (live lanes) waits a quiet period first."""
-        if (moved and self.looked_at is not None) or (lanes and self.looked_at is None):
-            self.moved()
+    def fetched(self, moved: bool, at: str | None = None, commits: int = 1) -> None:
+        """After a fetch: whether it found `main` moved by someone else, with the time of main's last operation
+        and how many commits arrived. The first fetch is a baseline only: whose its last commit was, it cannot
+        say (a worker started on a board folds at once)."""
+        if moved and self.looked_at is not None:
+            age = 0.0
+            if at is not None:
+                with contextlib.suppress(ValueError):  # times are to the second: at least this long ago
+                    age = min(max(0.0, (utcnow() - parse_time(at)).total_seconds() - 1), self.clock() - self.looked_at)
+            self.moved(age, commits)
         self.looked_at = self.clock()
 
-    def moved(self) -> None:
-        """Someone else moved `main` just now (a fetch found it, or a push of ours was refused)."""
-        now = self.clock()
-        if self.moved_at is not None:
-            self.gap = min((self.gap + now - self.moved_at) / 2, self.quiet * MAX_DEFER / 4)
-        self.moved_at = now
+    def moved(self, age: float = 0.0, commits: int = 1) -> None:
+        """Someone else moved `main` `age` seconds ago (a fetch found it, or a push of ours was refused now);
+        `commits`: how many commits of theirs since the last move seen."""
+        at = self.clock() - age
+        if self.moved_at is not None and at > self.moved_at:
+            each = (at - self.moved_at) / max(1, commits)
+            self.gap = min((self.gap + each) / 2, self.quiet * MAX_DEFER / 4)
+        self.moved_at = max(at, self.moved_at or at)
 
     def defer(self, handle: str | None, waiting: list[str]) -> bool:
         """Whether to leave our lane results to somebody else's fold now (`waiting`: ours not on main yet)."""

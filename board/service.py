@@ -186,9 +186,9 @@ class Board:
         if origin is None:
             return None
         self.store.force_ref(ORIGIN_MAIN, origin)
-        if self.courtesy is not None:
-            self.courtesy.fetched(origin not in previous, bool(self.remote.lanes))  # main moved? lanes in use?
         state, found = self.ledger.advance(origin)
+        if self.courtesy is not None:  # fold manners (board/folding.Courtesy): did someone else move main, when?
+            self.courtesy.fetched(origin not in previous, state.at, len(found.checked))
         self._note(found)
         from board.claims import track
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -296,12 +297,12 @@ def test_a_courteous_rig_leaves_its_result_on_its_lane_while_others_move_main_an
         res = b.mutate(b.new_op("done", item, evidence="bob's", completion_id=new_completion_id()))
         assert res.pushed and b.retries == 0  # submitted on its lane; no fold raced anyone for main
         assert len(remote_ops(commons)) == before
-        now[0] += 0.9
+        now[0] += 0.5
         assert b.sync().folded == [] and len(remote_ops(commons)) == before
         with alice.board() as a:
             a.refresh()
             assert a.view().item(item).status == "in_review"
-        now[0] += 1.2  # quiet for 2.1 s: past the quiet time times any factor up to 2
+        now[0] += 1.6  # quiet for 2.1 s: past the quiet time times any factor up to 2
         assert b.sync().folded == [item]
     assert [op.by for op in folds(commons)] == ["bob"]
     alice.post("w")  # main moves again; carol has no manners
@@ -365,9 +366,18 @@ def test_fold_manners_wait_longer_behind_a_folder_whose_jobs_are_long() -> None:
     now[0] += 10.0
     manners.fetched(False)
     assert manners.defer("bob", []) is False  # 12.5 s: quiet by any factor
-    fresh = Courtesy(quiet=1.0, clock=lambda: now[0])
-    fresh.fetched(False, lanes=True)
-    assert fresh.defer("bob", ["x"]) is True
-    plain = Courtesy(quiet=1.0, clock=lambda: now[0])
-    plain.fetched(False, lanes=False)
-    assert plain.defer("bob", ["x"]) is False
+    first = Courtesy(quiet=1.0, clock=lambda: now[0])
+    first.fetched(True, at=fmt_time(utcnow()))  # the first fetch is a baseline, however new main's last commit
+    assert first.defer("bob", ["x"]) is False
+
+
+def test_fold_manners_go_by_when_main_last_moved_not_by_when_the_rig_looked() -> None:
+    """A worker fetches only between jobs: after a 30 s job it finds main moved, and the time of main's last
+    operation says whether that was 5 s ago (quiet: fold) or just now (a folder at work: leave it to them)."""
+    for ago, defers in ((5, False), (0, True)):
+        clock = [0.0]
+        manners = Courtesy(quiet=1.0, clock=lambda c=clock: c[0])
+        manners.fetched(False)
+        clock[0] += 30.0
+        manners.fetched(True, at=fmt_time(utcnow() - timedelta(seconds=ago)))
+        assert manners.defer("bob", ["x"]) is defers, ago

@@ -477,7 +477,7 @@ class NeverCarries:
     def defer(self, handle: str | None, waiting: list[str]) -> bool:
         return True
 
-    def fetched(self, moved: bool, lanes: bool = False) -> None:
+    def fetched(self, moved: bool, at: str | None = None, commits: int = 1) -> None:
         pass
 
     def moved(self) -> None:
