@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
 
 import scale_sim  # noqa: E402
-from scale_sim import Config, Costs, simulate  # noqa: E402
+from scale_sim import Config, Costs, Manners, simulate  # noqa: E402
 
 FREE = Costs(**dict.fromkeys(Costs.__dataclass_fields__, 0.0))  # every CPU cost zero: only what a test sets
 
@@ -157,13 +157,60 @@ def test_with_short_jobs_workers_fold_once_main_has_been_quiet() -> None:
     assert polite["folded"] == 320 and polite["on_lanes"] == 0
 
 
-def test_busy_workers_with_long_jobs_leave_their_results_about_one_job_on_lanes() -> None:
-    # 5 s jobs: a busy worker fetches only between jobs and then finds main moved, so it defers; its result
-    # waits for a fold by a worker that found main quiet, about a job later, not to the end of the run
+def test_a_move_is_dated_by_mains_last_commit_to_the_second_and_the_first_fetch_is_a_baseline() -> None:
+    now = [3.0]
+    manners = Manners(1.0, lambda: now[0], "t")
+    manners.fetched(True, 2.5, 40)  # the first fetch: whatever it finds, no move
+    assert manners.moved_at is None and manners.looked_at == 3.0 and not manners.defer([1])
+    now[0] = 10.0
+    manners.fetched(True, 0.5, 1)  # 9.5 s ago, less a second: 8.5 s, but only 7 s since its last look
+    assert manners.moved_at == 3.0 and manners.gap == 0.0
+    now[0] = 20.0
+    manners.fetched(True, 18.0, 4)  # 2 s ago, less a second: 1 s; 4 commits in 16 s, 4 s each
+    assert manners.moved_at == 19.0 and manners.gap == 2.0
+    assert manners.defer([2])  # quiet for 1 s, under twice the gap times a factor from 1 to 2 ...
+    now[0] = 28.0
+    manners.fetched(False, 18.0, 0)
+    assert not manners.defer([3])  # ... but not 9 s
+    now[0] = 30.0
+    manners.fetched(True, 29.6, 1)  # 0.4 s ago: just now, to the second
+    assert manners.moved_at == 30.0 and manners.gap == 2.5  # (2 + 11) / 2, but MAX_DEFER quiet periods / 4
+    now[0] = 31.0
+    manners.moved(5.0)  # never earlier than a move it knew of
+    assert manners.moved_at == 30.0 and manners.gap == 2.5
+    manners.moved()  # a push of its own refused: a move just now
+    assert manners.moved_at == 31.0 and manners.gap == 1.75
+
+
+def test_workers_in_step_with_long_jobs_leave_their_results_about_one_job_on_lanes() -> None:
+    # 5 s jobs each, all started together: they end their jobs within a second of each other, the first folds
+    # and the others find main moved just now and defer; nobody fetches again until the next jobs end, so
+    # their results wait a job for the next first one's fold, and no longer (not to the end of the run)
     job_s = 5.0
     row = simulate(Config(20, jobs=300, job_s=job_s, rtt=0.040, server_cores=8, mode="results", fold_quiet=0.5))  # fmt: skip
     assert 0.8 * job_s < row["lag_median"] <= row["lag_p95"] < 2 * job_s
     assert row["folded"] == 300 and row["on_lanes"] == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_out_of_step_workers_with_long_jobs_fold_once_main_was_quiet_well_within_a_job(seed: int) -> None:
+    # jobs of 10 to 30 s: a worker ending one sees by main's last commit that the last fold was seconds ago,
+    # and folds once that is the quiet time; dated by when it looked (a move found is "just now") nearly every
+    # fold would be forced, after MAX_DEFER quiet periods of a result's wait: half the results wait over 4 s
+    quiet, job_s = 1.0, 20.0
+    row = simulate(Config(36, jobs=144, job_s=job_s, job_spread=0.5, rtt=0.040, server_cores=8,
+                          mode="results", fold_quiet=quiet, seed=seed))  # fmt: skip
+    assert row["lag_median"] < 0.15 * job_s
+    assert row["lag_p95"] < quiet * scale_sim.MAX_DEFER + 1
+    assert row["main_pushes_per_result"] < 0.5 and row["results_per_fold"] > 2
+    assert row["folded"] == 144 and row["on_lanes"] == 0 and row["fold_gave_up"] == 0
+
+
+def test_a_job_spread_of_0_keeps_every_figure() -> None:
+    row = simulate(replace(BEFORE_CFG, job_spread=0.0))
+    assert {k: row[k] for k in BEFORE} == BEFORE
+    spread = simulate(replace(BEFORE_CFG, job_spread=0.5))
+    assert spread["folded"] == 80 and spread["jobs_per_min"] != row["jobs_per_min"]
 
 
 def test_a_result_nobody_carries_is_folded_after_max_defer_quiet_periods(
@@ -186,3 +233,5 @@ def test_a_stopping_worker_folds_what_is_left_whatever_main_does() -> None:
                           fold_idle=1.0))  # fmt: skip
     assert row["folded"] == 8 and row["on_lanes"] == 0
     assert 1.0 <= row["lag_p95"] < 3.0
+    # 8 straight pushes (one lands; a refusal is a move: the 7 others do not retry), then folds on stopping
+    assert row["main_pushes_per_result"] < 1.5

@@ -2,7 +2,8 @@
 
     .venv/bin/python tests/benchmarks/scale_sim.py --check-here            # against bench_scale.py's runs here
     .venv/bin/python tests/benchmarks/scale_sim.py --workers 10,100,1000 --job-seconds 30 --server-cores 8 \
-        --rtt-ms 40 --batch 4 [--mode lanes|main|results] [--fold-quiet S] [--jobs N] [--seeds S] [--json out.json]
+        --rtt-ms 40 --batch 4 [--mode lanes|main|results] [--fold-quiet S] [--job-spread F] [--jobs N] \
+        [--seeds S] [--json out.json]
 
 A discrete-event simulation (no threads, no sleeps; deterministic for a seed) of what bench_scale.py runs for
 real, so the README's model can be checked against this machine and then pushed to sizes no machine here
@@ -15,7 +16,8 @@ can run. What it models, with costs from tests/benchmarks/bench_push_cost.py and
 - A worker (one process): start-up T_START of CPU, then the loop of `wl infer worker --batch B`: fetch (and
   validate every new `main` commit, V_COMMIT each: every reader checks the history), pick up to B runnable
   items at random among the first 32 it sees, claim them on their lanes in one push (create-if-absent: the
-  first push per item wins, the others lose the race), run each (`--job-seconds` of engine time plus T_RUN of
+  first push per item wins, the others lose the race), run each (`--job-seconds` of engine time, or with
+  `--job-spread F` a time drawn from `--job-seconds` times 1 - F to 1 + F per job, plus T_RUN of
   CPU for evidence, signature, local commit), then publish the results in one compare-and-swap push of `main`:
   refused when `main` moved since the worker's last fetch, then a jittered back-off, a fetch and a rebuild,
   up to 30 attempts. Idle workers poll every `--poll` seconds.
@@ -28,18 +30,23 @@ can run. What it models, with costs from tests/benchmarks/bench_push_cost.py and
   up to 30 attempts ("fold gave up": the results stay on their lanes for a later fold). A worker with nothing to
   claim folds the lane results older than `--fold-idle` seconds (the drain at the end).
 - `--fold-quiet S` (results mode; 0, the default: none) gives the workers board/folding.Courtesy's fold manners:
-  each tracks when a fetch of its own found `main` moved by someone else (or a push of its own to `main` was
-  refused), its last fetch, and the moving average of the gaps between those moves. While main moved lately (the
-  quiet it saw up to its last fetch is under max(S, twice the gap) times a factor from 1 to 2 drawn per worker
-  and move) it defers: its results go onto their lanes only, for somebody's fold to carry, unless one of them
-  waited MAX_DEFER times S. A worker that never saw a foreign move folds at once (its first fetch is a baseline,
-  or a move when it shows live lanes). As in `wl`, a submission fetches first and, not deferring, is one
-  compare-and-swap push of main with a fold of the fresh results and the lane results in view (no lane push when
-  it lands; refused, they go onto their lanes and the refusal counts as a move). A worker with results waiting
-  decides again after each fetch of its loop and before each retry of a fold; one with nothing to claim for
-  `--fold-idle` seconds stops (as `--idle-exit`): it folds what of its own is still on lanes, manners or not
-  (there is no drain of others' results then: every worker folds its own in the end). A result a fold carried
-  straight from its worker has a lane-to-main lag of 0.
+  each tracks when `main` last moved by someone else, its last fetch, and the moving average of the gaps
+  between those moves (per commit). A fetch that finds main moved dates the move by main's last commit, as
+  `wl` dates it by the time of main's last operation, which is to the second: the move's age less 1 s (at
+  least 0, at most the time since the worker's previous fetch); a refused push of its own to `main` is a move
+  just now. While main moved lately (the quiet up to its last fetch is under max(S, twice the gap) times a
+  factor from 1 to 2 drawn per worker and move) it defers: its results go onto their lanes only, for
+  somebody's fold to carry, unless one of them waited MAX_DEFER times S. A worker that never saw a foreign
+  move folds at once (its first fetch is a baseline only). As in `wl`, a submission fetches first and, not
+  deferring, is one compare-and-swap push of main with a fold of the fresh results and the lane results in
+  view (no lane push when it lands; refused, they go onto their lanes and the refusal counts as a move). A
+  worker with results waiting decides again after each fetch of its loop and before each retry of a fold; one
+  with nothing to claim for `--fold-idle` seconds stops (as `--idle-exit`): it folds what of its own is still
+  on lanes, manners or not (there is no drain of others' results then: every worker folds its own in the end).
+  A result a fold carried straight from its worker has a lane-to-main lag of 0. A worker busy on a job does
+  not fetch: with jobs all of one length and workers that start together, they end their jobs within a
+  second of each other, the first folds and the others, finding main moved just now, leave theirs to the
+  next fold, a job later (`--job-spread` takes them out of step).
 - `--shared-cores K` puts clients and server on one machine of K cores (this one: 2), each CPU burst queued
   for a core; without it every worker has its own machine.
 
@@ -71,6 +78,7 @@ WINDOW = 32  # wl_infer.automation SHUFFLE_WINDOW: workers pick among the first 
 ATTEMPTS = 30  # CAS attempts for a `main` push before a result is kept for later
 FOLD_MAX = 64  # lane results one fold commit carries at most
 MAX_DEFER = 10  # board/folding.py: quiet periods a courteous worker leaves its results to other folds at most
+TO_THE_SECOND = 1.0  # operations are dated to the second: `wl` takes a move to be this much younger
 
 
 @dataclass
@@ -99,6 +107,7 @@ class Config:
     jobs: int = 80
     batch: int = 1
     job_s: float = 0.0
+    job_spread: float = 0.0  # each job's engine time is drawn from job_s * (1 ± job_spread); 0: all job_s
     rtt: float = 0.0
     poll: float = 0.2
     server_cores: int = 2
@@ -178,6 +187,7 @@ class Commons:
         self.pending: dict[int, float] = {}  # results mode: item → when its result reached its lane
         self.lags: list[float] = []  # results mode: seconds from lane to main, per folded result
         self.version = 0
+        self.version_at = 0.0  # when main's last commit landed (the poster's: before the workers start)
         self.weight = 0  # main commits as readers validate them: 1 each, a fold 1 per result it carries
         self.main_pushes = self.folds = self.fold_gave_up = 0
         self.lane_pushes = 0  # lane refs moved so far (what a fetch folds anew)
@@ -201,23 +211,29 @@ class Manners:
 
     def __init__(self, quiet: float, clock: Callable[[], float], seed: str) -> None:
         self.quiet, self.clock, self.seed = quiet, clock, seed
-        self.moved_at: float | None = None  # when this worker last found `main` moved by someone else
+        self.moved_at: float | None = None  # when `main` last moved by someone else, as this worker knows
         self.gap = 0.0  # the usual time between those moves (a moving average)
         self.looked_at: float | None = None  # its last fetch
         self.first: dict[int, float] = {}  # its results waiting on their lanes → when it first deferred them
         self._factor: tuple[float | None, float] = (None, 1.0)  # (moved_at, its factor)
 
-    def fetched(self, moved: bool, lanes: bool) -> None:
-        """After a fetch: whether `main` moved since this worker's last view of it, whether lanes are live."""
-        if (moved and self.looked_at is not None) or (lanes and self.looked_at is None):
-            self.moved()
-        self.looked_at = self.clock()
-
-    def moved(self) -> None:
+    def fetched(self, moved: bool, at: float, commits: int) -> None:
+        """After a fetch: whether `main` moved since this worker's last view of it, when main's last commit
+        landed, and how many commits arrived. The first fetch is a baseline only. `wl` knows the time of
+        main's last operation to the second, so takes the move to be TO_THE_SECOND younger than it is."""
         now = self.clock()
-        if self.moved_at is not None:
-            self.gap = min((self.gap + now - self.moved_at) / 2, self.quiet * MAX_DEFER / 4)
-        self.moved_at = now
+        if moved and self.looked_at is not None:
+            self.moved(min(max(0.0, now - at - TO_THE_SECOND), now - self.looked_at), commits)
+        self.looked_at = now
+
+    def moved(self, age: float = 0.0, commits: int = 1) -> None:
+        """Someone else moved `main` `age` seconds ago (a fetch found it, or a push of its own was refused
+        now), with `commits` commits since the last move it knew of."""
+        at = self.clock() - age
+        if self.moved_at is not None and at > self.moved_at:
+            each = (at - self.moved_at) / max(1, commits)
+            self.gap = min((self.gap + each) / 2, self.quiet * MAX_DEFER / 4)
+        self.moved_at = at if self.moved_at is None else max(at, self.moved_at)
 
     def defer(self, waiting: list[int]) -> bool:
         """Whether to leave `waiting` (its results not on main yet, fresh ones included) to others' folds now."""
@@ -235,6 +251,7 @@ class Manners:
 
 def simulate(cfg: Config) -> dict[str, Any]:
     sim, c, rng = Sim(), cfg.costs, random.Random(cfg.seed)
+    lengths = random.Random(f"{cfg.seed}/jobs")  # --job-spread: its own draws, the others' stay as they were
     board = Commons(cfg.jobs)
     shared = Cpu(sim, cfg.shared_cores) if cfg.shared_cores else None
     server = shared or Cpu(sim, cfg.server_cores)
@@ -270,16 +287,20 @@ def simulate(cfg: Config) -> dict[str, Any]:
             nonlocal seen_version, seen_weight, seen_lanes, view
             yield ("cpu", cpu, c.t_fetch)
 
-            def read() -> tuple[int, int, list[int], set[int], int, dict[int, float], bool]:
+            def read() -> tuple[int, float, int, list[int], set[int], int, dict[int, float]]:
                 taken = {i for i in watch if i in board.lane or i in board.done}
                 pending = dict(board.pending)
-                live = len(board.lane) > len(board.done)  # claims held or results on lanes
-                return board.version, board.weight, board.window(), taken, board.lane_pushes, pending, live
+                version = board.version, board.version_at, board.weight
+                return *version, board.window(), taken, board.lane_pushes, pending
 
-            version, weight, window, taken, lanes, view, live = yield from request(c.c_fetch, read)
-            if manners is not None:
-                manners.fetched(version != seen_version, live)
-            yield ("cpu", cpu, c.v_commit * max(0, weight - seen_weight) + c.t_fold * (lanes - seen_lanes))
+            version, version_at, weight, window, taken, lanes, view = yield from request(c.c_fetch, read)
+            checks, folds = c.v_commit * max(0, weight - seen_weight), c.t_fold * (lanes - seen_lanes)
+            if manners is None:
+                yield ("cpu", cpu, checks + folds)
+            else:  # as Board._fetch: main's new commits validated, the manners told, then the lanes folded
+                yield ("cpu", cpu, checks)
+                manners.fetched(version != seen_version, version_at, version - seen_version)
+                yield ("cpu", cpu, folds)
             seen_version, seen_weight, seen_lanes = version, weight, lanes
             return window, taken
 
@@ -302,6 +323,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
                     if board.version != expected:
                         return False
                     board.version += 1
+                    board.version_at = sim.now
                     board.weight += 1
                     board.landed += 1
                     change()
@@ -328,6 +350,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
             if board.version != expected:
                 return False
             board.version += 1
+            board.version_at = sim.now
             board.weight += len(carry)
             board.landed += 1
             board.folds += 1
@@ -440,7 +463,9 @@ def simulate(cfg: Config) -> dict[str, Any]:
             if not won:
                 continue
             for _ in won:
-                yield ("delay", cfg.job_s)
+                spread = cfg.job_s * cfg.job_spread
+                job_s = lengths.uniform(cfg.job_s - spread, cfg.job_s + spread) if spread else cfg.job_s
+                yield ("delay", job_s)
                 yield ("cpu", cpu, c.t_run)
             if cfg.mode == "results":  # one lane push moves each result's lane from the claim it holds
                 if manners is not None:  # `wl` fetches before it submits (Board.mutate, Board.sync)
@@ -517,6 +542,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--job-seconds", type=float, default=0.0)
+    ap.add_argument("--job-spread", type=float, default=0.0, help="jobs take --job-seconds times 1 ± this")
     ap.add_argument("--rtt-ms", type=float, default=0.0)
     ap.add_argument("--server-cores", type=int, default=2)
     ap.add_argument("--shared-cores", type=int)
@@ -551,8 +577,9 @@ def main() -> None:
         for k in (int(x) for x in args.workers.split(",")):
             jobs = args.jobs or max(80, 4 * k * args.batch)
             row = _median([simulate(Config(k, jobs=jobs, batch=args.batch, job_s=args.job_seconds,
-                                           rtt=args.rtt_ms * MS, server_cores=args.server_cores,
-                                           shared_cores=args.shared_cores, mode=args.mode,
+                                           job_spread=args.job_spread, rtt=args.rtt_ms * MS,
+                                           server_cores=args.server_cores, shared_cores=args.shared_cores,
+                                           mode=args.mode,
                                            fold_idle=args.fold_idle, fold_quiet=args.fold_quiet, seed=s))
                            for s in range(args.seeds)])  # fmt: skip
             rows.append(row)
