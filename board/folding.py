@@ -59,8 +59,8 @@ class Courtesy:
 
     def fetched(self, moved: bool, at: str | None = None, commits: int = 1) -> None:
         """After a fetch: whether it found `main` moved by someone else, with the time of main's last operation
-        and how many commits arrived. The first fetch is a baseline only: whose its last commit was, it cannot
-        say (a worker started on a board folds at once)."""
+        and how many commits arrived. The first fetch is a baseline only: it cannot say whose main's last commit
+        was (a worker started on a board folds at once)."""
         if moved and self.looked_at is not None:
             age = 0.0
             if at is not None:
@@ -100,18 +100,18 @@ def deferring(board: Board, fresh: list[str] | None = None) -> bool:
 
 def _waiting(board: Board) -> list[str]:
     """Our results only on their lanes, as far as main's validated state says; the copies of those somebody
-    else's fold carried are let go."""
+    else's fold carried (main holds that very completion, by id) are let go."""
     from board.view import TreeView
 
-    ids = own_results(board)
-    state = board.ledger.load() if ids else None
+    kept = [(i, sha) for ref, sha in board.store.refs_under(RESULTS_PREFIX) if (i := layout.lane_item(ref, RESULTS_PREFIX))]
+    state = board.ledger.load() if kept else None
     if state is None:
-        return ids
+        return [i for i, _ in kept]
     view = TreeView(board.store, state.tree.encode())
     waiting = []
-    for item_id in ids:
+    for item_id, sha in kept:
         comp = view.completion(item_id)
-        if comp is not None and comp.completed_by == board.handle:
+        if comp is not None and comp.completed_by == board.handle and _completion_id(board, sha) == comp.id:
             board.store.remove_ref(RESULTS_PREFIX + item_id.encode())
         else:
             waiting.append(item_id)
@@ -199,6 +199,14 @@ def _each_alone(
         kept.append(entry)
         blobs.update(carried)
     return kept, blobs
+
+
+def _completion_id(board: Board, sha: bytes) -> object:
+    """The completion id our kept lane result names (None when the commit is not one of ours here)."""
+    try:
+        return commits.parse(board.store.commit(sha).message).op.args.get("completion_id")
+    except (KeyError, commits.FormatError):
+        return None
 
 
 def _entry_at(board: Board, sha: bytes) -> dict[str, str] | None:

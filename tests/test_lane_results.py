@@ -381,3 +381,30 @@ def test_fold_manners_go_by_when_main_last_moved_not_by_when_the_rig_looked() ->
         clock[0] += 30.0
         manners.fetched(True, at=fmt_time(utcnow() - timedelta(seconds=ago)))
         assert manners.defer("bob", ["x"]) is defers, ago
+
+
+def test_a_courteous_rig_lets_go_of_its_copy_of_a_result_another_fold_carried_and_only_that_one(
+    tmp_path: Path,
+) -> None:
+    """Once main holds the very completion a kept lane result of ours names, the manners let our copy go (it is
+    no longer waiting); a copy that names another completion (here: a commit that is not that `done`) waits."""
+    from board.folding import deferring
+
+    commons = make_commons(tmp_path)
+    alice, bob, _ = _three(tmp_path, str(commons))
+    item = alice.post("x")
+    bob.claim(item)
+    lane_result(bob, item, "bob's result")
+    with bob.board() as b:
+        [(ref, done_sha)] = list(b.store.refs_under(RESULTS_PREFIX))
+        claim_sha = b.store.commit(done_sha).parents[0]
+    assert alice.sync().folded == [item]  # alice's fold carries bob's result
+    with bob.board() as b:
+        b.courtesy = Courtesy(quiet=1.0, clock=lambda: 0.0)
+        b.refresh()
+        b.store.force_ref(ref, claim_sha)  # a kept copy that is not the completion main holds
+        deferring(b)
+        assert [r for r, _ in b.store.refs_under(RESULTS_PREFIX)] == [ref]
+        b.store.force_ref(ref, done_sha)  # the very result main holds
+        deferring(b)
+        assert list(b.store.refs_under(RESULTS_PREFIX)) == []
