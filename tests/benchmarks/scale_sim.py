@@ -264,6 +264,19 @@ def simulate(cfg: Config) -> dict[str, Any]:
         yield ("delay", cfg.rtt / 2)
         return result
 
+    def land_main(expected: int, weight: int) -> bool:
+        """One compare-and-swap push of main, counted: it lands (one commit of `weight` jobs) when main is
+        still at `expected`."""
+        board.pushes += 1
+        board.main_pushes += 1
+        if board.version != expected:
+            return False
+        board.version += 1
+        board.version_at = sim.now
+        board.weight += weight
+        board.landed += 1
+        return True
+
     def worker(me: int) -> Proc:
         cpu = clients[me]
         yield ("cpu", cpu, c.t_start)
@@ -318,14 +331,8 @@ def simulate(cfg: Config) -> dict[str, Any]:
                 expected = seen_version
 
                 def try_land(expected: int = expected) -> bool:
-                    board.pushes += 1
-                    board.main_pushes += 1
-                    if board.version != expected:
+                    if not land_main(expected, 1):
                         return False
-                    board.version += 1
-                    board.version_at = sim.now
-                    board.weight += 1
-                    board.landed += 1
                     change()
                     return True
 
@@ -345,14 +352,8 @@ def simulate(cfg: Config) -> dict[str, Any]:
 
         def try_fold(expected: int, carry: list[int]) -> bool:
             """The server takes a fold commit carrying `carry` when main is still at `expected`."""
-            board.pushes += 1
-            board.main_pushes += 1
-            if board.version != expected:
+            if not land_main(expected, len(carry)):
                 return False
-            board.version += 1
-            board.version_at = sim.now
-            board.weight += len(carry)
-            board.landed += 1
             board.folds += 1
             for i in carry:  # main has not moved since the fetch, so each is still only on its lane ...
                 # ... or, folded straight from its worker (--fold-quiet), on no lane at all: no lag
