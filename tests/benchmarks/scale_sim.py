@@ -362,6 +362,20 @@ def simulate(cfg: Config) -> dict[str, Any]:
             board.last_done_at = sim.now
             return True
 
+        def push_fold(carry: list[int]) -> Generator[Step, Any, bool]:
+            """One compare-and-swap push of a fold carrying `carry` from the main this worker saw; on landing,
+            its view follows and the carried results are off their lanes."""
+            nonlocal seen_version, seen_weight
+            expected = seen_version
+            cost = c.c_main if board.version == expected else c.c_adv
+            if not (yield from request(cost, partial(try_fold, expected, carry))):
+                return False
+            seen_version += 1
+            seen_weight += len(carry)
+            for i in carry:
+                view.pop(i, None)
+            return True
+
         def fold(target: list[int], polite: bool = False) -> Generator[Step, Any, None]:
             """Results mode: a compare-and-swap push of one fold commit carrying `target` (its own results, or the
             stale ones an idle worker saw) and the other lane results in view, oldest first, up to FOLD_MAX;
@@ -378,13 +392,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
                 carry = (mine + [i for i in view if i not in wanted])[:FOLD_MAX]
                 # the folder checks every result it carries (its signature, on its lane), as each reader will
                 yield ("cpu", cpu, c.t_push + c.v_commit * len(carry) + (c.t_rebuild if attempt > 1 else 0.0))
-                expected = seen_version
-                cost = c.c_main if board.version == expected else c.c_adv
-                if (yield from request(cost, partial(try_fold, expected, carry))):
-                    seen_version += 1
-                    seen_weight += len(carry)
-                    for i in carry:
-                        del view[i]
+                if (yield from push_fold(carry)):
                     return
                 if manners is not None:
                     manners.moved()  # a refused push of its own: someone else moved main
@@ -398,13 +406,7 @@ def simulate(cfg: Config) -> dict[str, Any]:
             nonlocal seen_version, seen_weight
             carry = (fresh + [i for i in view if i not in fresh])[:FOLD_MAX]
             yield ("cpu", cpu, c.t_push + c.v_commit * len(carry))
-            expected = seen_version
-            cost = c.c_main if board.version == expected else c.c_adv
-            if (yield from request(cost, partial(try_fold, expected, carry))):
-                seen_version += 1
-                seen_weight += len(carry)
-                for i in carry:
-                    view.pop(i, None)
+            if (yield from push_fold(carry)):
                 return [i for i in carry if i in fresh]
             assert manners is not None
             manners.moved()  # refused: someone else moved main; the results go onto their lanes
