@@ -247,8 +247,8 @@ def take_lane_claim(view: ops.View, op: ops.Op, item: Item, now: datetime) -> No
         raise RuleError(f"the lane claim of wanted item {item.id} has no valid time") from None
     if item.status == "claimed" and item.claimed_by != op.by and not ops.lease_expired(item, at):
         raise NotAllowed(item.id, op.by, "complete", f"the claimer ({item.claimed_by})")
-    if (item.updated_at and at < parse_time(item.updated_at)) or at > now:
-        raise RuleError(f"the lane claim of wanted item {item.id} is dated {inner.at}, outside its record's life")
     if item.status not in ("open", "claimed"):
         raise WrongStatus(item.id, item.status, "open", "its lane claim cannot complete it")
+    if (item.updated_at and at < parse_time(item.updated_at)) or at > now:
+        raise RuleError(f"the lane claim of wanted item {item.id} is dated {inner.at}, outside its record's life")
     item.status, item.claimed_by = "claimed", op.by
